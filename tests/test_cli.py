@@ -1,0 +1,32 @@
+"""The console script's surface."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bridge import __version__
+from bridge.cli import main
+
+
+def test_version_flag_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the program name and version and exits 0."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"presence-bridge {__version__}"
+
+
+def test_installed_console_script_has_help() -> None:
+    """The installed `presence-bridge` script answers --help."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "presence-bridge" in out
+
+
+def test_no_command_is_a_usage_error() -> None:
+    """Without a subcommand the CLI prints help and exits 2."""
+    assert main([]) == 2
