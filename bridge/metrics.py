@@ -1,0 +1,165 @@
+"""Prometheus metrics (DESIGN §5): names are a contract with the dashboard and alerts.
+
+All metrics live in one module-level registry, :data:`REGISTRY`, so the
+process exports exactly these (plus the standard process collectors) and
+tests can read them. :data:`METRIC_NAMES` lists every base name; the chart's
+tests check the dashboard and alert rules against it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.process_collector import ProcessCollector
+
+from bridge import __version__
+
+__all__ = [
+    "BUILD_INFO",
+    "CHANNEL_CONNECTS",
+    "CHANNEL_EXPIRY",
+    "CHANNEL_ROTATIONS",
+    "DLQ_RECORDS",
+    "EVENT_DELIVERY",
+    "EVENT_LAG",
+    "FENCED",
+    "GENESYS_EVENTS",
+    "GENESYS_HTTP_REQUESTS",
+    "GENESYS_RATE_LIMITED",
+    "HEARTBEAT_AGE",
+    "METRIC_NAMES",
+    "PRODUCE_ERRORS",
+    "RECONCILE_CORRECTIONS",
+    "RECONCILE_RUNS",
+    "RECORDS_PRODUCED",
+    "REGISTRY",
+    "ROSTER_UNASSIGNED",
+    "ROSTER_USERS",
+    "SHARDS_OWNED",
+    "SHARD_USERS",
+    "STALE_EVENTS",
+    "SUBSCRIBED_TOPICS",
+]
+
+# The *_created series double the exposition size and no panel or alert uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+#: Delivery is sub-second when healthy; the tail buckets catch Kafka outages.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Genesys→Kafka lag includes Genesys's own delay and gap recovery: wider.
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+
+GENESYS_EVENTS = Counter(
+    "bridge_genesys_events",
+    "Frames received from Genesys, by kind (presence, routing_status, heartbeat, pong, system, unknown).",
+    ["kind"],
+    registry=REGISTRY,
+)
+RECORDS_PRODUCED = Counter(
+    "bridge_records_produced", "Records committed to Kafka, by topic.", ["topic"], registry=REGISTRY
+)
+PRODUCE_ERRORS = Counter(
+    "bridge_produce_errors", "Kafka produce or commit failures, by reason.", ["reason"], registry=REGISTRY
+)
+DLQ_RECORDS = Counter(
+    "bridge_dlq_records", "Frames sent to the dead-letter topic, by reason.", ["reason"], registry=REGISTRY
+)
+STALE_EVENTS = Counter(
+    "bridge_stale_events",
+    "Changes dropped because a newer or identical one was already recorded, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+EVENT_DELIVERY = Histogram(
+    "bridge_event_delivery_seconds",
+    "Frame received to Kafka transaction committed.",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+EVENT_LAG = Histogram(
+    "bridge_event_lag_seconds",
+    "Genesys changedAt to Kafka transaction committed.",
+    buckets=LAG_BUCKETS,
+    registry=REGISTRY,
+)
+CHANNEL_CONNECTS = Counter(
+    "bridge_channel_connects",
+    "Notification sockets opened, by reason (start, reconnect, maintenance, new_channel).",
+    ["reason"],
+    registry=REGISTRY,
+)
+CHANNEL_ROTATIONS = Counter(
+    "bridge_channel_rotations",
+    "Channels replaced by a new channel, by reason (expired, not_found, evicted, extend_failed).",
+    ["reason"],
+    registry=REGISTRY,
+)
+HEARTBEAT_AGE = Gauge(
+    "bridge_channel_heartbeat_age_seconds",
+    "Seconds since the shard's socket last received any frame.",
+    ["shard"],
+    registry=REGISTRY,
+)
+CHANNEL_EXPIRY = Gauge(
+    "bridge_channel_expiry_seconds",
+    "Seconds until the shard's channel expires.",
+    ["shard"],
+    registry=REGISTRY,
+)
+SUBSCRIBED_TOPICS = Gauge(
+    "bridge_subscribed_topics",
+    "Topics subscribed on the shard's channel while connected (0 when disconnected).",
+    ["shard"],
+    registry=REGISTRY,
+)
+SHARDS_OWNED = Gauge("bridge_shards_owned", "Shards this worker runs.", registry=REGISTRY)
+SHARD_USERS = Gauge("bridge_shard_users", "Agents assigned to the shard.", ["shard"], registry=REGISTRY)
+RECONCILE_RUNS = Counter("bridge_reconcile_runs", "Reconciliations completed.", registry=REGISTRY)
+RECONCILE_CORRECTIONS = Counter(
+    "bridge_reconcile_corrections",
+    "Changes found by reconciliation that the stream had missed.",
+    registry=REGISTRY,
+)
+GENESYS_HTTP_REQUESTS = Counter(
+    "bridge_genesys_http_requests",
+    "Genesys REST requests, by templated endpoint and status.",
+    ["endpoint", "status"],
+    registry=REGISTRY,
+)
+GENESYS_RATE_LIMITED = Counter("bridge_genesys_rate_limited", "429 answers from Genesys.", registry=REGISTRY)
+ROSTER_USERS = Gauge("bridge_roster_users", "Active agents in the roster.", registry=REGISTRY)
+ROSTER_UNASSIGNED = Gauge(
+    "bridge_roster_unassigned_users",
+    "Agents that fit no shard within the channel budget.",
+    registry=REGISTRY,
+)
+FENCED = Counter("bridge_fenced", "Shards lost because a newer owner fenced this worker.", registry=REGISTRY)
+BUILD_INFO = Gauge("bridge_build_info", "Build information.", ["version"], registry=REGISTRY)
+BUILD_INFO.labels(version=__version__).set(1)
+
+#: Every base metric name as exported (counters carry the ``_total`` suffix).
+METRIC_NAMES: tuple[str, ...] = (
+    "bridge_genesys_events_total",
+    "bridge_records_produced_total",
+    "bridge_produce_errors_total",
+    "bridge_dlq_records_total",
+    "bridge_stale_events_total",
+    "bridge_event_delivery_seconds",
+    "bridge_event_lag_seconds",
+    "bridge_channel_connects_total",
+    "bridge_channel_rotations_total",
+    "bridge_channel_heartbeat_age_seconds",
+    "bridge_channel_expiry_seconds",
+    "bridge_subscribed_topics",
+    "bridge_shards_owned",
+    "bridge_shard_users",
+    "bridge_reconcile_runs_total",
+    "bridge_reconcile_corrections_total",
+    "bridge_genesys_http_requests_total",
+    "bridge_genesys_rate_limited_total",
+    "bridge_roster_users",
+    "bridge_roster_unassigned_users",
+    "bridge_fenced_total",
+    "bridge_build_info",
+)

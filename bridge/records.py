@@ -1,0 +1,288 @@
+"""Kafka record contract: the values downstream consumers read.
+
+The pydantic models here are the single source of the JSON Schema files in
+``bridge/schemas/`` (``python -m bridge.records --write`` regenerates them; a
+test fails when they drift). On the hot path records are encoded from the
+domain :class:`~bridge.model.Change` with orjson by :func:`encode_event` and
+:func:`encode_state`, which build exactly the fields of these models (a test
+validates encoded records against the models with ``extra="forbid"``).
+
+Every event value carries ``schema``, ``eventId`` (a stable hash of userId,
+kind, change time and value: the same change always gets the same id),
+``userId``, ``changedAt`` (Genesys's own time), ``observedAt`` (when the bridge
+received it), ``origin`` (``stream`` or ``reconcile``), ``shard`` and
+``channelId``. See DESIGN §4 and README "Topics and records".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
+
+__all__ = [
+    "DLQ_SCHEMA",
+    "PRESENCE_SCHEMA",
+    "ROUTING_STATUS_SCHEMA",
+    "SCHEMA_DIR",
+    "STATE_SCHEMA",
+    "AgentStateRecord",
+    "DlqRecord",
+    "PresenceRecord",
+    "PresenceStateRecord",
+    "RoutingStateRecord",
+    "RoutingStatusRecord",
+    "encode_dlq",
+    "encode_event",
+    "encode_state",
+    "event_id",
+    "event_type",
+    "format_time",
+    "json_schemas",
+    "model_for",
+]
+
+PRESENCE_SCHEMA = "genesys.presence.v1"
+ROUTING_STATUS_SCHEMA = "genesys.routing-status.v1"
+STATE_SCHEMA = "genesys.agent-state.v1"
+DLQ_SCHEMA = "bridge.dlq.v1"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+EVENT_TYPE = {Kind.PRESENCE: "presence", Kind.ROUTING_STATUS: "routing-status"}
+SCHEMA_BY_KIND = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
+#: How much of an undecodable frame the DLQ keeps (frames are small; this bounds a hostile one).
+DLQ_FRAME_LIMIT = 64 * 1024
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class _EventRecord(_Record):
+    event_id: str = Field(description="Stable hash of userId, kind, changedAt and value.")
+    user_id: str = Field(description="Genesys user id (also the record key).")
+    changed_at: datetime = Field(description="When Genesys says the change happened (ISO-8601 UTC).")
+    observed_at: datetime = Field(description="When the bridge received or reconciled it.")
+    origin: Literal["stream", "reconcile"] = Field(
+        description=(
+            "stream: pushed over the notification socket; reconcile: found by the bulk APIs after a gap."
+        )
+    )
+    shard: int = Field(description="The shard (control-topic partition) that wrote it.")
+    channel_id: str | None = Field(description="The notification channel it came through, when any.")
+
+
+class PresenceRecord(_EventRecord):
+    """A presence change (topic ``genesys.presence.v1``)."""
+
+    schema_: Literal["genesys.presence.v1"] = Field(alias="schema")
+    system_presence: str = Field(description="Normalised upper snake case: AVAILABLE, ON_QUEUE, MEAL…")
+    presence_definition_id: str | None
+    presence_label: str | None = Field(description="The org's label for the definition, when known.")
+    message: str | None
+    source: str | None
+    primary: bool | None
+
+
+class RoutingStatusRecord(_EventRecord):
+    """A routing-status change (topic ``genesys.routing-status.v1``)."""
+
+    schema_: Literal["genesys.routing-status.v1"] = Field(alias="schema")
+    status: str = Field(description="OFF_QUEUE, IDLE, INTERACTING, NOT_RESPONDING, COMMUNICATING.")
+
+
+class PresenceStateRecord(_Record):
+    system_presence: str
+    presence_definition_id: str | None
+    presence_label: str | None
+    message: str | None
+    changed_at: datetime
+    event_id: str
+
+
+class RoutingStateRecord(_Record):
+    status: str
+    changed_at: datetime
+    event_id: str
+
+
+class AgentStateRecord(_Record):
+    """Latest presence and routing status of one agent (compacted ``genesys.agent-state.v1``).
+
+    A tombstone (null value) replaces it when the agent leaves the roster.
+    """
+
+    schema_: Literal["genesys.agent-state.v1"] = Field(alias="schema")
+    user_id: str
+    presence: PresenceStateRecord | None
+    routing_status: RoutingStateRecord | None
+    updated_at: datetime = Field(description="When the bridge wrote this state.")
+    shard: int
+
+
+class DlqRecord(_Record):
+    """A frame the bridge could not understand (``bridge.dlq.v1``), kept with the reason."""
+
+    schema_: Literal["bridge.dlq.v1"] = Field(alias="schema")
+    shard: int
+    channel_id: str | None
+    reason: str = Field(description="Stable slug, also the bridge_dlq_records_total label.")
+    error: str
+    frame: str = Field(description="The frame text as received (truncated to 64 KiB).")
+    observed_at: datetime
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
+    if isinstance(value, RoutingValue):
+        return {"status": value.status}
+    return {
+        "systemPresence": value.system_presence,
+        "presenceDefinitionId": value.presence_definition_id,
+        "presenceLabel": value.presence_label,
+        "message": value.message,
+        "source": value.source,
+        "primary": value.primary,
+    }
+
+
+def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValue | RoutingValue) -> str:
+    """Stable id of one change: the same user, kind, time and value give the same id.
+
+    The label is left out: it is enrichment, not part of what Genesys reported.
+    """
+    if isinstance(value, RoutingValue):
+        canonical = value.status
+    else:
+        canonical = f"{value.system_presence}|{value.presence_definition_id or ''}|{value.message or ''}"
+    raw = f"{user_id}|{kind.value}|{format_time(changed_at)}|{canonical}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def encode_event(change: Change, shard: int, channel_id: str | None) -> bytes:
+    """The event-topic value for ``change``."""
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_BY_KIND[change.kind],
+        "eventId": change.event_id,
+        "userId": change.user_id,
+        "changedAt": format_time(change.changed_at),
+        "observedAt": format_time(change.observed_at),
+        "origin": change.origin.value,
+        "shard": shard,
+        "channelId": channel_id,
+    }
+    doc.update(_value_fields(change.value))
+    return orjson.dumps(doc)
+
+
+def encode_state(state: AgentState, shard: int, updated_at: datetime) -> bytes:
+    """The compacted state-topic value for one agent."""
+    presence = state.presence
+    routing = state.routing
+    doc: dict[str, Any] = {
+        "schema": STATE_SCHEMA,
+        "userId": state.user_id,
+        "presence": None
+        if presence is None
+        else {
+            "systemPresence": presence.value.system_presence,
+            "presenceDefinitionId": presence.value.presence_definition_id,
+            "presenceLabel": presence.value.presence_label,
+            "message": presence.value.message,
+            "changedAt": format_time(presence.changed_at),
+            "eventId": presence.event_id,
+        },
+        "routingStatus": None
+        if routing is None
+        else {
+            "status": routing.value.status,
+            "changedAt": format_time(routing.changed_at),
+            "eventId": routing.event_id,
+        },
+        "updatedAt": format_time(updated_at),
+        "shard": shard,
+    }
+    return orjson.dumps(doc)
+
+
+def encode_dlq(
+    *, shard: int, channel_id: str | None, reason: str, error: str, frame: str, observed_at: datetime
+) -> bytes:
+    """The dead-letter value for a frame that could not be understood."""
+    return orjson.dumps(
+        {
+            "schema": DLQ_SCHEMA,
+            "shard": shard,
+            "channelId": channel_id,
+            "reason": reason,
+            "error": error,
+            "frame": frame[:DLQ_FRAME_LIMIT],
+            "observedAt": format_time(observed_at),
+        }
+    )
+
+
+def event_type(kind: Kind) -> str:
+    """The ``event-type`` header value."""
+    return EVENT_TYPE[kind]
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    PRESENCE_SCHEMA: PresenceRecord,
+    ROUTING_STATUS_SCHEMA: RoutingStatusRecord,
+    STATE_SCHEMA: AgentStateRecord,
+    DLQ_SCHEMA: DlqRecord,
+}
+
+
+def json_schemas() -> dict[str, str]:
+    """File name → JSON Schema text, generated from the models."""
+    out: dict[str, str] = {}
+    for name, model in _MODELS.items():
+        schema = model.model_json_schema(by_alias=True, mode="serialization")
+        schema["$id"] = f"https://presence-bridge.dev/schemas/{name}.json"
+        schema["title"] = name
+        out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def model_for(schema: str) -> type[BaseModel]:
+    """The pydantic model of a record's ``schema`` field."""
+    return _MODELS[schema]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bridge.records --write|--check``: keep bridge/schemas in step with the models."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    drift = []
+    for filename, text in json_schemas().items():
+        path = SCHEMA_DIR / filename
+        if args.write:
+            SCHEMA_DIR.mkdir(exist_ok=True)
+            path.write_text(text)
+        elif not path.exists() or path.read_text() != text:
+            drift.append(filename)
+    if drift:
+        names = ", ".join(drift)
+        print(f"schemas out of date: {names} (run python -m bridge.records --write)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
