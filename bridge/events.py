@@ -1,0 +1,211 @@
+"""Per-shard event state: order, dedupe and enrich changes, keep the last state per agent.
+
+Genesys sends no sequence number (DESIGN §2): a change is ordered per user by
+its own time (``modifiedDate`` for presence, ``startTime`` for routing
+status). :class:`ShardState` applies those rules to every change the shard
+sees, from the stream or from a reconciliation, and answers whether it is
+new. Accepted changes go to the sink (:mod:`bridge.sink`), which writes the
+event record and the agent's new compacted state in one transaction.
+
+Rules of :meth:`ShardState.apply`, per user and per kind (presence and
+routing status are ordered independently; Genesys stamps them separately):
+
+- ``changed_at`` newer than the last accepted change of that kind → accepted.
+- Same ``changed_at`` and the same value (:meth:`PresenceValue.same_as`) →
+  duplicate (Genesys and reconciliation repeat changes), dropped.
+- Same ``changed_at`` but a different value → accepted: Genesys stamps at
+  millisecond precision and can emit two changes in one millisecond; the later
+  arrival wins. (Consequence: for two same-millisecond changes the final
+  state follows arrival order, the only order there is.)
+- Older → stale (a late or replayed frame), dropped.
+- ``timestamp_known=False`` (Genesys sent no timestamp, ``changed_at`` is the
+  receive time; Genesys's own presence sample has no ``modifiedDate``): accepted
+  when the value differs from the current one, re-stamped with
+  ``max(changed_at, last changed_at + 1 ms)`` so per-user order holds on the
+  topic; the same value → duplicate.
+
+Every dropped change counts ``bridge_stale_events_total{kind}``. An accepted
+presence is enriched with ``presence_label`` from the org's presence
+definitions (``GET /api/v2/presence/definitions``).
+
+This runs once per frame: :meth:`ShardState.apply` is O(1) and allocates only
+the accepted change's new state (copy-on-write: stored :class:`AgentState`
+objects are never mutated after they are handed out, so an
+:class:`Accepted` snapshot stays valid while the sink encodes it later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bridge.metrics import STALE_EVENTS
+from bridge.model import (
+    AgentState,
+    Change,
+    Kind,
+    PresenceValue,
+    VersionedPresence,
+    VersionedRouting,
+)
+from bridge.records import event_id
+
+__all__ = ["UNKNOWN_TIMESTAMP_STEP", "Accepted", "ShardState"]
+
+#: Genesys times have millisecond precision: a change without a timestamp is
+#: placed at least this far after the last one so that per-user order holds.
+UNKNOWN_TIMESTAMP_STEP = timedelta(milliseconds=1)
+
+_STALE = {kind: STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A change that passed ordering and dedupe, with the agent's state after it.
+
+    ``change`` is the (possibly enriched or re-stamped) change to write as an
+    event record; ``state`` is an immutable snapshot of the agent's new state
+    for the compacted state topic. The caller must not mutate ``state``.
+    """
+
+    change: Change
+    state: AgentState
+
+
+class ShardState:
+    """The last accepted presence and routing status of every agent of one shard.
+
+    Not thread-safe: owned by the shard's asyncio task.
+    """
+
+    __slots__ = ("_labels", "_states")
+
+    def __init__(
+        self,
+        states: Mapping[str, AgentState] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self._states: dict[str, AgentState] = dict(states or {})
+        self._labels: dict[str, str] = dict(labels or {})
+
+    # -- presence definitions -------------------------------------------------
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """Presence definition id → the org's label (e.g. "Lunch" under MEAL)."""
+        return self._labels
+
+    @labels.setter
+    def labels(self, labels: Mapping[str, str]) -> None:
+        self._labels = dict(labels)
+
+    # -- state ----------------------------------------------------------------
+
+    def load(self, states: Mapping[str, AgentState]) -> None:
+        """Adopt states read from the compacted topic (takeover or start).
+
+        Entries replace those of the same users; other users are kept. The
+        given objects are owned by this instance afterwards (never mutated).
+        """
+        self._states.update(states)
+
+    def get(self, user_id: str) -> AgentState | None:
+        """The agent's current state (do not mutate it), or None."""
+        return self._states.get(user_id)
+
+    def users(self) -> Collection[str]:
+        """The ids of agents with a known state (a live view)."""
+        return self._states.keys()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._states
+
+    def remove_user(self, user_id: str) -> bool:
+        """Forget an agent that left the shard; True when it was known.
+
+        The caller writes the tombstone (:meth:`bridge.sink.ShardSink.submit_tombstone`).
+        """
+        return self._states.pop(user_id, None) is not None
+
+    # -- the hot path -----------------------------------------------------------
+
+    def apply(self, change: Change) -> Accepted | None:
+        """Order, dedupe and enrich one change; None when it is dropped (module rules)."""
+        state = self._states.get(change.user_id)
+        value = change.value
+        if isinstance(value, PresenceValue):
+            if change.kind is not Kind.PRESENCE:
+                raise TypeError("a presence value in a routing-status change")
+            last_p = state.presence if state is not None else None
+            ordered = _order(
+                change,
+                last_p.changed_at if last_p is not None else None,
+                last_p is not None and last_p.value.same_as(value),
+            )
+            if ordered is None:
+                return None
+            enriched = self._enrich(value)
+            if enriched is not value:
+                ordered = dataclasses.replace(ordered, value=enriched)
+            presence = VersionedPresence(enriched, ordered.changed_at, ordered.event_id)
+            new_state = AgentState(ordered.user_id, presence, state.routing if state is not None else None)
+        else:
+            if change.kind is not Kind.ROUTING_STATUS:
+                raise TypeError("a routing-status value in a presence change")
+            last_r = state.routing if state is not None else None
+            ordered = _order(
+                change,
+                last_r.changed_at if last_r is not None else None,
+                last_r is not None and last_r.value.same_as(value),
+            )
+            if ordered is None:
+                return None
+            routing = VersionedRouting(value, ordered.changed_at, ordered.event_id)
+            new_state = AgentState(ordered.user_id, state.presence if state is not None else None, routing)
+        self._states[ordered.user_id] = new_state
+        return Accepted(ordered, new_state)
+
+    def _enrich(self, value: PresenceValue) -> PresenceValue:
+        """``value`` with the org's label for its definition (the same object when nothing changes)."""
+        def_id = value.presence_definition_id
+        if def_id is None:
+            return value
+        label = self._labels.get(def_id)
+        if label is None or label == value.presence_label:
+            return value
+        return dataclasses.replace(value, presence_label=label)
+
+
+def _order(change: Change, last_at: datetime | None, same: bool) -> Change | None:
+    """The change to accept (with its final time and id), or None after counting the drop.
+
+    ``last_at`` is the time of the last accepted change of this user and kind,
+    ``same`` whether ``change`` carries the same value as that one.
+    """
+    if last_at is None:
+        return change if change.event_id else _with_id(change, change.changed_at)
+    if not change.timestamp_known:
+        if same:
+            _STALE[change.kind].inc()
+            return None
+        floor = last_at + UNKNOWN_TIMESTAMP_STEP
+        at = change.changed_at if change.changed_at >= floor else floor
+        if at != change.changed_at or not change.event_id:
+            return _with_id(change, at)
+        return change
+    if change.changed_at > last_at or (change.changed_at == last_at and not same):
+        return change if change.event_id else _with_id(change, change.changed_at)
+    _STALE[change.kind].inc()
+    return None
+
+
+def _with_id(change: Change, at: datetime) -> Change:
+    """``change`` at time ``at`` with the event id of that time and value."""
+    return dataclasses.replace(
+        change, changed_at=at, event_id=event_id(change.user_id, change.kind, at, change.value)
+    )
