@@ -1,0 +1,70 @@
+"""The metrics port: ``/metrics``, ``/healthz`` and ``/readyz`` (DESIGN §5).
+
+- ``/healthz``: the process and its event loop are alive (200 whenever this
+  handler runs at all).
+- ``/readyz``: every owned shard is connected and subscribed and every
+  producer is healthy; 503 with the reasons otherwise. The answer comes from a
+  callback so this module knows nothing about shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge.metrics import REGISTRY
+
+__all__ = ["HealthServer", "Readiness"]
+
+#: ``(ready, details)``: details are small JSON-able facts per shard.
+Readiness = Callable[[], tuple[bool, dict[str, object]]]
+
+
+class HealthServer:
+    """aiohttp server for the metrics port."""
+
+    def __init__(self, host: str, port: int, readiness: Readiness) -> None:
+        self._host = host
+        self._port = port
+        self._readiness = readiness
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready, details = self._readiness()
+        return web.Response(
+            status=200 if ready else 503,
+            body=orjson.dumps({"ready": ready, **details}),
+            content_type="application/json",
+        )

@@ -1,0 +1,28 @@
+"""The metrics port: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import httpx
+
+from bridge.health import HealthServer
+
+
+async def test_endpoints_answer_with_readiness_from_the_callback() -> None:
+    """healthz is 200 always; readyz follows the callback; metrics exports bridge_ names."""
+    state = {"ready": False}
+    server = HealthServer("127.0.0.1", 0, lambda: (state["ready"], {"shards": {}}))
+    await server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            not_ready = await client.get("/readyz")
+            assert not_ready.status_code == 503
+            assert not_ready.json()["ready"] is False
+            state["ready"] = True
+            assert (await client.get("/readyz")).status_code == 200
+            text = (await client.get("/metrics")).text
+            assert "bridge_build_info" in text
+            assert "bridge_records_produced_total" in text or "# TYPE bridge_records_produced" in text
+    finally:
+        await server.stop()
