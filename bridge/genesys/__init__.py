@@ -1,0 +1,54 @@
+"""The Genesys Cloud client layer (DESIGN §3): regions, auth, REST, protocol, socket.
+
+* :mod:`~bridge.genesys.regions` — region domain → base URLs, overrides.
+* :mod:`~bridge.genesys.retry` — retry policy as data (classify, full-jitter delays).
+* :mod:`~bridge.genesys.protocol` — sans-I/O notification frames → typed messages.
+"""
+
+from __future__ import annotations
+
+from bridge.genesys.protocol import (
+    EventMessage,
+    Heartbeat,
+    Message,
+    Pong,
+    SocketClosing,
+    SubscriptionReply,
+    SystemMessage,
+    UnknownTopic,
+    parse_frame,
+    ping_frame,
+    presence_change,
+    routing_change,
+    subscribe_frame,
+    unsubscribe_frame,
+    user_topic,
+)
+from bridge.genesys.regions import REGION_DOMAINS, BaseUrls, base_urls, region_urls
+from bridge.genesys.retry import Action, Backoff, backoff_delays, classify
+
+__all__ = [
+    "REGION_DOMAINS",
+    "Action",
+    "Backoff",
+    "BaseUrls",
+    "EventMessage",
+    "Heartbeat",
+    "Message",
+    "Pong",
+    "SocketClosing",
+    "SubscriptionReply",
+    "SystemMessage",
+    "UnknownTopic",
+    "backoff_delays",
+    "base_urls",
+    "classify",
+    "parse_frame",
+    "ping_frame",
+    "presence_change",
+    "region_urls",
+    "routing_change",
+    "subscribe_frame",
+    "unsubscribe_frame",
+    "user_topic",
+]

@@ -1,0 +1,526 @@
+"""The Genesys Cloud notification protocol, sans-I/O: text frame in, typed message out.
+
+Like websockets' ``protocol.py`` this module never touches a socket: the
+shard hands it every frame it receives and acts on the typed result; the
+tests feed it strings. It follows the frames Genesys documents (DESIGN §2):
+
+* ``{"topicName": "channel.metadata", "eventBody": {"message": "WebSocket Heartbeat"}}``
+  about every 30 s → :class:`Heartbeat`;
+* the answer to our ``{"message": "ping"}`` → :class:`Pong`;
+* ``v2.system.socket_closing`` (maintenance: open a new socket to the same
+  ``connectUri`` within about a minute) → :class:`SocketClosing`;
+* ``v2.users.<id>.presence`` / ``v2.users.<id>.routingStatus`` (the expanded
+  names of the combined ``v2.users.<id>?presence&routingStatus`` topic) →
+  :class:`EventMessage` carrying a normalised :class:`~bridge.model.Change`;
+* subscription answers without a topic (``{"result": "200", "status":
+  "subscribed", …}``, ``{"result": "404", …}`` for a channel that no longer
+  exists) → :class:`SubscriptionReply`;
+* other ``v2.system.*`` and ``channel.metadata`` frames → :class:`SystemMessage`;
+* any other topic → :class:`UnknownTopic` (Genesys can send topics nobody
+  asked for: count and skip, never fatal).
+
+Normalisation rules, written once here and used by the REST models too
+(:mod:`bridge.genesys.rest` calls :func:`presence_change` and
+:func:`routing_change` for reconciliation):
+
+* ``systemPresence`` comes upper case ("ON_QUEUE") in some payloads and title
+  case ("On Queue", "Meal") in others; it is normalised to upper snake case.
+* Timestamps (presence ``modifiedDate``, routing ``routingStatus.startTime``)
+  are ISO-8601 with or without milliseconds, ``Z`` or an offset, and become
+  aware UTC datetimes. Genesys's own published presence sample has no
+  ``modifiedDate``: a *missing* (or empty) timestamp is not an error, the
+  change takes ``observed_at`` with ``timestamp_known=False``. An
+  *unparsable* one is an error.
+* Unknown fields are ignored (Genesys adds fields over time).
+
+Anything malformed raises :class:`~bridge.errors.ProtocolError` with a stable
+``reason`` slug (:data:`REASONS`), and nothing else, for any input: the shard
+sends such frames to the dead-letter topic.
+
+Counting is left to the caller, so this module stays free of I/O and
+globals: every message has a ``kind`` that is the
+``bridge_genesys_events_total{kind}`` label (``presence``, ``routing_status``,
+``heartbeat``, ``pong``, ``system``, ``unknown``); the shard does
+``GENESYS_EVENTS.labels(kind=message.kind).inc()``.
+
+It runs for every frame, so it uses orjson and plain dataclasses, never
+pydantic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar, Final
+
+import orjson
+
+from bridge.errors import ProtocolError
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
+from bridge.records import event_id
+
+__all__ = [
+    "FRAME_KINDS",
+    "HEARTBEAT_MESSAGE",
+    "METADATA_TOPIC",
+    "PING_FRAME",
+    "PONG_MESSAGE",
+    "REASONS",
+    "SOCKET_CLOSING_TOPIC",
+    "EventMessage",
+    "Heartbeat",
+    "Message",
+    "Pong",
+    "SocketClosing",
+    "SubscriptionReply",
+    "SystemMessage",
+    "UnknownTopic",
+    "normalise_status",
+    "parse_frame",
+    "parse_timestamp",
+    "ping_frame",
+    "presence_change",
+    "routing_change",
+    "subscribe_frame",
+    "unsubscribe_frame",
+    "user_topic",
+]
+
+METADATA_TOPIC: Final = "channel.metadata"
+SOCKET_CLOSING_TOPIC: Final = "v2.system.socket_closing"
+SYSTEM_TOPIC_PREFIX: Final = "v2.system."
+USERS_TOPIC_PREFIX: Final = "v2.users."
+PRESENCE_SUFFIX: Final = ".presence"
+ROUTING_SUFFIX: Final = ".routingStatus"
+HEARTBEAT_MESSAGE: Final = "WebSocket Heartbeat"
+PONG_MESSAGE: Final = "pong"
+#: Our application-level ping; Genesys answers with a ``channel.metadata`` pong.
+PING_FRAME: Final = '{"message":"ping"}'
+#: Shortest text that can carry a date and a time ("2024-05-01T10:00").
+MIN_TIMESTAMP_LENGTH: Final = 16
+
+#: Every ``ProtocolError.reason`` this module raises (also DLQ/metric labels).
+REASONS: Final = frozenset(
+    {"invalid_json", "not_an_object", "missing_field", "bad_type", "bad_timestamp", "unexpected"}
+)
+#: Every ``kind`` a message can have (the ``bridge_genesys_events_total`` labels).
+FRAME_KINDS: Final = frozenset({"presence", "routing_status", "heartbeat", "pong", "system", "unknown"})
+
+_PRESENCE_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(PRESENCE_SUFFIX)
+_ROUTING_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(ROUTING_SUFFIX)
+_ZERO: Final = timedelta(0)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class EventMessage:
+    """A presence or routing-status change (``change.kind`` tells which)."""
+
+    change: Change
+
+    @property
+    def kind(self) -> str:
+        """``presence`` or ``routing_status``."""
+        return self.change.kind.value
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The server's ``WebSocket Heartbeat`` (about every 30 s)."""
+
+    kind: ClassVar[str] = "heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to our ``{"message": "ping"}``."""
+
+    kind: ClassVar[str] = "pong"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketClosing:
+    """``v2.system.socket_closing``: maintenance; open a new socket to the same connectUri now."""
+
+    kind: ClassVar[str] = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionReply:
+    """The server's answer to a socket-side (un)subscribe, or an error such as a gone channel.
+
+    ``result`` is the HTTP-like status as text ("200", "400", "404"…).
+    """
+
+    result: str
+    status: str | None = None
+    message: str | None = None
+    correlation_id: str | None = None
+    topics: tuple[str, ...] = field(default_factory=tuple)
+    kind: ClassVar[str] = "system"
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx result."""
+        return self.result.startswith("2")
+
+
+@dataclass(frozen=True, slots=True)
+class SystemMessage:
+    """Another ``v2.system.*`` or ``channel.metadata`` frame (logged, otherwise ignored)."""
+
+    topic: str
+    kind: ClassVar[str] = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownTopic:
+    """A topic we did not subscribe to: counted and skipped, never fatal."""
+
+    topic: str
+    kind: ClassVar[str] = "unknown"
+
+
+Message = EventMessage | Heartbeat | Pong | SocketClosing | SubscriptionReply | SystemMessage | UnknownTopic
+
+_HEARTBEAT: Final = Heartbeat()
+_PONG: Final = Pong()
+_SOCKET_CLOSING: Final = SocketClosing()
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _missing(what: str) -> ProtocolError:
+    return ProtocolError(f"missing {what}", reason="missing_field")
+
+
+def _bad_type(what: str, value: object) -> ProtocolError:
+    return ProtocolError(f"{what} has type {type(value).__name__}", reason="bad_type")
+
+
+def _opt_str(body: Mapping[str, object], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or type(value) is str:
+        return value
+    raise _bad_type(key, value)
+
+
+def normalise_status(raw: str) -> str:
+    """Upper snake case: ``"On Queue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``."""
+    return "_".join(raw.replace("-", " ").replace("_", " ").split()).upper()
+
+
+def parse_timestamp(raw: object, what: str = "timestamp") -> datetime | None:
+    """An ISO-8601 time (millis optional, ``Z`` or offset) as aware UTC; None when missing or empty.
+
+    A naive time is taken as UTC. Anything else raises ``ProtocolError``
+    (``bad_type`` or ``bad_timestamp``).
+    """
+    if raw is None or raw == "":
+        return None
+    if type(raw) is not str:
+        raise _bad_type(what, raw)
+    if len(raw) < MIN_TIMESTAMP_LENGTH:
+        raise ProtocolError(f"{what} is not an ISO-8601 date-time", reason="bad_timestamp")
+    try:
+        value = datetime.fromisoformat(raw)
+        offset = value.utcoffset()
+        if offset is None or offset == _ZERO:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ProtocolError(f"{what} is not an ISO-8601 date-time", reason="bad_timestamp") from None
+
+
+def _finish(
+    user_id: str,
+    kind: Kind,
+    value: PresenceValue | RoutingValue,
+    changed: datetime | None,
+    *,
+    observed_at: datetime,
+    origin: Origin,
+    received_at: float,
+    genesys_topic: str | None,
+    correlation_id: str | None,
+) -> Change:
+    changed_at = observed_at if changed is None else changed
+    try:
+        eid = event_id(user_id, kind, changed_at, value)
+    except (UnicodeError, ValueError, OverflowError):
+        # Lone surrogates (valid JSON escapes, invalid UTF-8) cannot be hashed or produced.
+        raise ProtocolError("text fields are not valid Unicode", reason="bad_type") from None
+    return Change(
+        user_id=user_id,
+        kind=kind,
+        changed_at=changed_at,
+        value=value,
+        observed_at=observed_at,
+        origin=origin,
+        event_id=eid,
+        timestamp_known=changed is not None,
+        correlation_id=correlation_id,
+        genesys_topic=genesys_topic,
+        received_at=received_at,
+    )
+
+
+def presence_change(
+    user_id: str,
+    body: object,
+    *,
+    observed_at: datetime,
+    origin: Origin = Origin.STREAM,
+    received_at: float = 0.0,
+    genesys_topic: str | None = None,
+    correlation_id: str | None = None,
+) -> Change:
+    """A presence :class:`Change` from a Genesys presence payload.
+
+    ``body`` has the shape shared by the notification ``eventBody``, the bulk
+    presence items and ``expand=presence``: ``{presenceDefinition: {id,
+    systemPresence}, message, modifiedDate, source, primary}``.
+    """
+    if not user_id:
+        raise _missing("user id")
+    if type(body) is not dict:
+        raise _missing("presence body") if body is None else _bad_type("presence body", body)
+    definition = body.get("presenceDefinition")
+    if definition is None:
+        raise _missing("presenceDefinition")
+    if type(definition) is not dict:
+        raise _bad_type("presenceDefinition", definition)
+    system = definition.get("systemPresence")
+    if system is None:
+        raise _missing("systemPresence")
+    if type(system) is not str:
+        raise _bad_type("systemPresence", system)
+    system = normalise_status(system)
+    if not system:
+        raise _missing("systemPresence")
+    primary = body.get("primary")
+    if primary is not None and type(primary) is not bool:
+        raise _bad_type("primary", primary)
+    value = PresenceValue(
+        system_presence=system,
+        presence_definition_id=_opt_str(definition, "id"),
+        message=_opt_str(body, "message"),
+        source=_opt_str(body, "source"),
+        primary=primary,
+    )
+    changed = parse_timestamp(body.get("modifiedDate"), "modifiedDate")
+    return _finish(
+        user_id,
+        Kind.PRESENCE,
+        value,
+        changed,
+        observed_at=observed_at,
+        origin=origin,
+        received_at=received_at,
+        genesys_topic=genesys_topic,
+        correlation_id=correlation_id,
+    )
+
+
+def routing_change(
+    user_id: str,
+    status_body: object,
+    *,
+    observed_at: datetime,
+    origin: Origin = Origin.STREAM,
+    received_at: float = 0.0,
+    genesys_topic: str | None = None,
+    correlation_id: str | None = None,
+) -> Change:
+    """A routing-status :class:`Change` from ``{status, startTime}``.
+
+    That is the notification's ``eventBody.routingStatus``, the
+    ``expand=routingStatus`` object and the ``/users/{id}/routingstatus`` reply.
+    """
+    if not user_id:
+        raise _missing("user id")
+    if type(status_body) is not dict:
+        if status_body is None:
+            raise _missing("routingStatus")
+        raise _bad_type("routingStatus", status_body)
+    status = status_body.get("status")
+    if status is None:
+        raise _missing("routingStatus.status")
+    if type(status) is not str:
+        raise _bad_type("routingStatus.status", status)
+    status = normalise_status(status)
+    if not status:
+        raise _missing("routingStatus.status")
+    changed = parse_timestamp(status_body.get("startTime"), "startTime")
+    return _finish(
+        user_id,
+        Kind.ROUTING_STATUS,
+        RoutingValue(status=status),
+        changed,
+        observed_at=observed_at,
+        origin=origin,
+        received_at=received_at,
+        genesys_topic=genesys_topic,
+        correlation_id=correlation_id,
+    )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _correlation_id(doc: dict[str, object]) -> str | None:
+    metadata = doc.get("metadata")
+    if metadata is None:
+        return None
+    if type(metadata) is not dict:
+        raise _bad_type("metadata", metadata)
+    return _opt_str(metadata, "CorrelationId")
+
+
+def _subscription_reply(doc: dict[str, object]) -> SubscriptionReply:
+    result = doc["result"]
+    if type(result) is int:
+        result = str(result)
+    elif type(result) is not str:
+        raise _bad_type("result", result)
+    raw_topics = doc.get("topics")
+    topics: list[str] = []
+    if raw_topics is not None:
+        if type(raw_topics) is not list:
+            raise _bad_type("topics", raw_topics)
+        for item in raw_topics:
+            if type(item) is str:
+                topics.append(item)
+            elif type(item) is dict and type(item.get("id")) is str:
+                topics.append(item["id"])
+            else:
+                raise _bad_type("topics[]", item)
+    return SubscriptionReply(
+        result=result,
+        status=_opt_str(doc, "status"),
+        message=_opt_str(doc, "message"),
+        correlation_id=_opt_str(doc, "correlationId"),
+        topics=tuple(topics),
+    )
+
+
+def _metadata_message(doc: dict[str, object]) -> Message:
+    body = doc.get("eventBody")
+    message = body.get("message") if type(body) is dict else None
+    if message == HEARTBEAT_MESSAGE:
+        return _HEARTBEAT
+    if message == PONG_MESSAGE:
+        return _PONG
+    if type(message) is str:
+        lowered = message.lower()
+        if lowered == "websocket heartbeat":
+            return _HEARTBEAT
+        if lowered == PONG_MESSAGE:
+            return _PONG
+    return SystemMessage(METADATA_TOPIC)
+
+
+def _parse(text: str | bytes, observed_at: datetime, received_at: float) -> Message:
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("frame is not JSON", reason="invalid_json") from None
+    if type(doc) is not dict:
+        raise ProtocolError(f"frame is a JSON {type(doc).__name__}, not an object", reason="not_an_object")
+    topic = doc.get("topicName")
+    if topic is None:
+        if "result" in doc:
+            return _subscription_reply(doc)
+        raise _missing("topicName")
+    if type(topic) is not str:
+        raise _bad_type("topicName", topic)
+
+    if topic.startswith(USERS_TOPIC_PREFIX):
+        if topic.endswith(PRESENCE_SUFFIX) and len(topic) >= _PRESENCE_TOPIC_OVERHEAD:
+            user_id = topic[len(USERS_TOPIC_PREFIX) : -len(PRESENCE_SUFFIX)]
+            if "." in user_id:
+                return UnknownTopic(topic)
+            return EventMessage(
+                presence_change(
+                    user_id,
+                    doc.get("eventBody"),
+                    observed_at=observed_at,
+                    received_at=received_at,
+                    genesys_topic=topic,
+                    correlation_id=_correlation_id(doc),
+                )
+            )
+        if topic.endswith(ROUTING_SUFFIX) and len(topic) >= _ROUTING_TOPIC_OVERHEAD:
+            user_id = topic[len(USERS_TOPIC_PREFIX) : -len(ROUTING_SUFFIX)]
+            if "." in user_id:
+                return UnknownTopic(topic)
+            body = doc.get("eventBody")
+            if type(body) is not dict:
+                raise _missing("eventBody") if body is None else _bad_type("eventBody", body)
+            return EventMessage(
+                routing_change(
+                    user_id,
+                    body.get("routingStatus"),
+                    observed_at=observed_at,
+                    received_at=received_at,
+                    genesys_topic=topic,
+                    correlation_id=_correlation_id(doc),
+                )
+            )
+        return UnknownTopic(topic)
+    if topic == METADATA_TOPIC:
+        return _metadata_message(doc)
+    if topic == SOCKET_CLOSING_TOPIC:
+        return _SOCKET_CLOSING
+    if topic.startswith(SYSTEM_TOPIC_PREFIX):
+        return SystemMessage(topic)
+    return UnknownTopic(topic)
+
+
+def parse_frame(text: str | bytes, *, observed_at: datetime, received_at: float) -> Message:
+    """Turn one text frame into a typed message; raise only :class:`ProtocolError`.
+
+    ``observed_at`` (wall clock, aware UTC) stands in for a missing Genesys
+    timestamp and becomes ``Change.observed_at``; ``received_at`` is the
+    monotonic reading for the delivery-latency metric.
+    """
+    try:
+        return _parse(text, observed_at, received_at)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a parser bug must not kill the shard: the frame goes to the DLQ
+        raise ProtocolError(f"unexpected {type(exc).__name__} while parsing", reason="unexpected") from None
+
+
+# --------------------------------------------------------------------------- frames we send
+
+
+def user_topic(user_id: str) -> str:
+    """The combined topic for one agent (counts as one of the channel's 1,000 topics)."""
+    return f"{USERS_TOPIC_PREFIX}{user_id}?presence&routingStatus"
+
+
+def ping_frame() -> str:
+    """Our application-level ping (Genesys answers with a pong on ``channel.metadata``)."""
+    return PING_FRAME
+
+
+def _topics_frame(message: str, topics: Iterable[str], correlation_id: str | None) -> str:
+    doc: dict[str, object] = {"message": message, "topics": list(topics)}
+    if correlation_id is not None:
+        doc["correlationId"] = correlation_id
+    return orjson.dumps(doc).decode()
+
+
+def subscribe_frame(topics: Iterable[str], correlation_id: str | None = None) -> str:
+    """A socket-side subscribe request (answered by a :class:`SubscriptionReply`)."""
+    return _topics_frame("subscribe", topics, correlation_id)
+
+
+def unsubscribe_frame(topics: Iterable[str], correlation_id: str | None = None) -> str:
+    """A socket-side unsubscribe request (answered by a :class:`SubscriptionReply`)."""
+    return _topics_frame("unsubscribe", topics, correlation_id)

@@ -1,0 +1,46 @@
+"""Region domain → base URLs, with explicit overrides winning."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.genesys.regions import REGION_DOMAINS, BaseUrls, base_urls, region_urls
+from bridge.settings import Settings
+
+
+@pytest.mark.parametrize("domain", REGION_DOMAINS)
+def test_every_region_maps_to_login_and_api_hosts(domain: str) -> None:
+    """Each DESIGN §2 region gives https://login.D and https://api.D."""
+    assert region_urls(domain) == BaseUrls(f"https://login.{domain}", f"https://api.{domain}")
+
+
+def test_unknown_region_lists_known_ones() -> None:
+    """An unknown region is a ConfigError naming the known regions."""
+    with pytest.raises(ConfigError) as info:
+        region_urls("mypurecloud.moon")
+    assert "mypurecloud.moon" in str(info.value)
+    assert "mypurecloud.ie" in str(info.value) and "use2.us-gov-pure.cloud" in str(info.value)
+
+
+def test_settings_region_is_checked() -> None:
+    """base_urls rejects an unknown region when a host is not overridden."""
+    with pytest.raises(ConfigError):
+        base_urls(Settings.model_construct(genesys_region="nowhere.example", genesys_api_url="http://x"))
+
+
+def test_explicit_urls_win() -> None:
+    """Explicit login and API URLs override the region (which is then not checked)."""
+    settings = Settings.model_construct(
+        genesys_region="nowhere.example",
+        genesys_login_url="http://127.0.0.1:8080/",
+        genesys_api_url="http://127.0.0.1:8080",
+    )
+    assert base_urls(settings) == BaseUrls("http://127.0.0.1:8080", "http://127.0.0.1:8080")
+
+
+def test_region_from_settings() -> None:
+    """A known region in settings gives its hosts."""
+    assert base_urls(Settings.model_construct(genesys_region="mypurecloud.de")).api_url == (
+        "https://api.mypurecloud.de"
+    )
