@@ -1,0 +1,363 @@
+"""bridge.sink against the real broker: transactions, batching, records, fencing, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bridge.errors import FencedError, SinkError
+from bridge.events import Accepted, ShardState
+from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, FENCED, RECORDS_PRODUCED
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
+from bridge.records import model_for
+from bridge.settings import Settings
+from bridge.sink import ShardSink, transactional_id
+from tests.conftest import KafkaBroker, localkafka
+
+pytestmark = pytest.mark.kafka
+
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+STATUSES = ["IDLE", "INTERACTING", "COMMUNICATING", "NOT_RESPONDING", "OFF_QUEUE"]
+
+
+def make_settings(bootstrap: str, topics: dict[str, str], **extra: Any) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        id=f"test-{uuid.uuid4().hex[:8]}",
+        topic_presence=topics["presence"],
+        topic_routing_status=topics["routing"],
+        topic_agent_state=topics["state"],
+        topic_dlq=topics["dlq"],
+        **extra,
+    )
+
+
+@pytest.fixture
+def topics(kafka: KafkaBroker) -> dict[str, str]:
+    return {
+        "presence": kafka.create_topic("presence", partitions=2),
+        "routing": kafka.create_topic("routing", partitions=2),
+        "state": kafka.create_topic("state", config={"cleanup.policy": "compact"}),
+        "dlq": kafka.create_topic("dlq"),
+    }
+
+
+def routing_change(user: str, n: int, *, correlation: str | None = "corr-1") -> Change:
+    return Change(
+        user_id=user,
+        kind=Kind.ROUTING_STATUS,
+        changed_at=T0 + timedelta(milliseconds=n),
+        value=RoutingValue(STATUSES[n % len(STATUSES)]),
+        observed_at=T0 + timedelta(milliseconds=n + 5),
+        origin=Origin.STREAM,
+        correlation_id=correlation,
+        genesys_topic=f"v2.users.{user}.routingStatus",
+        received_at=time.monotonic(),
+    )
+
+
+def presence_change(user: str, n: int) -> Change:
+    return Change(
+        user_id=user,
+        kind=Kind.PRESENCE,
+        changed_at=T0 + timedelta(milliseconds=n),
+        value=PresenceValue("MEAL", "d-lunch", "", "PURECLOUD", True),
+        observed_at=T0 + timedelta(milliseconds=n + 5),
+        origin=Origin.RECONCILE,
+    )
+
+
+def accepted(state: ShardState, change: Change) -> Accepted:
+    got = state.apply(change)
+    assert got is not None
+    return got
+
+
+def read_all(
+    bootstrap: str, topic: str, *, committed: bool = True, expect: int = 0, timeout_s: float = 20.0
+) -> list[Any]:
+    """Every record of ``topic`` up to its end; re-read until ``expect`` are there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        msgs = _read_once(bootstrap, topic, committed)
+        if len(msgs) >= expect or time.monotonic() > deadline:
+            return msgs
+        time.sleep(0.2)
+
+
+def _read_once(bootstrap: str, topic: str, committed: bool) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+        }
+    )
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        eof: set[int] = set()
+        out: list[Any] = []
+        deadline = time.monotonic() + 15
+        while len(eof) < len(parts) and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def value_of(msg: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = orjson.loads(msg.value())
+    model_for(doc["schema"]).model_validate(doc)  # extra=forbid: exactly the contract's fields
+    return doc
+
+
+async def test_records_visible_to_read_committed_only_after_commit(
+    kafka: KafkaBroker, topics: dict[str, str]
+) -> None:
+    """Event and state are produced in one open transaction and become visible together at commit."""
+    settings = make_settings(kafka.bootstrap, topics, txn_max_ms=60_000, txn_max_records=1000)
+    sink = ShardSink(settings, 3)
+    await sink.start()
+    try:
+        state = ShardState()
+        sink.submit(accepted(state, routing_change("u-1", 1)), "chan-1")
+        assert sink.pending == 2
+        uncommitted = read_all(kafka.bootstrap, topics["routing"], committed=False, expect=1)
+        assert len(uncommitted) == 1, "the record reached the broker inside the open transaction"
+        assert read_all(kafka.bootstrap, topics["routing"]) == []
+        assert read_all(kafka.bootstrap, topics["state"]) == []
+        await sink.flush()
+        assert sink.pending == 0
+        assert len(read_all(kafka.bootstrap, topics["routing"], expect=1)) == 1
+        assert len(read_all(kafka.bootstrap, topics["state"], expect=1)) == 1
+    finally:
+        await sink.close()
+
+
+async def test_event_record_headers_key_and_values(kafka: KafkaBroker, topics: dict[str, str]) -> None:
+    """Records carry the userId key, the contract headers and values valid against the models."""
+    settings = make_settings(kafka.bootstrap, topics)
+    sink = ShardSink(settings, 7)
+    produced_before = RECORDS_PRODUCED.labels(topic=topics["presence"])._value.get()
+    delivered_before = EVENT_DELIVERY._sum.get(), sum(b.get() for b in EVENT_DELIVERY._buckets)
+    await sink.start()
+    try:
+        state = ShardState(labels={"d-lunch": "Lunch"})
+        sink.submit(accepted(state, routing_change("u-9", 1)), "chan-9")
+        sink.submit(accepted(state, presence_change("u-9", 2)), None)
+        await sink.flush()
+    finally:
+        await sink.close()
+    [routing] = read_all(kafka.bootstrap, topics["routing"], expect=1)
+    assert routing.key() == b"u-9"
+    headers = dict(routing.headers())
+    assert headers == {
+        "schema": b"genesys.routing-status.v1",
+        "event-type": b"routing-status",
+        "genesys-topic": b"v2.users.u-9.routingStatus",
+        "correlation-id": b"corr-1",
+    }
+    doc = value_of(routing)
+    assert (doc["status"], doc["shard"], doc["channelId"], doc["origin"]) == (
+        "INTERACTING",
+        7,
+        "chan-9",
+        "stream",
+    )
+    [pres] = read_all(kafka.bootstrap, topics["presence"], expect=1)
+    assert dict(pres.headers()) == {"schema": b"genesys.presence.v1", "event-type": b"presence"}
+    pdoc = value_of(pres)
+    assert (pdoc["presenceLabel"], pdoc["origin"], pdoc["channelId"]) == ("Lunch", "reconcile", None)
+    states = read_all(kafka.bootstrap, topics["state"], expect=2)
+    assert [m.key() for m in states] == [b"u-9", b"u-9"]
+    last = value_of(states[-1])
+    assert last["routingStatus"]["status"] == "INTERACTING"
+    assert last["presence"]["presenceLabel"] == "Lunch"
+    assert dict(states[-1].headers())["schema"] == b"genesys.agent-state.v1"
+    assert RECORDS_PRODUCED.labels(topic=topics["presence"])._value.get() == produced_before + 1
+    assert sum(b.get() for b in EVENT_DELIVERY._buckets) == delivered_before[1] + 1
+
+
+async def test_transaction_closes_at_the_record_limit(kafka: KafkaBroker, topics: dict[str, str]) -> None:
+    """With a long time limit, a transaction commits as soon as it holds txn_max_records."""
+    settings = make_settings(kafka.bootstrap, topics, txn_max_ms=60_000, txn_max_records=4)
+    sink = ShardSink(settings, 0)
+    await sink.start()
+    try:
+        state = ShardState()
+        for n in range(3):  # 6 records: one full transaction of 4, then 2 waiting
+            sink.submit(accepted(state, routing_change(f"u-{n}", n)), None)
+        assert len(read_all(kafka.bootstrap, topics["routing"], expect=2)) == 2
+        await asyncio.sleep(0.5)
+        assert len(read_all(kafka.bootstrap, topics["routing"])) == 2
+        assert sink.pending == 2
+    finally:
+        await sink.close()
+    assert len(read_all(kafka.bootstrap, topics["routing"], expect=3)) == 3, "close commits the rest"
+
+
+async def test_transaction_closes_after_the_time_limit(kafka: KafkaBroker, topics: dict[str, str]) -> None:
+    """Without flush, a small batch is committed about txn_max_ms after its first record."""
+    settings = make_settings(kafka.bootstrap, topics, txn_max_ms=150, txn_max_records=10_000)
+    sink = ShardSink(settings, 0)
+    await sink.start()
+    try:
+        sink.submit(accepted(ShardState(), routing_change("u-1", 1)), None)
+        t0 = time.monotonic()
+        while sink.pending and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - t0
+        assert sink.pending == 0
+        assert 0.1 <= elapsed < 2.0
+    finally:
+        await sink.close()
+
+
+async def test_tombstone_and_dlq(kafka: KafkaBroker, topics: dict[str, str]) -> None:
+    """A tombstone is a null state value; a DLQ record is keyed by shard and carries the reason."""
+    settings = make_settings(kafka.bootstrap, topics)
+    sink = ShardSink(settings, 5)
+    dlq_before = DLQ_RECORDS.labels(reason="bad_json")._value.get()
+    await sink.start()
+    try:
+        sink.submit_tombstone("u-gone")
+        sink.submit_dlq("bad_json", "Expecting value: line 1", "{not json", "chan-5")
+        await sink.flush()
+        assert sink.healthy
+    finally:
+        await sink.close()
+    assert not sink.healthy
+    [tomb] = read_all(kafka.bootstrap, topics["state"], expect=1)
+    assert (tomb.key(), tomb.value()) == (b"u-gone", None)
+    [dlq] = read_all(kafka.bootstrap, topics["dlq"], expect=1)
+    assert dlq.key() == b"5"
+    doc = value_of(dlq)
+    assert (doc["reason"], doc["frame"], doc["channelId"]) == ("bad_json", "{not json", "chan-5")
+    assert DLQ_RECORDS.labels(reason="bad_json")._value.get() == dlq_before + 1
+    with pytest.raises(SinkError):
+        sink.submit_tombstone("u-late")
+
+
+async def test_second_owner_fences_the_first(kafka: KafkaBroker, topics: dict[str, str]) -> None:
+    """A second sink on the same shard fences the first: it signals FencedError and writes nothing more."""
+    settings = make_settings(kafka.bootstrap, topics)
+    seen: list[SinkError] = []
+    first = ShardSink(settings, 2, on_failure=seen.append)
+    await first.start()
+    state = ShardState()
+    first.submit(accepted(state, routing_change("u-1", 1)), None)
+    await first.flush()
+    fenced_before = FENCED._value.get()
+
+    second = ShardSink(settings, 2)
+    assert second.transactional_id == first.transactional_id == transactional_id(settings, 2)
+    await second.start()
+    try:
+        first.submit(accepted(state, routing_change("u-1", 2)), None)  # the zombie writes on
+        with pytest.raises(FencedError):
+            await asyncio.wait_for(first.flush(), 30)
+        assert first.failed is not None
+        assert isinstance(await first.failed, FencedError)
+        assert seen and isinstance(seen[0], FencedError)
+        assert not first.healthy
+        assert FENCED._value.get() == fenced_before + 1
+        with pytest.raises(FencedError):
+            first.submit(accepted(state, routing_change("u-1", 3)), None)
+
+        second.submit(accepted(state, routing_change("u-1", 4)), None)
+        await second.flush()
+    finally:
+        await first.close()
+        await second.close()
+    statuses = [value_of(m)["changedAt"] for m in read_all(kafka.bootstrap, topics["routing"], expect=2)]
+    assert statuses == ["2026-05-01T09:00:00.001Z", "2026-05-01T09:00:00.004Z"]
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    data_dir = tmp_path / "kafka"
+    port = localkafka.free_port()
+    localkafka.start(data_dir, port=port, quiet=True)
+    try:
+        yield data_dir, port
+    finally:
+        localkafka.stop(data_dir)
+
+
+OUTAGE_S = 20.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tuple[Path, int]) -> None:
+    """Broker stopped ~20 s mid-stream and restarted: every submitted change is committed exactly once."""
+    data_dir, port = restartable_broker
+    bootstrap = f"127.0.0.1:{port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = {k: f"{k}-{uuid.uuid4().hex[:6]}" for k in ("presence", "routing", "state", "dlq")}
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=2, replication_factor=1) for n in names.values()]
+    )
+    for fut in futures.values():
+        fut.result(30)
+    settings = make_settings(bootstrap, names, txn_max_ms=100, txn_max_records=50)
+    sink = ShardSink(settings, 1)
+    await sink.start()
+    state = ShardState()
+    submitted: list[str] = []
+    n = 0
+
+    async def stream(seconds: float) -> None:
+        nonlocal n
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for _ in range(5):
+                n += 1
+                got = accepted(state, routing_change(f"u-{n % 40}", n))
+                sink.submit(got, "chan")
+                submitted.append(got.change.event_id)
+            await asyncio.sleep(0.02)
+
+    try:
+        await stream(1.0)
+        stopping = asyncio.create_task(asyncio.to_thread(localkafka.stop, data_dir))
+        await stream(OUTAGE_S)
+        await stopping
+        assert not sink.healthy, "commits fail while the broker is down"
+        assert sink.pending > 0
+        await asyncio.to_thread(localkafka.start, data_dir, port, None, 60.0, True)
+        await stream(1.0)
+        await asyncio.wait_for(sink.flush(), 120)
+        assert sink.pending == 0
+        assert sink.healthy
+    finally:
+        await sink.close()
+    records = read_all(bootstrap, names["routing"], expect=len(submitted), timeout_s=60)
+    ids = Counter(value_of(m)["eventId"] for m in records)
+    assert set(ids) == set(submitted)
+    assert max(ids.values()) == 1, "no change committed twice"
+    states = read_all(bootstrap, names["state"], expect=len(submitted), timeout_s=60)
+    assert len(states) == len(submitted)
