@@ -364,7 +364,7 @@ def test_everything_enabled_configuration() -> None:
     assert data["BRIDGE_GENESYS_LOGIN_URL"] == "http://genesys-sim.sim.svc:8080"
     assert data["BRIDGE_ROSTER_REFRESH_S"] == "300"
     assert data["BRIDGE_SHARD_CAPACITY"] == "800"
-    assert data["BRIDGE_KAFKA_PRESENCE_TOPIC"] == "genesys.presence.v1"
+    assert data["BRIDGE_TOPIC_PRESENCE"] == "genesys.presence.v1"
     assert "BRIDGE_KAFKA_SASL_MECHANISM" not in data, "SSL without SASL sets no mechanism"
 
 
