@@ -118,7 +118,7 @@ class Sim:
         return ch
 
     async def connect(self, channel: dict[str, Any]) -> ClientConnection:
-        ws = await connect(channel["connectUri"], ping_interval=None)
+        ws = await connect(channel["connectUri"], ping_interval=None, max_queue=None, close_timeout=1)
         await self.stack.enter_async_context(ws)
         await eventually(lambda: self._connected(channel["id"]))
         return ws
