@@ -12,6 +12,7 @@ export KAFKA_PORT
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint typecheck test pytest demo bench clean
+.PHONY: deploy-tools helm-docs
 
 help:
 	@echo "make test        lint, type-check and run every test (starts its own Kafka)"
@@ -50,10 +51,32 @@ typecheck: $(INSTALLED)
 
 # pytest exits 5 when it collected no test; like any non-zero code that
 # fails the target, so an empty run never passes.
-pytest: $(INSTALLED) kafka-jars
+pytest: $(INSTALLED) kafka-jars deploy-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Deploy tooling for tests/deploy: a pinned helm built once from the Go
+# module proxy into .cache/bin (about 2 minutes, git-ignored), and promtool
+# from Debian's prometheus package. Both are skipped when already present.
+HELM_VERSION := v3.22.0
+HELM := .cache/bin/helm
+PROMTOOL := /usr/bin/promtool
+
+$(HELM):
+	@mkdir -p $(dir $@)
+	@echo "building helm $(HELM_VERSION) into $(dir $@) (once, about 2 minutes)"
+	GOBIN=$(CURDIR)/.cache/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(PROMTOOL):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+
+deploy-tools: $(HELM) $(PROMTOOL)
+
+# Regenerate the README's Helm values table from helm/presence-bridge/values.yaml.
+helm-docs: $(INSTALLED)
+	$(BIN)/python -m tests.deploy.values_doc --write
 
 demo: $(INSTALLED)
 	@echo "make demo arrives with the shard worker (issue: shard worker)." >&2
