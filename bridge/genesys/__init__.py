@@ -3,10 +3,13 @@
 * :mod:`~bridge.genesys.regions` — region domain → base URLs, overrides.
 * :mod:`~bridge.genesys.retry` — retry policy as data (classify, full-jitter delays).
 * :mod:`~bridge.genesys.protocol` — sans-I/O notification frames → typed messages.
+* :mod:`~bridge.genesys.auth` — OAuth client credentials as an async ``httpx.Auth``.
+* :mod:`~bridge.genesys.rest` — the REST client (budget, retries, typed replies).
 """
 
 from __future__ import annotations
 
+from bridge.genesys.auth import ClientCredentialsAuth
 from bridge.genesys.protocol import (
     EventMessage,
     Heartbeat,
@@ -25,6 +28,16 @@ from bridge.genesys.protocol import (
     user_topic,
 )
 from bridge.genesys.regions import REGION_DOMAINS, BaseUrls, base_urls, region_urls
+from bridge.genesys.rest import (
+    ChannelInfo,
+    GenesysRest,
+    PresenceDefinition,
+    RequestBudget,
+    RoutingStatus,
+    User,
+    UserPresence,
+    UserWithStatus,
+)
 from bridge.genesys.retry import Action, Backoff, backoff_delays, classify
 
 __all__ = [
@@ -32,14 +45,23 @@ __all__ = [
     "Action",
     "Backoff",
     "BaseUrls",
+    "ChannelInfo",
+    "ClientCredentialsAuth",
     "EventMessage",
+    "GenesysRest",
     "Heartbeat",
     "Message",
     "Pong",
+    "PresenceDefinition",
+    "RequestBudget",
+    "RoutingStatus",
     "SocketClosing",
     "SubscriptionReply",
     "SystemMessage",
     "UnknownTopic",
+    "User",
+    "UserPresence",
+    "UserWithStatus",
     "backoff_delays",
     "base_urls",
     "classify",

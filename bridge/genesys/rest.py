@@ -1,0 +1,649 @@
+"""The Genesys Cloud REST client the bridge needs: channels, subscriptions, users, presence.
+
+Genesys behaviour followed (DESIGN §2):
+
+* About 300 requests per minute per token, and Genesys asks for one token per
+  client: one :class:`GenesysRest` per OAuth client per process, and every
+  caller of it shares one :class:`RequestBudget` of ``budget_per_min``
+  (default below 300 to leave a margin). The budget is a token bucket whose
+  tokens come back one window (60 s) after they were spent, so no 60-second
+  window ever holds more than ``budget_per_min`` requests, retries included.
+* A 429 carries ``Retry-After`` (seconds): the client waits that long (and
+  holds back every other caller of the budget for as long), counts
+  ``bridge_genesys_rate_limited_total`` and retries.
+* 502/503/504 (and any other 5xx, and 408) and transport errors are retried
+  with full-jitter backoff, up to ``max_retries``, then
+  :class:`~bridge.errors.TransientError`. A retried POST can leave an
+  orphaned channel behind; Genesys evicts unconnected channels first.
+* 401 is retried once with a fresh token by the auth flow
+  (:mod:`bridge.genesys.auth`); a second 401 is :class:`~bridge.errors.AuthError`.
+  404 is :class:`~bridge.errors.NotFoundError`; any other 4xx is
+  :class:`~bridge.errors.RequestError` with Genesys's error ``message`` and
+  ``code`` (never headers).
+* Array query parameters are sent comma-joined, as the official SDKs do; the
+  bulk presence API takes at most 50 ids a call, ``/api/v2/users?id=`` 100.
+* Paged lists (``entities``, ``pageNumber``, ``pageCount``) are followed to
+  the last page.
+
+``bridge_genesys_http_requests_total`` is labelled with the *templated*
+endpoint (``/api/v2/notifications/channels/{id}/subscriptions``), never a raw
+id. Responses are pydantic models that ignore unknown fields; a body that does
+not match is a :class:`~bridge.errors.GenesysError` with the HTTP status.
+Turning presence and routing payloads into :class:`~bridge.model.Change`
+is done by :mod:`bridge.genesys.protocol`, the same code the stream uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+
+from bridge.errors import (
+    AuthError,
+    GenesysError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitedError,
+    RequestError,
+    TransientError,
+)
+from bridge.genesys.auth import ClientCredentialsAuth
+from bridge.genesys.protocol import normalise_status, presence_change, routing_change
+from bridge.genesys.regions import base_urls
+from bridge.genesys.retry import backoff_delays
+from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMITED
+from bridge.model import Change, Origin
+from bridge.settings import (
+    DEFAULT_BACKOFF_INITIAL_S,
+    DEFAULT_REST_BUDGET_PER_MIN,
+    DEFAULT_REST_MAX_RETRIES,
+    DEFAULT_REST_TIMEOUT_S,
+    GenesysClient,
+    Settings,
+)
+
+__all__ = [
+    "BULK_PRESENCE",
+    "BULK_PRESENCE_MAX_IDS",
+    "CHANNEL",
+    "CHANNELS",
+    "PRESENCE_DEFINITIONS",
+    "ROUTING_STATUS",
+    "SUBSCRIPTIONS",
+    "USERS",
+    "USERS_MAX_IDS",
+    "ChannelInfo",
+    "GenesysRest",
+    "PresenceDefinition",
+    "PresenceDefinitionRef",
+    "RequestBudget",
+    "RoutingStatus",
+    "User",
+    "UserPresence",
+    "UserWithStatus",
+]
+
+logger = logging.getLogger(__name__)
+
+# Endpoint templates: the request paths and the metric's ``endpoint`` label.
+CHANNELS: Final = "/api/v2/notifications/channels"
+CHANNEL: Final = "/api/v2/notifications/channels/{id}"
+SUBSCRIPTIONS: Final = "/api/v2/notifications/channels/{id}/subscriptions"
+USERS: Final = "/api/v2/users"
+BULK_PRESENCE: Final = "/api/v2/users/presences/purecloud/bulk"
+ROUTING_STATUS: Final = "/api/v2/users/{id}/routingstatus"
+PRESENCE_DEFINITIONS: Final = "/api/v2/presence/definitions"
+
+#: The bulk presence API takes at most 50 ids a call.
+BULK_PRESENCE_MAX_IDS: Final = 50
+#: ``GET /api/v2/users?id=…`` takes at most 100 ids (and pages of at most 100).
+USERS_MAX_IDS: Final = 100
+#: Page size of the roster listing (Genesys allows up to 500).
+DEFAULT_ROSTER_PAGE_SIZE: Final = 500
+#: Page size of the presence definitions listing.
+DEFINITIONS_PAGE_SIZE: Final = 100
+#: Guard against a server that never reports its last page.
+MAX_PAGES: Final = 10_000
+#: The budget's window: Genesys's limit is per minute.
+BUDGET_WINDOW_S: Final = 60.0
+#: Cap of the per-request retry backoff (the shard's reconnect backoff is separate and longer).
+DEFAULT_RETRY_MAX_S: Final = 10.0
+#: Used when a 429 has no usable Retry-After header.
+DEFAULT_RETRY_AFTER_S: Final = 5.0
+#: Genesys error messages are short; this bounds a hostile or HTML body in an exception.
+ERROR_TEXT_LIMIT: Final = 300
+#: The label used when no HTTP status was received.
+NO_STATUS: Final = "error"
+
+T = TypeVar("T", bound=BaseModel)
+Sleep = Callable[[float], Awaitable[None]]
+
+
+# --------------------------------------------------------------------------- response models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+class ChannelInfo(_Model):
+    """A notification channel: ``{id, connectUri, expires}``."""
+
+    id: str
+    connect_uri: str
+    expires: datetime
+
+
+class User(_Model):
+    """A roster entry of ``GET /api/v2/users``."""
+
+    id: str
+    name: str | None = None
+    state: str | None = None
+
+
+class PresenceDefinitionRef(_Model):
+    """``presenceDefinition`` inside a presence: ``{id, systemPresence}`` (raw, not normalised)."""
+
+    id: str | None = None
+    system_presence: str | None = None
+
+
+class UserPresence(_Model):
+    """A user's presence (bulk item or ``expand=presence``), as Genesys sent it.
+
+    :meth:`to_change` normalises it with the stream's code
+    (:func:`bridge.genesys.protocol.presence_change`).
+    """
+
+    user_id: str | None = None
+    presence_definition: PresenceDefinitionRef | None = None
+    message: str | None = None
+    modified_date: str | None = None
+    source: str | None = None
+    primary: bool | None = None
+
+    def to_change(
+        self, user_id: str | None = None, *, observed_at: datetime, origin: Origin = Origin.RECONCILE
+    ) -> Change:
+        """A :class:`Change` (raises ``ProtocolError`` when systemPresence is missing or bad)."""
+        return presence_change(
+            user_id or self.user_id or "",
+            self.model_dump(by_alias=True, exclude_none=True),
+            observed_at=observed_at,
+            origin=origin,
+        )
+
+
+class RoutingStatus(_Model):
+    """A routing status: ``{userId, status, startTime}`` (raw, not normalised)."""
+
+    user_id: str | None = None
+    status: str | None = None
+    start_time: str | None = None
+
+    def to_change(
+        self, user_id: str | None = None, *, observed_at: datetime, origin: Origin = Origin.RECONCILE
+    ) -> Change:
+        """A :class:`Change` (raises ``ProtocolError`` when the status is missing or bad)."""
+        return routing_change(
+            user_id or self.user_id or "",
+            self.model_dump(by_alias=True, exclude_none=True),
+            observed_at=observed_at,
+            origin=origin,
+        )
+
+
+class UserWithStatus(_Model):
+    """A user with ``expand=presence,routingStatus``; either part may be missing."""
+
+    id: str
+    name: str | None = None
+    state: str | None = None
+    presence: UserPresence | None = None
+    routing_status: RoutingStatus | None = None
+
+    def to_changes(self, *, observed_at: datetime, origin: Origin = Origin.RECONCILE) -> list[Change]:
+        """The presence and routing-status changes present (``ProtocolError`` if one is malformed)."""
+        out: list[Change] = []
+        if self.presence is not None:
+            out.append(self.presence.to_change(self.id, observed_at=observed_at, origin=origin))
+        if self.routing_status is not None:
+            out.append(self.routing_status.to_change(self.id, observed_at=observed_at, origin=origin))
+        return out
+
+
+class PresenceDefinition(_Model):
+    """An org presence definition: ``system_presence`` normalised, ``label`` in en_US."""
+
+    id: str
+    system_presence: str
+    label: str
+
+
+class _RawDefinition(_Model):
+    id: str
+    system_presence: str
+    language_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class _Page(_Model):
+    entities: list[dict[str, Any]] = Field(default_factory=list)
+    page_count: int | None = None
+
+
+class _TopicRef(_Model):
+    id: str
+
+
+_TOPIC_REFS: Final = TypeAdapter(list[_TopicRef])
+_CHANNELS: Final = TypeAdapter(list[ChannelInfo])
+_PRESENCES: Final = TypeAdapter(list[UserPresence])
+
+
+# --------------------------------------------------------------------------- budget
+
+
+class RequestBudget:
+    """At most ``per_window`` requests in any ``window_s`` (a bucket whose tokens return after a window).
+
+    Shared by every caller of one client; waiting callers are served in
+    arrival order. :meth:`pause_until` holds everyone back after a 429.
+    """
+
+    def __init__(
+        self,
+        per_window: int,
+        *,
+        window_s: float = BUDGET_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if per_window < 1:
+            raise ValueError("the request budget must allow at least one request")
+        self.per_window = per_window
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._spent: deque[float] = deque()
+        self._not_before = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits, then spend it."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._spent and now - self._spent[0] >= self.window_s:
+                    self._spent.popleft()
+                if self._not_before > now:
+                    wait = self._not_before - now
+                elif len(self._spent) >= self.per_window:
+                    wait = self._spent[0] + self.window_s - now
+                else:
+                    self._spent.append(now)
+                    return
+                await self._sleep(wait)
+
+    def pause_until(self, when: float) -> None:
+        """Send nothing before the monotonic time ``when`` (Genesys said Retry-After)."""
+        self._not_before = max(self._not_before, when)
+
+
+# --------------------------------------------------------------------------- client
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _retry_after(response: httpx.Response) -> float:
+    raw = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_RETRY_AFTER_S
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_S
+
+
+def _error_text(response: httpx.Response) -> str:
+    """Genesys's ``message`` and ``code`` from an error body (never headers)."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body[k]) for k in ("message", "code") if isinstance(body.get(k), str | int)]
+    return (": " + " / ".join(parts))[:ERROR_TEXT_LIMIT] if parts else ""
+
+
+class GenesysRest:
+    """Async Genesys Cloud REST client over ``httpx.AsyncClient``.
+
+    Every I/O seam is injected: ``transport`` (e.g. ``httpx.MockTransport``),
+    ``auth`` (normally :class:`ClientCredentialsAuth`), the monotonic
+    ``clock``, ``sleep`` and the jitter ``rng``.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        budget_per_min: int = DEFAULT_REST_BUDGET_PER_MIN,
+        timeout_s: float = DEFAULT_REST_TIMEOUT_S,
+        max_retries: int = DEFAULT_REST_MAX_RETRIES,
+        retry_initial_s: float = DEFAULT_BACKOFF_INITIAL_S,
+        retry_max_s: float = DEFAULT_RETRY_MAX_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.auth = auth
+        self._client = httpx.AsyncClient(
+            base_url=self.api_url,
+            auth=auth,
+            transport=transport,
+            timeout=timeout_s,
+            headers={"Accept": "application/json"},
+        )
+        self.budget = RequestBudget(budget_per_min, clock=clock, sleep=sleep)
+        self._max_retries = max_retries
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        client: GenesysClient,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> GenesysRest:
+        """A client for one OAuth client of ``settings`` (region checked, overrides honoured)."""
+        urls = base_urls(settings)
+        auth = ClientCredentialsAuth(
+            client.client_id,
+            client.client_secret,
+            login_url=urls.login_url,
+            transport=transport,
+            clock=clock,
+            timeout_s=settings.rest_timeout_s,
+        )
+        return cls(
+            urls.api_url,
+            auth=auth,
+            transport=transport,
+            budget_per_min=settings.rest_budget_per_min,
+            timeout_s=settings.rest_timeout_s,
+            max_retries=settings.rest_max_retries,
+            retry_initial_s=settings.backoff_initial_s,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+
+    def __repr__(self) -> str:
+        return f"GenesysRest(api_url={self.api_url!r}, auth={self.auth!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (and the auth's token client)."""
+        await self._client.aclose()
+        if isinstance(self.auth, ClientCredentialsAuth):
+            await self.auth.aclose()
+
+    async def __aenter__(self) -> GenesysRest:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def invalidate_token(self) -> None:
+        """Drop the cached OAuth token (after an AuthError); the next request fetches a new one."""
+        if isinstance(self.auth, ClientCredentialsAuth):
+            await self.auth.invalidate()
+
+    # ------------------------------------------------------------------ request loop
+
+    async def _call(
+        self,
+        method: str,
+        template: str,
+        *,
+        ids: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        json: object = None,
+        allow_404: bool = False,
+    ) -> httpx.Response:
+        path = template.format(**{k: quote(v, safe="") for k, v in (ids or {}).items()}) if ids else template
+        content = None if json is None else orjson.dumps(json)
+        headers = None if content is None else {"Content-Type": "application/json"}
+        delays = backoff_delays(self._retry_initial_s, self._retry_max_s, self._rng)
+        attempt = 0
+        while True:
+            await self.budget.acquire()
+            failure: GenesysError
+            try:
+                response = await self._client.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+            except httpx.TransportError as exc:
+                GENESYS_HTTP_REQUESTS.labels(endpoint=template, status=NO_STATUS).inc()
+                failure = TransientError(f"{method} {template}: {type(exc).__name__}", endpoint=template)
+            except (TransientError, RateLimitedError) as exc:  # from the token request in the auth flow
+                failure = exc
+            except httpx.HTTPError as exc:
+                GENESYS_HTTP_REQUESTS.labels(endpoint=template, status=NO_STATUS).inc()
+                raise RequestError(f"{method} {template}: {type(exc).__name__}", endpoint=template) from None
+            else:
+                status = response.status_code
+                GENESYS_HTTP_REQUESTS.labels(endpoint=template, status=str(status)).inc()
+                if status < httpx.codes.MULTIPLE_CHOICES or (allow_404 and status == httpx.codes.NOT_FOUND):
+                    return response
+                text = f"{method} {template}: HTTP {status}{_error_text(response)}"
+                if status == httpx.codes.TOO_MANY_REQUESTS:
+                    GENESYS_RATE_LIMITED.inc()
+                    failure = RateLimitedError(text, retry_after=_retry_after(response), endpoint=template)
+                elif status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
+                    failure = TransientError(text, status=status, endpoint=template)
+                elif status == httpx.codes.UNAUTHORIZED:
+                    raise AuthError(text, status=status, endpoint=template)
+                elif status == httpx.codes.NOT_FOUND:
+                    raise NotFoundError(text, status=status, endpoint=template)
+                else:
+                    raise RequestError(text, status=status, endpoint=template)
+            if attempt >= self._max_retries:
+                raise failure
+            attempt += 1
+            if isinstance(failure, RateLimitedError):
+                delay = failure.retry_after
+                self.budget.pause_until(self._clock() + delay)
+            else:
+                delay = next(delays)
+            logger.debug("%s; retry %d/%d in %.2f s", failure, attempt, self._max_retries, delay)
+            await self._sleep(delay)
+
+    @staticmethod
+    def _json(response: httpx.Response, template: str) -> Any:
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise GenesysError(
+                f"{template}: response is not JSON", status=response.status_code, endpoint=template
+            ) from None
+
+    @staticmethod
+    def _parse(adapter: TypeAdapter[Any] | type[BaseModel], data: Any, status: int, template: str) -> Any:
+        try:
+            if isinstance(adapter, TypeAdapter):
+                return adapter.validate_python(data)
+            return adapter.model_validate(data)
+        except ValidationError as exc:
+            raise GenesysError(
+                f"{template}: unexpected response ({exc.error_count()} validation errors)",
+                status=status,
+                endpoint=template,
+            ) from None
+
+    async def _get_model(self, model: type[T], template: str, **kwargs: Any) -> T:
+        response = await self._call("GET", template, **kwargs)
+        result: T = self._parse(model, self._json(response, template), response.status_code, template)
+        return result
+
+    async def _pages(
+        self, model: type[T], template: str, params: Mapping[str, str | int], page_size: int
+    ) -> list[T]:
+        adapter = TypeAdapter(list[model])  # type: ignore[valid-type]
+        out: list[T] = []
+        for page_number in range(1, MAX_PAGES + 1):
+            response = await self._call(
+                "GET", template, params={**params, "pageSize": page_size, "pageNumber": page_number}
+            )
+            page: _Page = self._parse(_Page, self._json(response, template), response.status_code, template)
+            out.extend(self._parse(adapter, page.entities, response.status_code, template))
+            if not page.entities:
+                break
+            if page.page_count is not None:
+                if page_number >= page.page_count:
+                    break
+            elif len(page.entities) < page_size:
+                break
+        return out
+
+    # ------------------------------------------------------------------ channels
+
+    async def create_channel(self) -> ChannelInfo:
+        """``POST /api/v2/notifications/channels`` (a 21st channel evicts the least recently used)."""
+        response = await self._call("POST", CHANNELS)
+        result: ChannelInfo = self._parse(
+            ChannelInfo, self._json(response, CHANNELS), response.status_code, CHANNELS
+        )
+        return result
+
+    async def channel_exists(self, channel_id: str) -> bool:
+        """``HEAD`` on the channel: True on 200, False on 404."""
+        response = await self._call("HEAD", CHANNEL, ids={"id": channel_id}, allow_404=True)
+        return response.status_code != httpx.codes.NOT_FOUND
+
+    async def list_channels(self) -> list[ChannelInfo]:
+        """The caller's channels (``GET /api/v2/notifications/channels``)."""
+        page = await self._get_model(_Page, CHANNELS)
+        result: list[ChannelInfo] = self._parse(_CHANNELS, page.entities, httpx.codes.OK, CHANNELS)
+        return result
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def _subscriptions(
+        self, method: str, channel_id: str, topics: Sequence[str] | None, ignore_errors: bool
+    ) -> list[str]:
+        params = {"ignoreErrors": "true"} if ignore_errors else None
+        body = None if topics is None else [{"id": t} for t in topics]
+        response = await self._call(method, SUBSCRIPTIONS, ids={"id": channel_id}, params=params, json=body)
+        if not response.content:
+            return []
+        status = response.status_code
+        page: _Page = self._parse(_Page, self._json(response, SUBSCRIPTIONS), status, SUBSCRIPTIONS)
+        refs: list[_TopicRef] = self._parse(_TOPIC_REFS, page.entities, status, SUBSCRIPTIONS)
+        return [r.id for r in refs]
+
+    async def put_subscriptions(
+        self, channel_id: str, topics: Sequence[str], ignore_errors: bool = False
+    ) -> list[str]:
+        """Replace the channel's whole topic list (also extends the channel); the topics now subscribed.
+
+        Without ``ignore_errors`` one forbidden topic fails the request (403);
+        with it Genesys drops the bad topics and reports the rest.
+        """
+        return await self._subscriptions("PUT", channel_id, topics, ignore_errors)
+
+    async def post_subscriptions(
+        self, channel_id: str, topics: Sequence[str], ignore_errors: bool = False
+    ) -> list[str]:
+        """Add topics to the channel; the topics now subscribed (as reported)."""
+        return await self._subscriptions("POST", channel_id, topics, ignore_errors)
+
+    async def get_subscriptions(self, channel_id: str) -> list[str]:
+        """The channel's subscribed topics."""
+        return await self._subscriptions("GET", channel_id, None, False)
+
+    async def delete_subscriptions(self, channel_id: str) -> None:
+        """Remove every subscription of the channel."""
+        await self._call("DELETE", SUBSCRIPTIONS, ids={"id": channel_id})
+
+    # ------------------------------------------------------------------ users and presence
+
+    async def active_users(self, page_size: int = DEFAULT_ROSTER_PAGE_SIZE) -> list[User]:
+        """The roster: ``GET /api/v2/users?state=active``, every page."""
+        return await self._pages(User, USERS, {"state": "active"}, page_size)
+
+    async def bulk_presences(self, user_ids: Sequence[str]) -> list[UserPresence]:
+        """Current presences, in calls of at most 50 comma-joined ids."""
+        out: list[UserPresence] = []
+        for chunk in _chunks(user_ids, BULK_PRESENCE_MAX_IDS):
+            response = await self._call("GET", BULK_PRESENCE, params={"id": ",".join(chunk)})
+            data = self._json(response, BULK_PRESENCE)
+            out.extend(self._parse(_PRESENCES, data, response.status_code, BULK_PRESENCE))
+        return out
+
+    async def users_with_status(self, user_ids: Sequence[str]) -> list[UserWithStatus]:
+        """Users with ``expand=presence,routingStatus``, in calls of at most 100 ids."""
+        out: list[UserWithStatus] = []
+        for chunk in _chunks(user_ids, USERS_MAX_IDS):
+            params = {"id": ",".join(chunk), "expand": "presence,routingStatus"}
+            out.extend(await self._pages(UserWithStatus, USERS, params, USERS_MAX_IDS))
+        return out
+
+    async def routing_status(self, user_id: str) -> RoutingStatus:
+        """``GET /api/v2/users/{id}/routingstatus``."""
+        status = await self._get_model(RoutingStatus, ROUTING_STATUS, ids={"id": user_id})
+        return status if status.user_id else status.model_copy(update={"user_id": user_id})
+
+    async def presence_definitions(self) -> list[PresenceDefinition]:
+        """The org's presence definitions, ``system_presence`` normalised, label from en_US."""
+        raw = await self._pages(_RawDefinition, PRESENCE_DEFINITIONS, {}, DEFINITIONS_PAGE_SIZE)
+        return [
+            PresenceDefinition(
+                id=d.id,
+                system_presence=normalise_status(d.system_presence),
+                label=d.language_labels.get("en_US") or d.system_presence,
+            )
+            for d in raw
+        ]
+
+    async def current_changes(
+        self, user_ids: Sequence[str], *, observed_at: datetime, origin: Origin = Origin.RECONCILE
+    ) -> list[Change]:
+        """Current presence and routing status of ``user_ids`` as :class:`Change`s, for reconciliation.
+
+        Uses ``expand=presence,routingStatus`` (100 users a call). A user whose
+        payload is malformed is logged and skipped, so one bad entry does not
+        stop the others from being reconciled.
+        """
+        out: list[Change] = []
+        for user in await self.users_with_status(user_ids):
+            try:
+                out.extend(user.to_changes(observed_at=observed_at, origin=origin))
+            except ProtocolError as exc:
+                logger.warning("skipping malformed current state of user %s: %s", user.id, exc)
+        return out
