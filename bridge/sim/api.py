@@ -94,7 +94,8 @@ async def genesys_middleware(request: web.Request, handler: _Handler) -> web.Str
         return await handler(request)
     sim = _sim(request)
     response = await _guarded(request, handler, sim)
-    sim.count_request(_route(request), response.status)
+    if response.status != 101:  # a WebSocket upgrade counts itself when it is accepted
+        sim.count_request(_route(request), response.status)
     return response
 
 

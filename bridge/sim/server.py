@@ -78,7 +78,7 @@ from bridge.sim.admin import add_admin_routes, admin_middleware
 from bridge.sim.api import add_routes, genesys_middleware
 from bridge.sim.config import SimConfig
 from bridge.sim.simulator import SIMULATOR_KEY, Simulator
-from bridge.sim.sockets import channel_socket
+from bridge.sim.sockets import SOCKET_ROUTE, channel_socket
 
 __all__ = ["SHUTDOWN_TIMEOUT_S", "SimConfig", "SimHandle", "Simulator", "build_app", "run_simulator", "serve"]
 
@@ -90,7 +90,7 @@ def build_app(sim: Simulator) -> web.Application:
     app = web.Application(middlewares=[admin_middleware, genesys_middleware])
     app[SIMULATOR_KEY] = sim
     add_routes(app)
-    app.router.add_get("/channels/{channel_id}", channel_socket)
+    app.router.add_get(SOCKET_ROUTE, channel_socket)
     if sim.config.admin_enabled:
         add_admin_routes(app)
     return app

@@ -20,11 +20,12 @@ from bridge.sim.channels import CLOSE_MAINTENANCE, Channel, ChannelRegistry, Sub
 from bridge.sim.frames import HEARTBEAT, PONG, channel_not_found, encode, socket_closing, ws_text_frame
 from bridge.sim.simulator import SIMULATOR_KEY
 
-__all__ = ["CLIENT_MAX_MESSAGE_BYTES", "CLOSE_TIMEOUT_S", "WsSession", "channel_socket"]
+__all__ = ["CLIENT_MAX_MESSAGE_BYTES", "CLOSE_TIMEOUT_S", "SOCKET_ROUTE", "WsSession", "channel_socket"]
 
 CLOSE_TIMEOUT_S = 2.0
 CLIENT_MAX_MESSAGE_BYTES = 1024 * 1024
 CLOSE_NOT_FOUND = (1000, "channel not found")
+SOCKET_ROUTE = "/channels/{channel_id}"
 
 
 class WsSession:
@@ -221,6 +222,7 @@ async def channel_socket(request: web.Request) -> web.StreamResponse:
         autoping=False, compress=False, timeout=CLOSE_TIMEOUT_S, max_msg_size=CLIENT_MAX_MESSAGE_BYTES
     )
     await ws.prepare(request)
+    sim.count_request(f"GET {SOCKET_ROUTE}", 101)
     channel = registry.get(channel_id)
     transport = request.transport
     if channel is None or transport is None:
