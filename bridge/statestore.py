@@ -1,0 +1,185 @@
+"""Read the compacted agent-state topic back into memory (takeover and start, DESIGN §3).
+
+:func:`load_states` reads ``topic_agent_state`` with
+``isolation.level=read_committed`` from the beginning of every partition to its
+end as of the call. The end is the high watermark (``get_watermark_offsets``
+of a read_uncommitted client), not the last stable offset: a transaction whose
+commit has returned may still be writing its commit markers for a few
+milliseconds, and its records must be loaded. A partition is done when the
+read_committed position reaches that end (a message at ``end - 1`` or an
+end-of-partition event at ``end`` or later; transaction markers occupy offsets
+no message carries). Transactions still open at the call (other shards write
+the same topic every ~100 ms) delay the load until they commit or abort.
+Call it after the shard's :meth:`~bridge.sink.ShardSink.start`: fencing
+completes or aborts the previous owner's open transaction.
+
+Partitions are ``assign``-ed, never subscribed: no consumer group is joined
+and no offset is committed.
+
+The latest record of each key wins; a tombstone (null value) deletes the
+agent. Values are the :class:`~bridge.records.AgentStateRecord` encoding
+written by :func:`~bridge.records.encode_state`; a value that cannot be parsed
+is logged and skipped (the next reconciliation repairs that agent).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from bridge.errors import SinkError
+from bridge.model import AgentState, PresenceValue, RoutingValue, VersionedPresence, VersionedRouting
+from bridge.settings import Settings
+
+__all__ = [
+    "DEFAULT_LOAD_TIMEOUT_S",
+    "ConsumerFactory",
+    "load_states",
+    "parse_state",
+]
+
+log = logging.getLogger(__name__)
+
+#: Loading 20,000 agents takes about a second; this bounds a stuck broker.
+DEFAULT_LOAD_TIMEOUT_S = 60.0
+#: Messages per consume() call.
+CONSUME_BATCH = 5_000
+CONSUME_POLL_S = 0.5
+#: Don't let the broker hold a fetch for its full default wait at a partition's end.
+FETCH_WAIT_MAX_MS = 50
+
+ConsumerFactory = Callable[[dict[str, Any]], Any]
+
+
+def load_states(
+    settings: Settings,
+    user_ids: Collection[str] | None = None,
+    consumer_factory: ConsumerFactory = Consumer,
+    *,
+    timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+) -> dict[str, AgentState]:
+    """user id → last committed state, for every agent (or only ``user_ids``) in the state topic.
+
+    Raises :class:`SinkError` when the topic is missing or Kafka fails, or the
+    read does not finish within ``timeout_s``.
+    """
+    topic = settings.topic_agent_state
+    wanted = None if user_ids is None else frozenset(user_ids)
+    config = {
+        **settings.kafka_config(),
+        "group.id": f"{settings.id}-statestore",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+    }
+    deadline = time.monotonic() + timeout_s
+    try:
+        ends, assignment = _bounds(
+            consumer_factory({**config, "isolation.level": "read_uncommitted"}), topic, timeout_s
+        )
+    except KafkaException as exc:
+        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
+    states: dict[str, AgentState] = {}
+    if not assignment:
+        return states
+    consumer = consumer_factory(config)
+    try:
+        consumer.assign(assignment)
+        while ends:
+            if time.monotonic() > deadline:
+                raise SinkError(f"reading {topic} did not finish within {timeout_s} s")
+            for msg in consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_POLL_S):
+                err = msg.error()
+                partition = msg.partition()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= ends.get(partition, 0):
+                            ends.pop(partition, None)
+                        continue
+                    raise KafkaException(err)
+                end = ends.get(partition)
+                if end is None:  # already complete: a record newer than the call
+                    continue
+                if msg.offset() >= end - 1:
+                    ends.pop(partition, None)
+                if msg.offset() >= end:
+                    continue
+                key = msg.key()
+                if key is None:
+                    continue
+                user_id = key.decode()
+                if wanted is not None and user_id not in wanted:
+                    continue
+                value = msg.value()
+                if value is None:
+                    states.pop(user_id, None)
+                    continue
+                try:
+                    states[user_id] = parse_state(user_id, value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning(
+                        "skipping unreadable state of %s at offset %d: %s", user_id, msg.offset(), exc
+                    )
+        return states
+    except KafkaException as exc:
+        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
+    finally:
+        consumer.close()
+
+
+def _bounds(consumer: Any, topic: str, timeout_s: float) -> tuple[dict[int, int], list[TopicPartition]]:
+    """High watermarks of the non-empty partitions, and where to start reading them."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise SinkError(f"state topic {topic} is not available")
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s, cached=False
+            )
+            if high > low:
+                ends[partition] = high
+                assignment.append(TopicPartition(topic, partition, low))
+        return ends, assignment
+    finally:
+        consumer.close()
+
+
+def parse_state(user_id: str, value: bytes) -> AgentState:
+    """An :class:`AgentState` from an agent-state record value (raises ValueError/KeyError/TypeError)."""
+    doc = orjson.loads(value)
+    presence = doc["presence"]
+    routing = doc["routingStatus"]
+    state = AgentState(user_id)
+    if presence is not None:
+        state.presence = VersionedPresence(
+            PresenceValue(
+                system_presence=presence["systemPresence"],
+                presence_definition_id=presence["presenceDefinitionId"],
+                message=presence["message"],
+                presence_label=presence["presenceLabel"],
+            ),
+            _time(presence["changedAt"]),
+            presence["eventId"],
+        )
+    if routing is not None:
+        state.routing = VersionedRouting(
+            RoutingValue(routing["status"]), _time(routing["changedAt"]), routing["eventId"]
+        )
+    return state
+
+
+def _time(text: str) -> datetime:
+    # Python 3.11's fromisoformat reads the trailing "Z" that format_time writes.
+    return datetime.fromisoformat(text)
