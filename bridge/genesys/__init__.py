@@ -5,6 +5,7 @@
 * :mod:`~bridge.genesys.protocol` — sans-I/O notification frames → typed messages.
 * :mod:`~bridge.genesys.auth` — OAuth client credentials as an async ``httpx.Auth``.
 * :mod:`~bridge.genesys.rest` — the REST client (budget, retries, typed replies).
+* :mod:`~bridge.genesys.socket` — the thin websockets shell around one notification socket.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bridge.genesys.rest import (
     UserWithStatus,
 )
 from bridge.genesys.retry import Action, Backoff, backoff_delays, classify
+from bridge.genesys.socket import NotificationSocket
 
 __all__ = [
     "REGION_DOMAINS",
@@ -51,6 +53,7 @@ __all__ = [
     "GenesysRest",
     "Heartbeat",
     "Message",
+    "NotificationSocket",
     "Pong",
     "PresenceDefinition",
     "RequestBudget",
