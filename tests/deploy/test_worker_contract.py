@@ -133,3 +133,23 @@ def test_alerts_use_only_exported_metrics() -> None:
         for rule in group["rules"]:
             names = metric_names(rule["expr"])
             assert names <= exported, f"{rule['alert']}: {names - exported}"
+
+
+def test_termination_grace_outlasts_the_drain() -> None:
+    """The chart's grace period is longer than the worker's drain timeout."""
+    values = yaml.safe_load((DASHBOARD.parents[2] / "helm" / "presence-bridge" / "values.yaml").read_text())
+    drain = Settings.model_fields["drain_timeout_s"].default
+    assert values["terminationGracePeriodSeconds"] >= drain + 10
+
+
+def test_alert_thresholds_sit_beyond_the_workers_own_recovery() -> None:
+    """Alerts wait longer than the watchdog and the reconnect backoff would take to heal."""
+    fields = Settings.model_fields
+    watchdog = fields["heartbeat_interval_s"].default * fields["heartbeat_timeout_factor"].default
+    doc = yaml.safe_load(ALERTS.read_text())
+    by_name = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    stale = by_name["BridgeHeartbeatStale"]["expr"]
+    threshold = float(stale.split("bridge_channel_heartbeat_age_seconds >", 1)[1].split()[0])
+    assert threshold > watchdog
+    disconnected_for = int(by_name["BridgeShardDisconnected"]["for"].removesuffix("m")) * 60
+    assert disconnected_for >= 2 * fields["backoff_max_s"].default
