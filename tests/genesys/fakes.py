@@ -79,4 +79,5 @@ def transport(login: FakeLogin, api: Handler) -> httpx.MockTransport:
 
 
 def bearer(request: httpx.Request) -> str:
-    return request.headers.get("Authorization", "").removeprefix("Bearer ")
+    header: str = request.headers.get("Authorization", "")
+    return header.removeprefix("Bearer ")

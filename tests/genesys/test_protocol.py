@@ -34,7 +34,7 @@ USER = "6f0e1a2b-1111-2222-3333-444455556666"
 DEF_ID = "e08eaf1b-ee47-4fa9-a231-1200e284798f"
 CORR = "c1a2b3c4-0000-4000-8000-000000000001"
 
-PRESENCE = {
+PRESENCE: dict[str, Any] = {
     "topicName": f"v2.users.{USER}.presence",
     "version": "2",
     "eventBody": {
@@ -63,7 +63,7 @@ def parse(doc: Any) -> Any:
 
 
 def with_body(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    doc = json.loads(json.dumps(base))
+    doc: dict[str, Any] = json.loads(json.dumps(base))
     doc["eventBody"].update(changes)
     return doc
 
