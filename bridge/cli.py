@@ -1,12 +1,16 @@
 """The ``presence-bridge`` console script.
 
-Each subcommand lives in its own module and registers itself here; the CLI
-only parses arguments and dispatches.
+Each subcommand lives in its own module, which has a ``register(subparsers)``
+function that adds its parser and sets ``handler`` (a function of the parsed
+arguments returning the exit code). The CLI only imports those modules,
+parses arguments and dispatches; a handler imports its heavy dependencies
+itself, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +19,11 @@ from bridge import __version__
 __all__ = ["build_parser", "main"]
 
 PROG = "presence-bridge"
+#: Modules that register subcommands, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "bridge.commands",
+    "bridge.sim.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

@@ -51,6 +51,15 @@ DEFAULT_LOAD_TIMEOUT_S = 60.0
 #: Messages per consume() call.
 CONSUME_BATCH = 5_000
 CONSUME_POLL_S = 0.5
+WATERMARK_RETRY_S = 0.1
+#: librdkafka does not flag these retriable on a watermark query, but they pass.
+_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
 #: Don't let the broker hold a fetch for its full default wait at a partition's end.
 FETCH_WAIT_MAX_MS = 50
 
@@ -145,15 +154,31 @@ def _bounds(consumer: Any, topic: str, timeout_s: float) -> tuple[dict[int, int]
         ends: dict[int, int] = {}
         assignment = []
         for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s, cached=False
-            )
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             if high > low:
                 ends[partition] = high
                 assignment.append(TopicPartition(topic, partition, low))
         return ends, assignment
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Any, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """Low and high watermark; retried while the error is retriable.
+
+    A just-created topic's partitions can answer NOT_LEADER_FOR_PARTITION for
+    a moment after the metadata already names a leader.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in _NOT_READY) or time.monotonic() > deadline:
+                raise
+            time.sleep(WATERMARK_RETRY_S)
 
 
 def parse_state(user_id: str, value: bytes) -> AgentState:

@@ -119,12 +119,19 @@ def _wait_for(admin: Any, names: list[str], timeout_s: float) -> None:
     pending = set(names)
     while pending:
         md = admin.list_topics(timeout=timeout_s).topics
-        pending = {n for n in pending if n not in md or md[n].error is not None}
+        pending = {n for n in pending if not _ready(md.get(n))}
         if not pending:
             return
         if time.monotonic() > deadline:
             raise SinkError(f"topics did not appear in time: {', '.join(sorted(pending))}")
         time.sleep(METADATA_POLL_S)
+
+
+def _ready(topic: Any) -> bool:
+    """In the metadata, and every partition has a leader (readers fail with NOT_LEADER before that)."""
+    if topic is None or topic.error is not None or not topic.partitions:
+        return False
+    return all(p.error is None and p.leader >= 0 for p in topic.partitions.values())
 
 
 def _check_policies(admin: Any, specs: list[TopicSpec], timeout_s: float) -> None:

@@ -1,0 +1,93 @@
+"""The worker's subcommands: ``run`` (the production process) and ``audit``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from bridge import log
+from bridge.errors import BridgeError
+from bridge.settings import load_settings
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run`` and ``audit`` to the CLI."""
+    run = subparsers.add_parser(
+        "run",
+        help="run a shard worker (the production process)",
+        description="Stream Genesys Cloud presence and routing status into Kafka. "
+        "Configured through BRIDGE_* environment variables (see README).",
+    )
+    run.set_defaults(handler=_run)
+
+    audit = subparsers.add_parser(
+        "audit",
+        help="compare Kafka's compacted agent state with Genesys's current state",
+        description="Exit 0 only when every agent's presence and routing status in Kafka "
+        "matches Genesys (live org or simulator).",
+    )
+    audit.add_argument(
+        "--grace-s",
+        type=float,
+        default=None,
+        help="changes younger than this are re-checked, not counted (default 10)",
+    )
+    audit.set_defaults(handler=_audit)
+
+
+def _run(_args: argparse.Namespace) -> int:
+    from bridge.worker import Worker, install_signal_handlers  # noqa: PLC0415 - keeps --help fast
+
+    try:
+        settings = load_settings()
+    except BridgeError as exc:
+        print(f"presence-bridge: {exc}", file=sys.stderr)
+        return 2
+    log.configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> int:
+        worker = Worker(settings)
+        install_signal_handlers(worker.request_stop)
+        return await worker.run()
+
+    try:
+        return asyncio.run(main())
+    except BridgeError as exc:
+        print(f"presence-bridge: {exc}", file=sys.stderr)
+        return 1
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from bridge.audit import DEFAULT_GRACE_S, audit  # noqa: PLC0415 - keeps --help fast
+    from bridge.genesys.rest import GenesysRest  # noqa: PLC0415
+
+    try:
+        settings = load_settings()
+    except BridgeError as exc:
+        print(f"presence-bridge: {exc}", file=sys.stderr)
+        return 2
+    log.configure_logging(settings.log_level, settings.log_format)
+    grace = DEFAULT_GRACE_S if args.grace_s is None else args.grace_s
+
+    async def main() -> int:
+        clients = settings.clients()
+        if not clients:
+            print("presence-bridge: no Genesys OAuth client configured", file=sys.stderr)
+            return 2
+        log.register_secret(clients[0].client_secret.get_secret_value())
+        rest = GenesysRest.from_settings(settings, clients[0])
+        try:
+            mismatches = await audit(settings, rest, grace_s=grace)
+        finally:
+            await rest.aclose()
+        return 0 if mismatches == 0 else 1
+
+    try:
+        return asyncio.run(main())
+    except BridgeError as exc:
+        print(f"presence-bridge: {exc}", file=sys.stderr)
+        return 1

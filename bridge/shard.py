@@ -1,0 +1,584 @@
+"""One shard: one Genesys notification channel of up to 1,000 combined topics.
+
+A shard is a unit that can be started and stopped on its own for any list of
+users; the worker (and later the fleet) only decides which users. Lifecycle
+(DESIGN §3):
+
+- **start**: the sink's ``init_transactions()`` fences any previous owner of
+  the shard; then a channel is created (or reused), the socket connected and
+  the users' combined topics ``v2.users.{id}?presence&routingStatus``
+  subscribed with one PUT.
+- **gap**: any time the shard was not connected *and* subscribed. Every gap
+  ends with a reconciliation from the bulk REST APIs that emits only what
+  actually changed (``origin: "reconcile"``), since Genesys never replays what
+  it sent while no socket was open.
+- **watchdog**: no frame for ``heartbeat_timeout_factor`` times the heartbeat
+  interval (Genesys heartbeats every ~30 s), or no pong to our ping within
+  ``pong_timeout_s`` → the socket is treated as dead and reconnected.
+- **reconnect**: capped exponential backoff with full jitter, reset after a
+  healthy period; the retry policy (:mod:`bridge.genesys.retry`) decides
+  between retry, token refresh, a new channel (404/evicted/expired) and a
+  logged fatal attempt.
+- **extension**: before ``expires`` the subscriptions are PUT again, which
+  extends the channel; if the listed ``expires`` did not move, the server will
+  close it regardless, so the shard rotates to a new channel
+  make-before-break (new channel subscribed and connected before the old one
+  is let go).
+- **maintenance** (``v2.system.socket_closing``): a new socket is opened on the
+  same ``connectUri`` first (Genesys then closes the old one: one socket per
+  channel), the old one is drained until it closes, then the shard reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge import log, metrics
+from bridge.errors import (
+    ChannelClosedError,
+    FencedError,
+    GenesysError,
+    NotFoundError,
+    ProtocolError,
+)
+from bridge.events import ShardState
+from bridge.genesys import protocol
+from bridge.genesys.rest import ChannelInfo, GenesysRest
+from bridge.genesys.retry import Action, Backoff, classify
+from bridge.genesys.socket import NotificationSocket
+from bridge.model import AgentState, Change
+from bridge.settings import Settings
+from bridge.sink import ShardSink
+
+__all__ = ["Shard", "ShardStats", "SocketFactory", "StateLoader"]
+
+logger = logging.getLogger(__name__)
+
+SocketFactory = Callable[[], NotificationSocket]
+#: Reads the users' last states from the compacted state topic.
+StateLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, AgentState]]]
+#: How often the watchdog looks at the socket's silence and the gauges.
+WATCHDOG_TICK_S = 0.25
+#: Never extend later than a third of the channel's lifetime before it ends
+#: (matters only for short test lifetimes; 24 h channels use the margin).
+EXTEND_LIFETIME_FRACTION = 1 / 3
+#: Bound on waiting for a maintenance socket's replacement.
+MAINTENANCE_CONNECT_TIMEOUT_S = 30.0
+#: Users fetched per reconciliation batch before their changes are applied.
+RECONCILE_BATCH = 500
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+@dataclass
+class ShardStats:
+    """What tests, the demo and benchmarks read about a shard."""
+
+    connects: int = 0
+    reconciles: int = 0
+    corrections: int = 0
+    frames: int = 0
+    last_gap_started: float | None = None
+    last_connected: float | None = None
+    last_reconciled: float | None = None
+
+
+class _SocketLost(Exception):
+    """Internal: the current socket ended; carries the mapped cause."""
+
+
+class Shard:
+    """One channel's worth of agents, streamed into Kafka through one sink."""
+
+    def __init__(
+        self,
+        shard_id: int,
+        users: Iterable[str],
+        *,
+        rest: GenesysRest,
+        sink: ShardSink,
+        state: ShardState,
+        settings: Settings,
+        socket_factory: SocketFactory,
+        load_states: StateLoader | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = _utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.shard_id = shard_id
+        self.users: list[str] = list(dict.fromkeys(users))
+        self._member_set = set(self.users)
+        self._rest = rest
+        self._sink = sink
+        self._state = state
+        self._settings = settings
+        self._socket_factory = socket_factory
+        self._load_states = load_states
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        rng = rng or random.Random()
+        self._backoff = Backoff(
+            settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_reset_s, rng=rng, clock=clock
+        )
+        self._reconcile_backoff = Backoff(
+            settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_reset_s, rng=rng, clock=clock
+        )
+        self.stats = ShardStats()
+        self.channel: ChannelInfo | None = None
+        self._lifetime_s: float | None = None
+        self._socket: NotificationSocket | None = None
+        self._subscribed = 0
+        self._connected = False
+        self._last_frame = clock()
+        self._pong_waiter: asyncio.Future[None] | None = None
+        self._maintenance = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._drainers: set[asyncio.Task[None]] = set()
+        self.fenced = False
+        self._label = str(shard_id)
+        self._frame_counters = {
+            kind: metrics.GENESYS_EVENTS.labels(kind=kind) for kind in protocol.FRAME_KINDS
+        }
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def ready(self) -> bool:
+        """Connected, subscribed and the producer is healthy (for /readyz)."""
+        return self._connected and self._subscribed > 0 and self._sink.healthy and not self.fenced
+
+    @property
+    def channel_id(self) -> str | None:
+        return self.channel.id if self.channel else None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "connected": self._connected,
+            "subscribed": self._subscribed,
+            "users": len(self.users),
+            "channel": self.channel_id,
+            "pending": self._sink.pending,
+            "fenced": self.fenced,
+        }
+
+    async def run(self) -> None:
+        """Stream until :meth:`stop` is called or the shard is fenced."""
+        with log.bind(shard=self.shard_id):
+            metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
+            try:
+                # Fencing first: it also ends the previous owner's open
+                # transaction, so the state read next is the final one.
+                await self._sink.start()
+                if self._load_states is not None:
+                    self._state.load(await self._load_states(self.users))
+                await self._run_loop()
+            except FencedError:
+                self._on_fenced()
+            finally:
+                self._set_disconnected()
+                await self._close_socket()
+                self._forget_gauges()
+
+    async def stop(self) -> None:
+        """Stop reading, commit what was read, close the socket (graceful drain)."""
+        self._stopping.set()
+
+    async def set_users(self, users: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Change the member list in place (no reconnect); returns (added, removed).
+
+        Added users are subscribed with POST and reconciled; removed ones are
+        unsubscribed with a PUT of the remaining list and tombstoned.
+        """
+        new = list(dict.fromkeys(users))
+        old = set(self.users)
+        added = [u for u in new if u not in old]
+        removed = [u for u in self.users if u not in set(new)]
+        self.users = new
+        self._member_set = set(new)
+        metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
+        for user in removed:
+            if self._state.remove_user(user):
+                self._sink.submit_tombstone(user)
+        if self.channel is not None and self._connected:
+            if removed:
+                await self._subscribe_all()
+            elif added:
+                accepted = await self._rest.post_subscriptions(
+                    self.channel.id, [protocol.user_topic(u) for u in added], ignore_errors=True
+                )
+                self._subscribed += len(accepted)
+                metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
+            if added:
+                await self._reconcile_users(added)
+        return added, removed
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def _run_loop(self) -> None:
+        reason = "start"
+        while not self._stopping.is_set():
+            try:
+                await self._connect(reason)
+                await self._serve()
+            except (FencedError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # every failure ends in the retry policy
+                if isinstance(self._sink.error, FencedError):
+                    raise self._sink.error from exc
+                if self._stopping.is_set():
+                    break
+                await self._after_failure(exc)
+                reason = "reconnect"
+        await self._drain()
+
+    async def _after_failure(self, exc: Exception) -> None:
+        cause = exc.__cause__ if isinstance(exc, _SocketLost) and exc.__cause__ else exc
+        self._set_disconnected()
+        await self._close_socket()
+        action = classify(cause)
+        if action is Action.NEW_CHANNEL:
+            logger.warning("channel gone (%s); a new channel will be created", cause)
+            metrics.CHANNEL_ROTATIONS.labels(reason="not_found").inc()
+            self.channel = None
+        elif action is Action.REFRESH_TOKEN:
+            logger.warning("authentication failed (%s); refreshing the token", cause)
+            await self._rest.invalidate_token()
+        elif action is Action.FATAL:
+            logger.error("attempt failed and will not succeed as is: %s", cause)
+        else:
+            logger.warning("socket lost: %s", cause)
+        delay = self._backoff.next_delay()
+        logger.info("reconnecting in %.2f s", delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    async def _connect(self, reason: str) -> None:
+        if self.stats.last_gap_started is None:
+            self.stats.last_gap_started = self._clock()
+        if self.channel is None:
+            await self._new_channel()
+        assert self.channel is not None
+        socket = self._socket_factory()
+        try:
+            await socket.connect(self.channel.connect_uri)
+        except NotFoundError:
+            self.channel = None
+            raise
+        self._socket = socket
+        self._last_frame = self._clock()
+        metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
+        self.stats.connects += 1
+        await self._subscribe_all()
+        self._connected = True
+        self.stats.last_connected = self._clock()
+        self._backoff.healthy()
+        logger.info("connected and subscribed to %d topics", self._subscribed)
+        self._start_reconcile()
+
+    async def _new_channel(self) -> None:
+        created_at = self._wall()
+        self.channel = await self._rest.create_channel()
+        self._lifetime_s = max(1.0, (self.channel.expires - created_at).total_seconds())
+        log.set_channel(self.channel.id)
+        logger.info("created channel expiring at %s", self.channel.expires.isoformat())
+
+    async def _subscribe_all(self) -> None:
+        assert self.channel is not None
+        topics = [protocol.user_topic(u) for u in self.users]
+        accepted = await self._rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
+        if len(accepted) < len(topics):
+            logger.warning("Genesys rejected %d of %d topics", len(topics) - len(accepted), len(topics))
+        self._subscribed = len(accepted)
+        metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
+
+    def _set_disconnected(self) -> None:
+        if self._connected:
+            self.stats.last_gap_started = self._clock()
+        self._connected = False
+        self._subscribed = 0
+        metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(0)
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            self._reconcile_task = None
+
+    async def _close_socket(self) -> None:
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            with contextlib.suppress(Exception):
+                await socket.close()
+
+    async def _serve(self) -> None:
+        """Read the socket until it is lost; handle maintenance and extension."""
+        assert self._socket is not None
+        reader = asyncio.create_task(self._read(self._socket))
+        watchdog = asyncio.create_task(self._watchdog())
+        extender = asyncio.create_task(self._extender())
+        stop_waiter = asyncio.create_task(_wait(self._stopping))
+        maint_waiter = asyncio.create_task(_wait(self._maintenance))
+        failed = self._sink.failed
+        assert failed is not None, "the sink is started before the shard serves"
+        try:
+            while True:
+                waitables: set[asyncio.Future[Any]] = {
+                    reader,
+                    watchdog,
+                    extender,
+                    stop_waiter,
+                    maint_waiter,
+                    failed,
+                }
+                done, _ = await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
+                if failed in done:
+                    raise failed.result()
+                if stop_waiter in done:
+                    return
+                if maint_waiter in done:
+                    self._maintenance.clear()
+                    reader = await self._handover(reader, reason="maintenance")
+                    maint_waiter = asyncio.create_task(_wait(self._maintenance))
+                    continue
+                if extender in done:
+                    exc = extender.exception()
+                    if exc is not None:
+                        raise exc
+                    # The extension did not take: rotate make-before-break.
+                    reader = await self._rotate(reader)
+                    extender = asyncio.create_task(self._extender())
+                    continue
+                for task in (reader, watchdog):
+                    if task in done:
+                        exc = task.exception()
+                        raise exc if exc is not None else ChannelClosedError("socket ended")
+        finally:
+            for task in (reader, watchdog, extender, stop_waiter, maint_waiter):
+                task.cancel()
+            await asyncio.gather(
+                reader, watchdog, extender, stop_waiter, maint_waiter, return_exceptions=True
+            )
+
+    async def _read(self, socket: NotificationSocket) -> None:
+        channel_id = self.channel_id
+        while True:
+            text = await socket.recv()
+            self._last_frame = self._clock()
+            self._handle(text, channel_id)
+
+    async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
+        """Make-before-break on the same channel: connect anew, drain the old socket."""
+        assert self.channel is not None
+        logger.info("socket closing announced; opening its replacement first")
+        old_socket = self._socket
+        new_socket = self._socket_factory()
+        await asyncio.wait_for(new_socket.connect(self.channel.connect_uri), MAINTENANCE_CONNECT_TIMEOUT_S)
+        metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
+        self.stats.connects += 1
+        self._socket = new_socket
+        self._last_frame = self._clock()
+        self._retire(old_reader, old_socket)
+        reader = asyncio.create_task(self._read(new_socket))
+        self.stats.last_gap_started = self._clock()
+        self._start_reconcile()
+        return reader
+
+    async def _rotate(self, old_reader: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Replace the channel make-before-break: new channel subscribed and connected first."""
+        old_channel, old_socket = self.channel, self._socket
+        logger.warning("channel extension did not move its expiry; rotating to a new channel")
+        await self._new_channel()
+        assert self.channel is not None
+        new_socket = self._socket_factory()
+        await new_socket.connect(self.channel.connect_uri)
+        self._socket = new_socket
+        self._last_frame = self._clock()
+        await self._subscribe_all()
+        metrics.CHANNEL_CONNECTS.labels(reason="new_channel").inc()
+        metrics.CHANNEL_ROTATIONS.labels(reason="expiring").inc()
+        self.stats.connects += 1
+        reader = asyncio.create_task(self._read(new_socket))
+        # Both channels deliver until the old one is released; duplicates are
+        # dropped by the per-user ordering in ShardState.
+        self._retire(old_reader, old_socket)
+        if old_channel is not None:
+            with contextlib.suppress(GenesysError):
+                await self._rest.delete_subscriptions(old_channel.id)
+        if old_socket is not None:
+            with contextlib.suppress(Exception):
+                await old_socket.close()
+        self.stats.last_gap_started = self._clock()
+        self._start_reconcile()
+        return reader
+
+    def _retire(self, reader: asyncio.Task[None], socket: NotificationSocket | None) -> None:
+        """Let an old socket's reader run until it closes; its end is not a failure."""
+
+        async def drain() -> None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await reader
+            if socket is not None:
+                with contextlib.suppress(Exception):
+                    await socket.close()
+
+        task = asyncio.create_task(drain())
+        self._drainers.add(task)
+        task.add_done_callback(self._drainers.discard)
+
+    async def _watchdog(self) -> None:
+        """Raise when the socket went silent or a ping got no pong."""
+        s = self._settings
+        silence_limit = s.heartbeat_interval_s * s.heartbeat_timeout_factor
+        next_ping = self._clock() + s.ping_interval_s
+        gauge_age = metrics.HEARTBEAT_AGE.labels(shard=self._label)
+        gauge_exp = metrics.CHANNEL_EXPIRY.labels(shard=self._label)
+        while True:
+            now = self._clock()
+            age = now - self._last_frame
+            gauge_age.set(age)
+            if self.channel is not None:
+                gauge_exp.set((self.channel.expires - self._wall()).total_seconds())
+            if age > silence_limit:
+                raise ChannelClosedError(f"no frame for {age:.1f} s (limit {silence_limit:.1f} s)")
+            if now >= next_ping and self._pong_waiter is None and self._socket is not None:
+                next_ping = now + s.ping_interval_s
+                self._pong_waiter = asyncio.get_running_loop().create_future()
+                await self._socket.send(protocol.ping_frame())
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._pong_waiter), s.pong_timeout_s)
+                except TimeoutError:
+                    raise ChannelClosedError(f"no pong within {s.pong_timeout_s} s") from None
+                finally:
+                    self._pong_waiter = None
+            await self._sleep(WATCHDOG_TICK_S)
+
+    async def _extender(self) -> None:
+        """Return when the channel must be rotated; extends it in place otherwise."""
+        while True:
+            assert self.channel is not None
+            lifetime = self._lifetime_s or self._settings.channel_extend_margin_s * 2
+            margin = min(self._settings.channel_extend_margin_s, lifetime * EXTEND_LIFETIME_FRACTION)
+            wait_s = (self.channel.expires - self._wall()).total_seconds() - margin
+            if wait_s > 0:
+                await self._sleep(wait_s)
+            before = self.channel.expires
+            await self._subscribe_all()
+            expires = await self._listed_expiry(self.channel.id)
+            if expires is None or expires <= before:
+                return
+            self.channel = ChannelInfo(
+                id=self.channel.id, connect_uri=self.channel.connect_uri, expires=expires
+            )
+            logger.info("channel extended to %s", expires.isoformat())
+
+    async def _listed_expiry(self, channel_id: str) -> datetime | None:
+        for info in await self._rest.list_channels():
+            if info.id == channel_id:
+                return info.expires
+        return None
+
+    # ------------------------------------------------------------------ frames
+
+    def _handle(self, text: str, channel_id: str | None) -> None:
+        self.stats.frames += 1
+        try:
+            message = protocol.parse_frame(text, observed_at=self._wall(), received_at=self._clock())
+        except ProtocolError as exc:
+            self._frame_counters["unknown"].inc()
+            logger.warning("frame not understood (%s); sent to the dead-letter topic", exc.reason)
+            self._sink.submit_dlq(reason=exc.reason, error=str(exc), frame=text, channel_id=channel_id)
+            return
+        self._frame_counters[message.kind].inc()
+        if isinstance(message, protocol.EventMessage):
+            self._accept(message.change, channel_id)
+        elif isinstance(message, protocol.Pong):
+            if self._pong_waiter is not None and not self._pong_waiter.done():
+                self._pong_waiter.set_result(None)
+        elif isinstance(message, protocol.SocketClosing):
+            self._maintenance.set()
+        elif isinstance(message, protocol.SubscriptionReply) and message.result == "404":
+            raise NotFoundError("the channel no longer exists", status=404)
+
+    def _accept(self, change: Change, channel_id: str | None) -> bool:
+        if change.user_id not in self._member_set:
+            return False
+        accepted = self._state.apply(change)
+        if accepted is None:
+            return False
+        self._sink.submit(accepted, channel_id)
+        return True
+
+    # ---------------------------------------------------------- reconciliation
+
+    def _start_reconcile(self) -> None:
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+        self._reconcile_task = asyncio.create_task(self._reconcile_all())
+
+    async def _reconcile_all(self) -> None:
+        with log.bind(shard=self.shard_id):
+            while True:
+                try:
+                    await self._reconcile_users(self.users)
+                    self._reconcile_backoff.reset()
+                    break
+                except GenesysError as exc:
+                    delay = self._reconcile_backoff.next_delay()
+                    logger.warning("reconciliation failed (%s); retrying in %.2f s", exc, delay)
+                    await self._sleep(delay)
+            self.stats.reconciles += 1
+            self.stats.last_reconciled = self._clock()
+            self.stats.last_gap_started = None
+            metrics.RECONCILE_RUNS.inc()
+
+    async def _reconcile_users(self, users: list[str]) -> None:
+        """Fetch current states and emit only what differs from the last recorded ones."""
+        for start in range(0, len(users), RECONCILE_BATCH):
+            batch = users[start : start + RECONCILE_BATCH]
+            observed = self._wall()
+            for change in await self._rest.current_changes(batch, observed_at=observed):
+                if self._accept(change, self.channel_id):
+                    self.stats.corrections += 1
+                    metrics.RECONCILE_CORRECTIONS.inc()
+        logger.info("reconciled %d users", len(users))
+
+    # ------------------------------------------------------------------- stop
+
+    async def _drain(self) -> None:
+        """Commit everything read so far within the drain budget."""
+        self._set_disconnected()
+        for task in list(self._drainers):
+            task.cancel()
+        try:
+            await asyncio.wait_for(self._sink.close(), timeout=self._settings.drain_timeout_s)
+        except TimeoutError:
+            logger.error("drain did not finish within %.1f s", self._settings.drain_timeout_s)
+
+    def _forget_gauges(self) -> None:
+        """A shard this worker no longer runs must not look disconnected to the alerts."""
+        for gauge in (
+            metrics.HEARTBEAT_AGE,
+            metrics.CHANNEL_EXPIRY,
+            metrics.SUBSCRIBED_TOPICS,
+            metrics.SHARD_USERS,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self._label)
+
+    def _on_fenced(self) -> None:
+        self.fenced = True
+        logger.error("fenced: another worker owns this shard now; closing its channel")
