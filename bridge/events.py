@@ -24,7 +24,8 @@ routing status are ordered independently; Genesys stamps them separately):
   ``max(changed_at, last changed_at + 1 ms)`` so per-user order holds on the
   topic; the same value → duplicate.
 
-Every dropped change counts ``bridge_stale_events_total{kind}``. An accepted
+Every dropped stream change counts ``bridge_stale_events_total{kind}`` (a
+reconciliation's unchanged states are dropped silently: it repeats them by design). An accepted
 presence is enriched with ``presence_label`` from the org's presence
 definitions (``GET /api/v2/presence/definitions``).
 
@@ -46,6 +47,7 @@ from bridge.model import (
     AgentState,
     Change,
     Kind,
+    Origin,
     PresenceValue,
     VersionedPresence,
     VersionedRouting,
@@ -191,7 +193,7 @@ def _order(change: Change, last_at: datetime | None, same: bool) -> Change | Non
         return change if change.event_id else _with_id(change, change.changed_at)
     if not change.timestamp_known:
         if same:
-            _STALE[change.kind].inc()
+            _dropped(change)
             return None
         floor = last_at + UNKNOWN_TIMESTAMP_STEP
         at = change.changed_at if change.changed_at >= floor else floor
@@ -200,8 +202,15 @@ def _order(change: Change, last_at: datetime | None, same: bool) -> Change | Non
         return change
     if change.changed_at > last_at or (change.changed_at == last_at and not same):
         return change if change.event_id else _with_id(change, change.changed_at)
-    _STALE[change.kind].inc()
+    _dropped(change)
     return None
+
+
+def _dropped(change: Change) -> None:
+    """Count a dropped stream frame. A reconciliation repeats every unchanged
+    state by design; counting those would bury real stale frames."""
+    if change.origin is Origin.STREAM:
+        _STALE[change.kind].inc()
 
 
 def _with_id(change: Change, at: datetime) -> Change:

@@ -67,7 +67,7 @@ DLQ_RECORDS = Counter(
 )
 STALE_EVENTS = Counter(
     "bridge_stale_events",
-    "Changes dropped because a newer or identical one was already recorded, by kind.",
+    "Stream frames dropped because a newer or identical change was already recorded, by kind.",
     ["kind"],
     registry=REGISTRY,
 )

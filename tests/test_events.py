@@ -223,3 +223,16 @@ def test_any_permutation_ends_at_the_newest(
     times = [a.change.changed_at for a in accepted]
     assert all(a < b for a, b in itertools.pairwise(times))
     assert len({a.change.event_id for a in accepted}) == len(accepted)
+
+
+def test_reconciliation_repeats_are_dropped_without_counting_as_stale() -> None:
+    """An unchanged state found by reconciliation is dropped silently; a stream duplicate is counted."""
+    import dataclasses
+
+    state = ShardState()
+    state.apply(routing(T0))
+    before = stale_count(Kind.ROUTING_STATUS)
+    assert state.apply(dataclasses.replace(routing(T0), origin=Origin.RECONCILE)) is None
+    assert stale_count(Kind.ROUTING_STATUS) == before
+    assert state.apply(routing(T0)) is None
+    assert stale_count(Kind.ROUTING_STATUS) == before + 1
