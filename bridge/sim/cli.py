@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.sim import config as c
 
-__all__ = ["READY_LINE", "parse_clients", "register", "run"]
+__all__ = ["READY_LINE", "add_arguments", "config_from_args", "main", "parse_clients", "register", "run"]
 
 READY_LINE = "simulator listening on {base_url}"
 
@@ -31,6 +32,19 @@ def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "sim", help="run the Genesys Cloud simulator", description=__doc__
     )
+    add_arguments(p)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bridge.sim [options]``: the same as ``presence-bridge sim``."""
+    parser = argparse.ArgumentParser(prog="python -m bridge.sim", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The simulator's options."""
     p.add_argument(
         "--host", default=c.DEFAULT_HOST, help="bind address (admin API only on loopback or with a token)"
     )

@@ -1,4 +1,4 @@
-"""Run the simulator as a child process (``python -m bridge sim``) and wait for its ready line."""
+"""Run the simulator as a child process (``python -m bridge.sim``) and wait for its ready line."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class SimProcess:
         argv = list(args)
         if "--port" not in argv:
             argv += ["--port", "0"]
-        self.argv = [python, "-m", "bridge", "sim", *argv]
+        self.argv = [python, "-m", "bridge.sim", *argv]
         self.base_url = ""
         self.proc: subprocess.Popen[str] | None = None
 
