@@ -23,6 +23,7 @@ PROG = "presence-bridge"
 COMMAND_MODULES = (
     "bridge.commands",
     "bridge.sim.cli",
+    "bridge.tail",
 )
 
 
