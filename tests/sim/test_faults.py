@@ -31,7 +31,7 @@ async def test_stall_sends_nothing_and_loses_changes(start_sim: StartSim) -> Non
     uid = sim.user_ids[0]
     ws = await sim.connect(await sim.channel(topics=[combined(uid)]))
     await recv_json(ws, 2)  # a heartbeat: the socket is live
-    await sim.admin("POST", "/sim/faults/stall", {"seconds": 0.6})
+    await sim.admin("POST", "/sim/faults/stall", {"seconds": 1.5})
     await asyncio.sleep(0.05)
     while True:  # drain what was in flight before the stall
         try:
