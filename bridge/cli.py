@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "bridge.commands",
     "bridge.sim.cli",
     "bridge.tail",
+    "bridge.demo",
 )
 
 
