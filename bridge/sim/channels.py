@@ -45,8 +45,9 @@ CLOSE_MAINTENANCE = (1001, "socket closing for maintenance")
 CLOSE_SHUTDOWN = (1001, "server shutting down")
 
 FRAME_FAULT_KINDS = ("malformed", "duplicate", "out-of-order")
-# A frame held back by an out-of-order fault goes out after the next change
-# frame on its socket, or after this long if none comes.
+# A frame held back by an out-of-order fault goes out right after the next
+# change of the same user and kind on its socket -- so it arrives stale, the
+# case that hurts a consumer -- or after this long if none comes.
 OUT_OF_ORDER_MAX_HOLD_S = 1.0
 
 
@@ -55,6 +56,7 @@ class Session(Protocol):
 
     channel_id: str
     held: bytes | None
+    held_key: tuple[str, str] | None
     held_since: float
 
     def enqueue(self, wire: bytes) -> None:
@@ -314,14 +316,15 @@ class ChannelRegistry:
         """The channels subscribed to this change's user and kind (None if none)."""
         return self._index[change.kind].get(change.user_id)
 
-    def deliver(self, targets: Iterable[Channel], wire: bytes) -> None:
+    def deliver(self, targets: Iterable[Channel], wire: bytes, key: tuple[str, str] | None = None) -> None:
         """Send one change's frame to every socket of ``targets``.
 
         Channels without a socket, or with a stalled one, lose the frame for
-        good: Genesys never replays.
+        good: Genesys never replays. ``key`` (user id, kind) names the change
+        for the out-of-order fault.
         """
         if self.frame_faults or self._holders:
-            self._deliver_faulty(targets, wire)
+            self._deliver_faulty(targets, wire, key)
             return
         for channel in targets:
             session = channel.session
@@ -331,7 +334,7 @@ class ChannelRegistry:
             session.enqueue(wire)
             self.frames_delivered += 1
 
-    def _deliver_faulty(self, targets: Iterable[Channel], wire: bytes) -> None:
+    def _deliver_faulty(self, targets: Iterable[Channel], wire: bytes, key: tuple[str, str] | None) -> None:
         fault = self.frame_faults[0] if self.frame_faults else None
         applied = False
         for channel in targets:
@@ -341,7 +344,7 @@ class ChannelRegistry:
                 continue
             self.frames_delivered += 1
             if fault is None or (fault.channel_id is not None and fault.channel_id != channel.id):
-                self._send_change(session, wire)
+                self._send_change(session, wire, key)
                 continue
             applied = True
             if fault.kind == "malformed":
@@ -349,14 +352,15 @@ class ChannelRegistry:
                 # valid JSON); the real frame follows so no change is lost.
                 payload = _payload(wire)
                 session.enqueue(ws_text_frame(payload[: len(payload) // 2]))
-                self._send_change(session, wire)
+                self._send_change(session, wire, key)
             elif fault.kind == "duplicate":
-                self._send_change(session, wire)
+                self._send_change(session, wire, key)
                 session.enqueue(wire)
                 self.frames_delivered += 1
-            else:  # out-of-order: hold it back until the next change frame
+            else:  # out-of-order: hold it back until the user's next change
                 self._flush_held(session)
                 session.held = wire
+                session.held_key = key
                 session.held_since = self._clock()
                 self._holders.add(session)
         if fault is not None and applied:
@@ -370,9 +374,10 @@ class ChannelRegistry:
             session.enqueue(held)
         self._holders.discard(session)
 
-    def _send_change(self, session: Session, wire: bytes) -> None:
+    def _send_change(self, session: Session, wire: bytes, key: tuple[str, str] | None) -> None:
         session.enqueue(wire)
-        self._flush_held(session)
+        if session.held_key is None or session.held_key == key:
+            self._flush_held(session)
 
     def release_held(self) -> None:
         """Send frames an out-of-order fault held back for too long."""

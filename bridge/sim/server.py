@@ -52,8 +52,9 @@ Choices where Genesys's behaviour is undocumented (the strictest plausible one):
   lets more than ``slow_consumer_limit_bytes`` pile up is aborted too.
 - Frame faults: ``malformed`` sends an extra truncated copy (not JSON) before
   the real frame, so the change itself still arrives; ``duplicate`` sends the
-  frame twice; ``out-of-order`` holds the frame back until after the next
-  change frame on that socket (or 1 s). ``count`` counts changes.
+  frame twice; ``out-of-order`` holds the frame back until right after the
+  same user's next change of the same kind on that socket (or 1 s), so it
+  arrives stale, as a late frame would. ``count`` counts changes.
 - HTTP faults: without ``pathPrefix`` they hit every OAuth and ``/api/v2``
   request (not the WebSocket upgrade, which a ``/channels/`` prefix can
   target); they are served before auth and rate limiting. An injected 429

@@ -70,7 +70,9 @@ class Simulator:
         self.changes_emitted += 1
         targets = self.registry.targets(change)
         if targets:
-            self.registry.deliver(targets, ws_text_frame(self.encoder.payload(change)))
+            self.registry.deliver(
+                targets, ws_text_frame(self.encoder.payload(change)), (change.user_id, change.kind)
+            )
 
     # -- background work ---------------------------------------------------------
 

@@ -51,6 +51,7 @@ class WsSession:
         self.stalled_until = 0.0
         self.close_at: float | None = None
         self.held: bytes | None = None
+        self.held_key: tuple[str, str] | None = None
         self.held_since = 0.0
         self.frames_sent = 0
         self.closed = False
