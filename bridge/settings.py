@@ -57,6 +57,11 @@ DEFAULT_TOPIC_PARTITIONS = 6
 DEFAULT_TOPIC_REPLICATION = 1
 DEFAULT_EVENT_RETENTION_MS = 7 * 24 * 3600 * 1000
 DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 10_000
+#: Heartbeats per session: the group learns of a rebalance within one interval.
+DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
+#: Classic cooperative-sticky: its session timeout is the client's to choose
+#: (KIP-848's is the broker's, 45 s minimum unless the broker lowers it).
+DEFAULT_KAFKA_GROUP_PROTOCOL: Literal["classic", "consumer"] = "classic"
 DEFAULT_MAX_CHANNELS_PER_CLIENT = 20
 
 
@@ -96,6 +101,8 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
     kafka_session_timeout_ms: int = Field(DEFAULT_KAFKA_SESSION_TIMEOUT_MS, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS, ge=100)
+    kafka_group_protocol: Literal["classic", "consumer"] = DEFAULT_KAFKA_GROUP_PROTOCOL
     topic_presence: str = "genesys.presence.v1"
     topic_routing_status: str = "genesys.routing-status.v1"
     topic_agent_state: str = "genesys.agent-state.v1"
