@@ -12,8 +12,8 @@ import pytest
 from bridge.demo import Snapshot, WorkerStats, bucket_quantile, parse_metrics, render_line
 from tests.conftest import KafkaBroker
 
-#: Workers the test runs (2 once the fleet splits shards between processes).
-DEMO_WORKERS = 1
+#: Workers the test runs: the fleet splits the shards between them.
+DEMO_WORKERS = 2
 DEMO_TIMEOUT_S = 240
 
 METRICS = """\
