@@ -61,6 +61,8 @@ EVENT_TYPE = {Kind.PRESENCE: "presence", Kind.ROUTING_STATUS: "routing-status"}
 SCHEMA_BY_KIND = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
 #: How much of an undecodable frame the DLQ keeps (frames are small; this bounds a hostile one).
 DLQ_FRAME_LIMIT = 64 * 1024
+#: Length of ``YYYY-MM-DDTHH:MM:SS.mmm``.
+_ISO_MS_LENGTH = 23
 
 
 class _Record(BaseModel):
@@ -142,8 +144,13 @@ class DlqRecord(_Record):
 
 
 def format_time(value: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times.
+
+    Runs three times per change on the hot path (event id, event record, state
+    record): ``isoformat`` is implemented in C and several times faster than
+    ``strftime``; its first 23 characters are ``YYYY-MM-DDTHH:MM:SS.mmm``.
+    """
+    return value.isoformat(timespec="milliseconds")[:_ISO_MS_LENGTH] + "Z"
 
 
 def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
