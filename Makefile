@@ -84,5 +84,10 @@ DEMO_ARGS ?=
 demo: $(INSTALLED) kafka-up
 	$(BIN)/python -m bridge demo --bootstrap 127.0.0.1:$(KAFKA_PORT) $(DEMO_ARGS)
 
+# Benchmarks (not part of pytest): one table, every figure measured in the same run
+# against a broker of its own (tests/bench/bench_bridge.py).
+bench: $(INSTALLED) kafka-jars
+	$(BIN)/python -m tests.bench.bench_bridge $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .cache/kafka-data .pytest_cache .mypy_cache .ruff_cache

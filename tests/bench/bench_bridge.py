@@ -18,7 +18,9 @@ share the CPUs):
 - delivery latency p50/p99, frame received → Kafka transaction committed,
   from the worker's ``bridge_event_delivery_seconds`` histogram (interpolated
   within buckets) at a steady :data:`LATENCY_RATE` changes/s;
-- resident memory (VmRSS) of that worker, holding :data:`AGENTS` agents;
+- resident memory (VmRSS) of that worker, holding :data:`AGENTS` agents, at
+  the end of the steady 1,000 changes/s phase (measured before the
+  throughput flood, whose backlog would inflate it);
 - the fleet's takeover time, from ``tests/bench/bench_takeover.py``'s
   ``measure_takeover(runs)`` when that file exists.
 
@@ -403,6 +405,14 @@ def takeover() -> str:
     result = module.measure_takeover(TAKEOVER_RUNS)
     if isinstance(result, int | float):
         return f"{result:.1f} s"
+    if isinstance(result, dict) and "first_record_s" in result:
+        first, reconciled = result["first_record_s"], result.get("reconciled_s", {})
+        return (
+            f"first record after a kill: median {first['median']:.1f} s, worst {first['worst']:.1f} s; "
+            f"reconciled: median {reconciled.get('median', float('nan')):.1f} s "
+            f"({result.get('runs')} runs, {result.get('protocol')} group protocol, "
+            f"session {result.get('session_timeout_ms', 0) / 1000:.0f} s)"
+        )
     if isinstance(result, list | tuple) and result and all(isinstance(x, int | float) for x in result):
         return f"median {statistics.median(result):.1f} s, max {max(result):.1f} s ({len(result)} runs)"
     return str(result)
@@ -441,19 +451,6 @@ def main() -> None:
             worker = WorkerProcess(sim.base_url, bootstrap, logs / "worker.log")
             try:
                 worker.wait_ready()
-                print("  one worker: throughput …", flush=True)
-                _generator(http, paused=False, rate=FLOOD_RATE)
-                time.sleep(WARMUP_S)
-                c0, t0 = worker.changes_committed(), time.monotonic()
-                s0 = http.get("/sim/stats").json()
-                time.sleep(seconds)
-                c1, t1 = worker.changes_committed(), time.monotonic()
-                s1 = http.get("/sim/stats").json()
-                _generator(http, paused=True)
-                worker_rate = (c1 - c0) / (t1 - t0)
-                offered = (s1["framesDelivered"] - s0["framesDelivered"]) / (t1 - t0)
-                wait_drained(worker, http)
-                worker.wait_ready()
                 print(f"  one worker: latency at {LATENCY_RATE:,.0f} changes/s …", flush=True)
                 _generator(http, paused=False, rate=LATENCY_RATE)
                 time.sleep(WARMUP_S)
@@ -465,6 +462,18 @@ def main() -> None:
                 delta = {b: b1[b] - b0.get(b, 0.0) for b in b1}
                 p50, p99 = quantile(delta, 0.50), quantile(delta, 0.99)
                 samples = int(max(delta.values()) if delta else 0)
+                wait_drained(worker, http)
+                print("  one worker: throughput …", flush=True)
+                _generator(http, paused=False, rate=FLOOD_RATE)
+                time.sleep(WARMUP_S)
+                c0, t0 = worker.changes_committed(), time.monotonic()
+                s0 = http.get("/sim/stats").json()
+                time.sleep(seconds)
+                c1, t1 = worker.changes_committed(), time.monotonic()
+                s1 = http.get("/sim/stats").json()
+                _generator(http, paused=True)
+                worker_rate = (c1 - c0) / (t1 - t0)
+                offered = (s1["framesDelivered"] - s0["framesDelivered"]) / (t1 - t0)
             finally:
                 worker.stop()
     take = "skipped" if args.no_takeover else takeover()
