@@ -52,6 +52,7 @@ class Outcome:
     running: RunningWorker
     sim_stats: dict[str, Any]
     window: tuple[datetime, datetime]
+    shards: list[Any]
 
 
 async def run_scenario(
@@ -101,7 +102,8 @@ async def run_scenario(
             log = [e for e in await sim.events() if e["seq"] > start_seq]
             records, missing = await _settle(kafka, config, log)
             stats = await sim.stats()
-            outcome = Outcome(log, records, missing, running, stats, (window_start, window_end))
+            shards = list(running.worker.shards)
+            outcome = Outcome(log, records, missing, running, stats, (window_start, window_end), shards)
             _assert_promise(outcome, gap_allowed, late_seqs or set())
             mismatches, lines = await run_audit(config)
             assert mismatches == 0, lines
