@@ -117,6 +117,9 @@ MAX_POLL_INTERVAL_MS = 30_000
 STOP_MARGIN_S = 2.0
 #: After the coordinator adds partitions, readiness waits for the next assignment this long at most.
 REBALANCE_PENDING_MAX_S = 30.0
+#: Shards of partitions lost with the session keep running this long at most
+#: while the group has not answered (a broker outage the sink rides out).
+LOST_GRACE_S = 60.0
 #: A shard that ended by itself (neither stopped nor fenced) is started again after this.
 SHARD_RESTART_DELAY_S = 1.0
 #: A failed roster refresh (Genesys or Kafka trouble) is retried after this.
@@ -715,6 +718,7 @@ class Fleet:
         self._clients = clients
         self._clock = clock
         self._slots: dict[int, _Slot] = {}
+        self._lost: dict[int, _Slot] = {}
         self._stopping: dict[int, asyncio.Task[None]] = {}
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._membership = Membership(
@@ -739,7 +743,7 @@ class Fleet:
         """The shards running now, by shard id."""
         return [
             slot.shard
-            for _, slot in sorted(self._slots.items())
+            for _, slot in sorted({**self._slots, **self._lost}.items())
             if slot.shard is not None and slot.running and not slot.fenced
         ]
 
@@ -759,7 +763,13 @@ class Fleet:
             self.coordinator is not None and self.coordinator.refreshes > 0
         )
         slots = list(self._slots.values())
-        ready = self.joined and not pending and coordinator_ok and all(s.ready() for s in slots)
+        ready = (
+            self.joined
+            and not pending
+            and not self._lost
+            and coordinator_ok
+            and all(s.ready() for s in slots)
+        )
         wall = time.time()
         shards: dict[str, object] = {}
         for slot in sorted(slots, key=lambda s: s.partition):
@@ -806,8 +816,9 @@ class Fleet:
     async def _shutdown(self) -> None:
         logger.info("stopping: draining %d shards, then leaving the group", len(self.shards))
         await self._stop_coordinator()
-        slots = list(self._slots.values())
+        slots = [*self._slots.values(), *self._lost.values()]
         self._slots.clear()
+        self._lost.clear()
         for slot in slots:
             slot.revoked = True
             slot.wake.set()
@@ -832,8 +843,12 @@ class Fleet:
             self._rebalance_pending_until = None
             for p in event.partitions:
                 self._gain(p)
+            # Lost partitions the group did not give back belong to others now.
+            self._expire_lost()
+        elif isinstance(event, _Revoked) and event.lost:
+            self._hold_lost(event.partitions)
         elif isinstance(event, _Revoked):
-            self._lose(event)
+            self._lose(event.partitions, event.done)
         elif isinstance(event, _Record):
             self._on_record(event)
         elif isinstance(event, _CaughtUp):
@@ -848,6 +863,13 @@ class Fleet:
     def _gain(self, p: int) -> None:
         if p in self._slots:
             return
+        held = self._lost.pop(p, None)
+        if held is not None:
+            # Given back after a lost session: the shard never stopped; the
+            # partition is read again from the beginning (same or newer epoch).
+            self._slots[p] = held
+            logger.info("partition %d is ours again; its shard kept running", p)
+            return
         slot = _Slot(p)
         self._slots[p] = slot
         if self._shutting_down:
@@ -857,9 +879,34 @@ class Fleet:
             self._coord_fenced = False
             self._start_coordinator()
 
-    def _lose(self, event: _Revoked) -> None:
+    def _hold_lost(self, partitions: list[int]) -> None:
+        """The session was lost: keep the shards running until the group answers.
+
+        The usual cause is a broker or network outage, after which the group
+        gives the same partitions back: the shards keep what they queued in
+        memory and nothing is lost. If another worker got them meanwhile, its
+        sink has fenced ours (nothing we write becomes visible) and the next
+        assignment, or :data:`LOST_GRACE_S`, stops them.
+        """
+        for p in partitions:
+            slot = self._slots.pop(p, None)
+            if slot is not None:
+                self._lost[p] = slot
+        if self._lost:
+            asyncio.get_running_loop().call_later(LOST_GRACE_S, self._expire_lost)
+
+    def _expire_lost(self) -> None:
+        if not self._lost:
+            return
+        partitions = sorted(self._lost)
+        logger.warning("lost partitions %s now belong to other workers; stopping their shards", partitions)
+        self._slots.update(self._lost)
+        self._lost.clear()
+        self._lose(partitions, None)
+
+    def _lose(self, partitions: list[int], done: concurrent.futures.Future[None] | None) -> None:
         drivers: list[asyncio.Task[None]] = []
-        for p in event.partitions:
+        for p in partitions:
             slot = self._slots.pop(p, None)
             if slot is None:
                 continue
@@ -869,9 +916,8 @@ class Fleet:
                 drivers.append(slot.driver)
                 self._stopping[p] = slot.driver
                 slot.driver.add_done_callback(functools.partial(self._forget_stopping, p))
-        if 0 in event.partitions:
+        if 0 in partitions:
             self._spawn(self._stop_coordinator())
-        done = event.done
         if done is not None:
 
             async def ack() -> None:

