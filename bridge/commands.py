@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bridge import log
 from bridge.errors import BridgeError
-from bridge.settings import load_settings
+from bridge.settings import Settings, load_settings
 
 __all__ = ["register"]
 
@@ -39,41 +40,39 @@ def register(subparsers: Any) -> None:
     audit.set_defaults(handler=_audit)
 
 
-def _run(_args: argparse.Namespace) -> int:
-    from bridge.worker import Worker, install_signal_handlers  # noqa: PLC0415 - keeps --help fast
-
+def _serve(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
+    """Load settings, set up logging, run ``main``; bridge errors become a message and an exit code."""
     try:
         settings = load_settings()
     except BridgeError as exc:
         print(f"presence-bridge: {exc}", file=sys.stderr)
         return 2
     log.configure_logging(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(main(settings))
+    except BridgeError as exc:
+        print(f"presence-bridge: {exc}", file=sys.stderr)
+        return 1
 
-    async def main() -> int:
+
+def _run(_args: argparse.Namespace) -> int:
+    from bridge.worker import Worker, install_signal_handlers  # noqa: PLC0415 - keeps --help fast
+
+    async def main(settings: Settings) -> int:
         worker = Worker(settings)
         install_signal_handlers(worker.request_stop)
         return await worker.run()
 
-    try:
-        return asyncio.run(main())
-    except BridgeError as exc:
-        print(f"presence-bridge: {exc}", file=sys.stderr)
-        return 1
+    return _serve(main)
 
 
 def _audit(args: argparse.Namespace) -> int:
     from bridge.audit import DEFAULT_GRACE_S, audit  # noqa: PLC0415 - keeps --help fast
     from bridge.genesys.rest import GenesysRest  # noqa: PLC0415
 
-    try:
-        settings = load_settings()
-    except BridgeError as exc:
-        print(f"presence-bridge: {exc}", file=sys.stderr)
-        return 2
-    log.configure_logging(settings.log_level, settings.log_format)
     grace = DEFAULT_GRACE_S if args.grace_s is None else args.grace_s
 
-    async def main() -> int:
+    async def main(settings: Settings) -> int:
         clients = settings.clients()
         if not clients:
             print("presence-bridge: no Genesys OAuth client configured", file=sys.stderr)
@@ -86,8 +85,4 @@ def _audit(args: argparse.Namespace) -> int:
             await rest.aclose()
         return 0 if mismatches == 0 else 1
 
-    try:
-        return asyncio.run(main())
-    except BridgeError as exc:
-        print(f"presence-bridge: {exc}", file=sys.stderr)
-        return 1
+    return _serve(main)
