@@ -152,6 +152,8 @@ class Shard:
         self._reconcile_task: asyncio.Task[None] | None = None
         self._drainers: set[asyncio.Task[None]] = set()
         self.fenced = False
+        self._loaded = False
+        self._removed_early: set[str] = set()
         self._label = str(shard_id)
         self._frame_counters = {
             kind: metrics.GENESYS_EVENTS.labels(kind=kind) for kind in protocol.FRAME_KINDS
@@ -162,7 +164,8 @@ class Shard:
     @property
     def ready(self) -> bool:
         """Connected, subscribed and the producer is healthy (for /readyz)."""
-        return self._connected and self._subscribed > 0 and self._sink.healthy and not self.fenced
+        subscribed = self._subscribed > 0 or not self.users
+        return self._connected and subscribed and self._sink.healthy and not self.fenced
 
     @property
     def channel_id(self) -> str | None:
@@ -188,6 +191,9 @@ class Shard:
                 await self._sink.start()
                 if self._load_states is not None:
                     self._state.load(await self._load_states(self.users))
+                self._loaded = True
+                self._tombstone(sorted(self._removed_early - self._member_set))
+                self._removed_early.clear()
                 await self._run_loop()
             except FencedError:
                 self._on_fenced()
@@ -213,9 +219,12 @@ class Shard:
         self.users = new
         self._member_set = set(new)
         metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
-        for user in removed:
-            if self._state.remove_user(user):
-                self._sink.submit_tombstone(user)
+        if self._loaded:
+            self._tombstone(removed)
+        else:
+            # The states are not loaded yet: tombstone once they are, or the
+            # removed agents' last states would stay in the compacted topic.
+            self._removed_early.update(removed)
         if self.channel is not None and self._connected:
             if removed:
                 await self._subscribe_all()
@@ -228,6 +237,16 @@ class Shard:
             if added:
                 await self._reconcile_users(added)
         return added, removed
+
+    def _tombstone(self, users: Iterable[str]) -> None:
+        """Forget agents that left the shard and delete their compacted state.
+
+        A tombstone is written even for an agent with no known state: its old
+        record may sit in the topic from an earlier owner.
+        """
+        for user in users:
+            self._state.remove_user(user)
+            self._sink.submit_tombstone(user)
 
     # --------------------------------------------------------------- lifecycle
 

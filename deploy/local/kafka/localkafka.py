@@ -284,10 +284,17 @@ def start(
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    One starting with ``-`` would be read by StorageTool as an option, so
+    those are drawn again.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def stop(data_dir: Path, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:

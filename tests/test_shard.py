@@ -1,0 +1,82 @@
+"""bridge.shard with fakes: the parts of the lifecycle that need no socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bridge.events import ShardState
+from bridge.model import AgentState
+from bridge.settings import Settings
+from bridge.shard import Shard
+
+
+class FakeSink:
+    """Records what the shard hands to Kafka."""
+
+    def __init__(self) -> None:
+        self.tombstones: list[str] = []
+        self.started = False
+        self.closed = False
+        self.failed: asyncio.Future[Any] | None = None
+        self.healthy = True
+        self.pending = 0
+        self.error = None
+
+    async def start(self) -> None:
+        self.started = True
+        self.failed = asyncio.get_running_loop().create_future()
+
+    def submit_tombstone(self, user_id: str) -> None:
+        assert self.started, "nothing is written before the sink fenced the previous owner"
+        self.tombstones.append(user_id)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_users_removed_before_the_state_loads_are_still_tombstoned() -> None:
+    """A member list that shrinks before the shard started still deletes the leavers' state."""
+    sink = FakeSink()
+    loaded: list[Sequence[str]] = []
+
+    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
+        loaded.append(list(users))
+        return {u: AgentState(u) for u in users}
+
+    shard = Shard(
+        0,
+        ["a", "b", "c"],
+        rest=Any,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=Any,  # type: ignore[arg-type]
+        load_states=load,
+    )
+    added, removed = await shard.set_users(["a", "c", "d"])
+    assert (added, removed) == (["d"], ["b"])
+    await shard.stop()
+    await shard.run()
+    assert loaded == [["a", "c", "d"]]
+    assert sink.tombstones == ["b"]
+    assert sink.closed
+
+
+async def test_an_empty_shard_is_ready_once_connected() -> None:
+    """A shard whose member list is empty does not hold /readyz down forever."""
+    sink = FakeSink()
+    await sink.start()
+    shard = Shard(
+        1,
+        [],
+        rest=Any,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=Any,  # type: ignore[arg-type]
+    )
+    assert not shard.ready
+    shard._connected = True
+    assert shard.ready
