@@ -17,6 +17,7 @@ received it), ``origin`` (``stream`` or ``reconcile``), ``shard`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -61,6 +62,10 @@ EVENT_TYPE = {Kind.PRESENCE: "presence", Kind.ROUTING_STATUS: "routing-status"}
 SCHEMA_BY_KIND = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
 #: How much of an undecodable frame the DLQ keeps (frames are small; this bounds a hostile one).
 DLQ_FRAME_LIMIT = 64 * 1024
+#: A change's time is formatted for its event id, its event record and the
+#: agent's state record (which repeats the other kind's last time too): a
+#: cache of recent times turns those repeats into lookups.
+TIME_CACHE_SIZE = 16_384
 #: Length of ``YYYY-MM-DDTHH:MM:SS.mmm``.
 _ISO_MS_LENGTH = 23
 
@@ -143,6 +148,7 @@ class DlqRecord(_Record):
     observed_at: datetime
 
 
+@functools.lru_cache(maxsize=TIME_CACHE_SIZE)
 def format_time(value: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times.
 

@@ -116,6 +116,7 @@ IDLE_WAIT_S = 0.5
 ABANDON_GRACE_S = 1.0
 LIBRDKAFKA_LOGGER = "bridge.sink.librdkafka"
 STATE_EVENT_TYPE = "agent-state"
+_STATE_HEADERS = (("schema", STATE_SCHEMA.encode()), ("event-type", STATE_EVENT_TYPE.encode()))
 DLQ_EVENT_TYPE = "dlq"
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
@@ -223,6 +224,11 @@ class ShardSink:
             Kind.ROUTING_STATUS: settings.topic_routing_status,
         }
         self._schemas = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
+        # Encoded once: these headers are the same on every record of a kind.
+        self._event_headers = {
+            kind: (("schema", schema.encode()), ("event-type", event_type(kind).encode()))
+            for kind, schema in self._schemas.items()
+        }
         self._produced = {
             t: RECORDS_PRODUCED.labels(topic=t)
             for t in (
@@ -340,20 +346,15 @@ class ShardSink:
         change = accepted.change
         key = change.user_id.encode()
         kind = change.kind
-        headers: Headers = [
-            ("schema", self._schemas[kind].encode()),
-            ("event-type", event_type(kind).encode()),
-        ]
+        headers: Headers = list(self._event_headers[kind])
         if change.genesys_topic is not None:
             headers.append(("genesys-topic", change.genesys_topic.encode()))
         if change.correlation_id is not None:
-            headers.append(("correlation-id", change.correlation_id.encode()))
-        state_headers: Headers = [
-            ("schema", STATE_SCHEMA.encode()),
-            ("event-type", STATE_EVENT_TYPE.encode()),
-        ]
-        if change.correlation_id is not None:
-            state_headers.append(("correlation-id", change.correlation_id.encode()))
+            correlation = ("correlation-id", change.correlation_id.encode())
+            headers.append(correlation)
+            state_headers: Headers = [*_STATE_HEADERS, correlation]
+        else:
+            state_headers = list(_STATE_HEADERS)
         item = _Item(
             [
                 (self._topics[kind], key, encode_event(change, self.shard, channel_id), headers),
