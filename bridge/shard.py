@@ -74,6 +74,9 @@ EXTEND_LIFETIME_FRACTION = 1 / 3
 MAINTENANCE_CONNECT_TIMEOUT_S = 30.0
 #: Users fetched per reconciliation batch before their changes are applied.
 RECONCILE_BATCH = 500
+#: Records read but not yet committed above which the shard stops reading its
+#: socket until they are (about 10 MB of encoded records).
+MAX_PENDING_RECORDS = 20_000
 
 
 def _utcnow() -> datetime:
@@ -394,10 +397,15 @@ class Shard:
 
     async def _read(self, socket: NotificationSocket) -> None:
         channel_id = self.channel_id
+        sink = self._sink
         while True:
             text = await socket.recv()
             self._last_frame = self._clock()
             self._handle(text, channel_id)
+            if sink.pending > MAX_PENDING_RECORDS:
+                # Backpressure: stop reading until Kafka has caught up by half,
+                # so a slow broker bounds memory instead of growing a queue.
+                await sink.drain_to(MAX_PENDING_RECORDS // 4)
 
     async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
         """Make-before-break on the same channel: connect anew, drain the old socket."""

@@ -254,6 +254,7 @@ class ShardSink:
         self._acked_items = 0
         self._acked_records = 0
         self._flush_upto = 0
+        self._batch_open = False
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._started: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -314,6 +315,23 @@ class ShardSink:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._waiters.append((target, fut))
         self._flush_upto = max(self._flush_upto, target)
+        self._wake.set()
+        await fut
+
+    async def drain_to(self, max_pending_items: int) -> None:
+        """Resolve when at most ``max_pending_items`` submitted items are uncommitted.
+
+        Backpressure for a reader that got ahead of Kafka: unlike :meth:`flush`
+        it does not force a commit, so transactions keep their normal size.
+        """
+        if self._failure is not None:
+            raise self._failure
+        target = self._submitted_items - max_pending_items
+        if self._acked_items >= target:
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((target, fut))
         self._wake.set()
         await fut
 
@@ -399,8 +417,13 @@ class ShardSink:
     def _enqueue(self, item: _Item) -> None:
         self._submitted_items += 1
         self._submitted_records += len(item.records)
-        self._queue.append(item)
-        if not self._wake.is_set():
+        queue = self._queue
+        queue.append(item)
+        # Wake the sink thread only when it has something to do: to open a
+        # transaction, or when a full one is waiting. Waking it for every
+        # change would hand the GIL back and forth at the change rate; an open
+        # transaction is closed by its deadline anyway.
+        if (not self._batch_open or len(queue) >= self._txn_max_records) and not self._wake.is_set():
             self._wake.set()
 
     # -- asyncio callbacks (run in the loop thread) -------------------------------------
@@ -528,6 +551,7 @@ class ShardSink:
                     continue
                 self._txn_call(producer, "begin_transaction")
                 deadline = self._mono() + self._txn_max_s
+                self._batch_open = True
             while queue and records < self._txn_max_records:
                 item = queue.popleft()
                 batch.append(item)
@@ -537,6 +561,7 @@ class ShardSink:
             urgent = self._closing or self._flush_upto > self._acked_items
             now = self._mono()
             if records >= self._txn_max_records or now >= deadline or urgent:
+                self._batch_open = False
                 self._commit(producer, batch)
                 self._acked_items += len(batch)
                 self._acked_records += records
@@ -545,7 +570,7 @@ class ShardSink:
                 records = 0
             else:
                 self._wake.clear()
-                if not queue:
+                if len(queue) < self._txn_max_records - records:
                     self._wake.wait(deadline - now)
 
     def _produce(self, producer: Any, item: _Item) -> None:
