@@ -49,7 +49,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ from bridge.demo import free_port, parse_metrics
 from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, VersionedPresence
 from bridge.records import encode_event, encode_state, event_id
 from bridge.sim.process import SimProcess
+from tests.bench.bench_sim import _reader_process
 
 REPO = Path(__file__).resolve().parents[2]
 AGENTS = 5_000
@@ -73,7 +73,6 @@ PRODUCER_MEASURE_S = 5.0
 READY_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
 TAKEOVER_RUNS = 3
-CHANGE_PREFIX = b'{"topicName":"v2.users.'
 BENCH_CLIENT = ("bench-client", "bench-secret")
 SIM_CLIENT = ("sim-client", "sim-secret")
 EVENT_TOPICS = ("presence", "routing")
@@ -133,43 +132,6 @@ def _generator(http: httpx.Client, *, paused: bool, rate: float | None = None) -
 # ----------------------------------------------------------------------------- baseline 1: websockets
 
 
-async def _read(uris: list[str], seconds: float, report: Connection) -> None:
-    import asyncio
-
-    from websockets.asyncio.client import connect
-
-    counts = [0] * len(uris)
-    connected = asyncio.Semaphore(0)
-
-    async def reader(i: int, uri: str) -> None:
-        async with connect(uri, max_queue=None, ping_interval=None, close_timeout=1) as ws:
-            connected.release()
-            while True:
-                msg = await ws.recv(decode=False)
-                if msg.startswith(CHANGE_PREFIX):
-                    counts[i] += 1
-
-    tasks = [asyncio.create_task(reader(i, u)) for i, u in enumerate(uris)]
-    for _ in uris:
-        await connected.acquire()
-    report.send("connected")
-    await asyncio.to_thread(report.recv)
-    await asyncio.sleep(WARMUP_S)
-    start, t0 = sum(counts), time.monotonic()
-    await asyncio.sleep(seconds)
-    end, t1 = sum(counts), time.monotonic()
-    report.send((end - start) / (t1 - t0))
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _reader_process(uris: list[str], seconds: float, report: Connection) -> None:
-    import asyncio
-
-    asyncio.run(_read(uris, seconds, report))
-
-
 def bare_websockets(http: httpx.Client, seconds: float) -> float:
     """Change frames/s a bare websockets client reads through SHARDS channels of 1,000 topics."""
     auth = _token(http, BENCH_CLIENT)
@@ -185,6 +147,7 @@ def bare_websockets(http: httpx.Client, seconds: float) -> float:
         uris.append(channel["connectUri"])
         channel_ids.append(channel["id"])
     ours, theirs = mp.Pipe()
+    # The same reader as the simulator's own benchmark, in its own process.
     reader = mp.Process(target=_reader_process, args=(uris, seconds, theirs))
     reader.start()
     assert ours.recv() == "connected"
@@ -192,6 +155,7 @@ def bare_websockets(http: httpx.Client, seconds: float) -> float:
     ours.send("go")
     rate = float(ours.recv())
     _generator(http, paused=True)
+    ours.send("done")
     reader.join(10)
     if reader.is_alive():
         reader.kill()
