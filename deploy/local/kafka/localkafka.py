@@ -344,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "version":
             print(kafka_version(fetch(quiet=True)))
         elif args.command == "up":
+            if _read_running(args.data_dir.resolve()) is None and _answers(args.port):
+                # Another checkout's (or a hand-started) broker already serves
+                # this port: use it rather than fail to bind.
+                print(f"Kafka already answers on 127.0.0.1:{args.port}; using it")
+                return 0
             broker = start(args.data_dir, port=args.port)
             print(f"Kafka {kafka_version()} ready on {broker.bootstrap} (data in {args.data_dir})")
         elif args.command == "down":
@@ -360,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"localkafka: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _answers(port: int) -> bool:
+    try:
+        metadata_probe("127.0.0.1", port, timeout=1.0)
+        return True
+    except OSError:
+        return False
 
 
 def _bench_start(runs: int) -> int:
