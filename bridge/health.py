@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge.errors import ConfigError
 from bridge.metrics import REGISTRY
 
 __all__ = ["HealthServer", "Readiness"]
@@ -44,7 +45,15 @@ class HealthServer:
         self._runner = web.AppRunner(self._app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(
+                f"cannot serve metrics on {self._host}:{self._port} ({exc.strerror}); "
+                "set BRIDGE_METRICS_PORT to a free port"
+            ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port

@@ -26,3 +26,19 @@ async def test_endpoints_answer_with_readiness_from_the_callback() -> None:
             assert "bridge_records_produced_total" in text or "# TYPE bridge_records_produced" in text
     finally:
         await server.stop()
+
+
+async def test_a_taken_port_is_a_clear_config_error() -> None:
+    """A metrics port in use gives a ConfigError naming the setting, not a traceback."""
+    import pytest
+
+    from bridge.errors import ConfigError
+
+    first = HealthServer("127.0.0.1", 0, lambda: (True, {}))
+    await first.start()
+    try:
+        second = HealthServer("127.0.0.1", first.port or 0, lambda: (True, {}))
+        with pytest.raises(ConfigError, match="BRIDGE_METRICS_PORT"):
+            await second.start()
+    finally:
+        await first.stop()
