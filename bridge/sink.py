@@ -149,6 +149,22 @@ def classify(err: KafkaError) -> Action:
     return Action.FATAL
 
 
+def _cause(producer: Any, err: KafkaError, timeout_s: float) -> KafkaError:
+    """The error behind librdkafka's generic ``_FATAL``.
+
+    Once a producer has hit a fatal error, ``produce()`` only says "Local:
+    Fatal error"; the transactional API reports the original one (e.g.
+    ``_FENCED`` when a newer owner took the shard), which decides between a
+    fenced shard and a broken producer. Seen in the fleet's zombie test.
+    """
+    try:
+        producer.abort_transaction(timeout_s)
+    except KafkaException as exc:
+        cause: KafkaError = exc.args[0]
+        return cause
+    return err
+
+
 def transactional_id(settings: Settings, shard: int) -> str:
     """The shard's transactional id, ``<bridge-id>-shard-<p>`` (DESIGN §3)."""
     return f"{settings.id}-shard-{shard}"
@@ -584,7 +600,7 @@ class ShardSink:
                     producer.poll(0.1)
                 except KafkaException as exc:
                     err: KafkaError = exc.args[0]
-                    if self._handle(err, "produce") is not Action.RETRY:
+                    if self._handle(err, "produce", producer) is not Action.RETRY:
                         # Abortable errors surface again at commit, which aborts and re-produces.
                         if self._failure is not None:
                             raise _Stop from None
@@ -596,7 +612,7 @@ class ShardSink:
         try:
             getattr(producer, name)()
         except KafkaException as exc:
-            self._handle(exc.args[0], name)
+            self._handle(exc.args[0], name, producer)
             if self._failure is None:
                 self._fail(DeliveryError(f"shard {self.shard}: {name} failed: {exc.args[0].str()}"))
             raise _Stop from None
@@ -612,7 +628,7 @@ class ShardSink:
                 break
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
-                action = self._handle(err, "commit_transaction")
+                action = self._handle(err, "commit_transaction", producer)
                 if action is Action.RETRY:
                     self._sleep(delay)
                     delay = min(delay * 2, self._backoff_max)
@@ -641,8 +657,10 @@ class ShardSink:
                 self._sleep(delay)
                 delay = min(delay * 2, self._backoff_max)
 
-    def _handle(self, err: KafkaError, op: str) -> Action:
+    def _handle(self, err: KafkaError, op: str, producer: Any = None) -> Action:
         """Count and log one error; record a terminal failure (fenced/fatal)."""
+        if producer is not None and err.code() == KafkaError._FATAL:
+            err = _cause(producer, err, self._call_timeout)
         action = classify(err)
         PRODUCE_ERRORS.labels(reason=action.value).inc()
         if action is Action.FENCED:
