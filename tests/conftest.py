@@ -29,16 +29,17 @@ LOCALKAFKA_PATH = REPO / "deploy" / "local" / "kafka" / "localkafka.py"
 TEST_KAFKA_ENV = "BRIDGE_TEST_KAFKA"
 
 
-def _load_localkafka() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("localkafka", LOCALKAFKA_PATH)
+def load_module(name: str, path: Path) -> ModuleType:
+    """Import a script that is not part of a package (deploy/ tools and examples)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["localkafka"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-localkafka = _load_localkafka()
+localkafka = load_module("localkafka", LOCALKAFKA_PATH)
 
 
 @dataclass

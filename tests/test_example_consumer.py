@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from confluent_kafka import Producer
 
 from bridge.model import Change, Kind, Origin
 from bridge.records import encode_event
-from tests.conftest import KafkaBroker
+from tests.conftest import KafkaBroker, load_module
 from tests.test_tail import change
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "wfm_consumer.py"
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wfm_consumer", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["wfm_consumer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wfm = _load()
+wfm = load_module("wfm_consumer", EXAMPLE)
 
 
 def at(minutes: float) -> datetime:
