@@ -37,7 +37,6 @@ objects are never mutated after they are handed out, so an
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,7 +62,7 @@ UNKNOWN_TIMESTAMP_STEP = timedelta(milliseconds=1)
 _STALE = {kind: STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
     """A change that passed ordering and dedupe, with the agent's state after it.
 
@@ -153,7 +152,7 @@ class ShardState:
                 return None
             enriched = self._enrich(value)
             if enriched is not value:
-                ordered = dataclasses.replace(ordered, value=enriched)
+                ordered = ordered.evolve(value=enriched)
             presence = VersionedPresence(enriched, ordered.changed_at, ordered.event_id)
             new_state = AgentState(ordered.user_id, presence, state.routing if state is not None else None)
         else:
@@ -180,7 +179,14 @@ class ShardState:
         label = self._labels.get(def_id)
         if label is None or label == value.presence_label:
             return value
-        return dataclasses.replace(value, presence_label=label)
+        return PresenceValue(
+            value.system_presence,
+            value.presence_definition_id,
+            value.message,
+            value.source,
+            value.primary,
+            label,
+        )
 
 
 def _order(change: Change, last_at: datetime | None, same: bool) -> Change | None:
@@ -215,6 +221,4 @@ def _dropped(change: Change) -> None:
 
 def _with_id(change: Change, at: datetime) -> Change:
     """``change`` at time ``at`` with the event id of that time and value."""
-    return dataclasses.replace(
-        change, changed_at=at, event_id=event_id(change.user_id, change.kind, at, change.value)
-    )
+    return change.evolve(changed_at=at, event_id=event_id(change.user_id, change.kind, at, change.value))

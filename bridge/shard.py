@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bridge import log, metrics
@@ -55,6 +55,7 @@ from bridge.genesys.rest import ChannelInfo, GenesysRest
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.genesys.socket import NotificationSocket
 from bridge.model import AgentState, Change
+from bridge.records import utc_now_ms
 from bridge.settings import Settings
 from bridge.sink import ShardSink
 
@@ -77,10 +78,6 @@ RECONCILE_BATCH = 500
 #: Records read but not yet committed above which the shard stops reading its
 #: socket until they are (about 10 MB of encoded records).
 MAX_PENDING_RECORDS = 20_000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _wait(event: asyncio.Event) -> None:
@@ -119,7 +116,7 @@ class Shard:
         socket_factory: SocketFactory,
         load_states: StateLoader | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = _utcnow,
+        wall: Callable[[], datetime] = utc_now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:

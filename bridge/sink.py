@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -72,6 +72,7 @@ from bridge.records import (
     encode_event,
     encode_state,
     event_type,
+    utc_now_ms,
 )
 from bridge.settings import Settings
 
@@ -225,7 +226,7 @@ class ShardSink:
         self.shard = shard
         self._settings = settings
         self._factory = producer_factory
-        self._clock = clock or _utcnow
+        self._clock = clock or utc_now_ms
         self._mono = monotonic
         self._sleep = sleep
         self._on_failure = on_failure
@@ -703,7 +704,3 @@ class ShardSink:
 
 def _state_headers() -> Headers:
     return [("schema", STATE_SCHEMA.encode()), ("event-type", STATE_EVENT_TYPE.encode())]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge import records
 from bridge.model import (
@@ -102,3 +105,22 @@ def test_event_id_is_stable_and_sensitive_to_each_input() -> None:
     assert event_id("u-1", Kind.ROUTING_STATUS, T0, ROUTING) != event_id(
         "u-1", Kind.ROUTING_STATUS, T0, RoutingValue("IDLE")
     )
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_format_time_is_isoformat_to_the_millisecond(value: datetime) -> None:
+    """The orjson-based formatter writes exactly what isoformat would, truncated to ms, with a Z."""
+    records.format_time.cache_clear()
+    assert records.format_time(value) == value.isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def test_utc_now_ms_is_the_wall_clock_to_the_millisecond() -> None:
+    before = datetime.now(UTC)
+    now = records.utc_now_ms()
+    after = datetime.now(UTC)
+    assert now.tzinfo is UTC
+    assert now.microsecond % 1000 == 0
+    assert before - timedelta(milliseconds=1) < now <= after
+    # Within one millisecond it is the same object (format_time's cache then hits).
+    same = [records.utc_now_ms() for _ in range(50)]
+    assert any(a is b for a, b in itertools.pairwise(same))

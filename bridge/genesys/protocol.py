@@ -49,6 +49,7 @@ pydantic.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -110,6 +111,8 @@ FRAME_KINDS: Final = frozenset({"presence", "routing_status", "heartbeat", "pong
 _PRESENCE_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(PRESENCE_SUFFIX)
 _ROUTING_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(ROUTING_SUFFIX)
 _ZERO: Final = timedelta(0)
+#: Distinct raw status spellings remembered by :func:`normalise_status` (bounds a hostile stream).
+STATUS_CACHE_SIZE: Final = 1024
 
 
 # --------------------------------------------------------------------------- messages
@@ -209,8 +212,12 @@ def _opt_str(body: Mapping[str, object], key: str) -> str | None:
     raise _bad_type(key, value)
 
 
+@functools.lru_cache(maxsize=STATUS_CACHE_SIZE)
 def normalise_status(raw: str) -> str:
-    """Upper snake case: ``"On Queue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``."""
+    """Upper snake case: ``"On Queue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``.
+
+    Cached: an org has a handful of statuses and this runs for every frame.
+    """
     return "_".join(raw.replace("-", " ").replace("_", " ").split()).upper()
 
 
@@ -228,6 +235,8 @@ def parse_timestamp(raw: object, what: str = "timestamp") -> datetime | None:
         raise ProtocolError(f"{what} is not an ISO-8601 date-time", reason="bad_timestamp")
     try:
         value = datetime.fromisoformat(raw)
+        if value.tzinfo is UTC:  # "…Z", what Genesys sends: already aware UTC
+            return value
         offset = value.utcoffset()
         if offset is None or offset == _ZERO:
             return value.replace(tzinfo=UTC)

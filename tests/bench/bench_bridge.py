@@ -243,7 +243,14 @@ def bare_producer(bootstrap: str, seconds: float) -> float:
 class WorkerProcess:
     """``python -m bridge run`` against the simulator and the broker, its metrics on a free port."""
 
-    def __init__(self, sim_url: str, bootstrap: str, log_path: Path, argv: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        sim_url: str,
+        bootstrap: str,
+        log_path: Path,
+        argv: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         tag = uuid.uuid4().hex[:8]
         self.port = free_port()
         self.topics = {name: f"bench-{name}-{tag}" for name in (*EVENT_TOPICS, "state", "dlq", "map")}
@@ -269,6 +276,7 @@ class WorkerProcess:
                 "BRIDGE_TOPIC_SHARD_MAP": self.topics["map"],
             }
         )
+        env.update(extra_env or {})
         self.log = log_path.open("wb")
         self.proc = subprocess.Popen(
             argv or [sys.executable, "-m", "bridge", "run"],
