@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge import log, metrics
+from bridge import log, memory, metrics
 from bridge.errors import (
     ChannelClosedError,
     FencedError,
@@ -568,6 +568,8 @@ class Shard:
             self.stats.last_reconciled = self._clock()
             self.stats.last_gap_started = None
             metrics.RECONCILE_RUNS.inc()
+            # The REST pages and records of a reconciliation are garbage now.
+            memory.trim()
 
     async def _reconcile_users(self, users: list[str]) -> None:
         """Fetch current states and emit only what differs from the last recorded ones."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bridge import log
+from bridge import log, memory
 from bridge.assign import shard_budget, shards_per_client
 from bridge.errors import ConfigError
 from bridge.events import ShardState
@@ -97,6 +97,7 @@ class Worker:
         self._rests = [self._rest_for(c) for c in clients]
         self.health = HealthServer(s.metrics_host, s.metrics_port, self.readiness)
         await self.health.start()
+        trimmer = asyncio.create_task(memory.trim_periodically())
         try:
             # A new control topic starts with one partition; the coordinator grows it.
             await asyncio.to_thread(ensure_topics, s, shard_map_partitions=1)
@@ -139,6 +140,7 @@ class Worker:
             await self.fleet.run(self._stop)
             return 0
         finally:
+            trimmer.cancel()
             for rest in self._rests:
                 await rest.aclose()
             await self.health.stop()
