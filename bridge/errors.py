@@ -1,6 +1,6 @@
 """The one exception tree of presence-bridge.
 
-Third-party errors (httpx, websockets, confluent-kafka, pydantic) are mapped
+Third-party errors (httpx, aiohttp, confluent-kafka, pydantic) are mapped
 to these at the module boundary where they occur, so callers never need to
 know which library failed::
 

@@ -146,5 +146,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party libraries log request URLs and frames at DEBUG; keep them quiet.
-    for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "aiohttp.client", "aiohttp.websocket"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -5,7 +5,7 @@
 * :mod:`~bridge.genesys.protocol` — sans-I/O notification frames → typed messages.
 * :mod:`~bridge.genesys.auth` — OAuth client credentials as an async ``httpx.Auth``.
 * :mod:`~bridge.genesys.rest` — the REST client (budget, retries, typed replies).
-* :mod:`~bridge.genesys.socket` — the thin websockets shell around one notification socket.
+* :mod:`~bridge.genesys.socket` — the thin aiohttp shell around one notification socket.
 """
 
 from __future__ import annotations
