@@ -22,7 +22,10 @@ share the CPUs):
   the end of the steady 1,000 changes/s phase (measured before the
   throughput flood, whose backlog would inflate it);
 - the fleet's takeover time, from ``tests/bench/bench_takeover.py``'s
-  ``measure_takeover(runs)`` when that file exists.
+  ``measure_takeover(runs)`` when that file exists;
+- the CPU one change costs inside the worker between the socket and
+  librdkafka (``tests/bench/bench_hotpath.py``), which bounds the throughput
+  row: the worker's Python runs on one core.
 
 Run::
 
@@ -58,6 +61,7 @@ from bridge.demo import free_port, parse_metrics
 from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, VersionedPresence
 from bridge.records import encode_event, encode_state, event_id
 from bridge.sim.process import SimProcess
+from tests.bench import bench_hotpath
 from tests.bench.bench_sim import _reader_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -390,6 +394,14 @@ def takeover() -> str:
     return str(result)
 
 
+# ----------------------------------------------------------------------------- hot path
+
+
+def hot_path_us() -> float:
+    """Microseconds of CPU per change inside the worker (tests/bench/bench_hotpath.py)."""
+    return bench_hotpath.measure()
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -449,6 +461,8 @@ def main() -> None:
             finally:
                 worker.stop()
     take = "skipped" if args.no_takeover else takeover()
+    print("  hot path …", flush=True)
+    hot_us = hot_path_us()
     ratio = worker_rate / ws_rate if ws_rate else float("nan")
     rows = [
         (
@@ -478,6 +492,12 @@ def main() -> None:
             _ok(rss <= TARGET_RSS_MB),
         ),
         ("fleet takeover time", take, "", ""),
+        (
+            "CPU per change inside the worker (parse → records, null producer)",
+            f"{hot_us:.1f} µs = {1e6 / hot_us:,.0f} changes/s per core",
+            "",
+            "",
+        ),
     ]
     print()
     print(f"presence-bridge benchmarks — {os.cpu_count()} CPUs, one run, side by side "

@@ -146,6 +146,19 @@ async def one_round(users: list[str], texts: list[str], labels: dict[str, str]) 
     return elapsed
 
 
+def _inputs(changes: int) -> tuple[list[str], list[str], dict[str, str]]:
+    users = [str(uuid.uuid4()) for _ in range(AGENTS)]
+    labels = {str(uuid.uuid5(uuid.NAMESPACE_OID, p)): p.title() for p in PRESENCES}
+    return users, frames(users, changes), labels
+
+
+def measure(changes: int = CHANGES, rounds: int = ROUNDS) -> float:
+    """Microseconds of CPU per change, best of ``rounds`` rounds of ``changes`` changes."""
+    users, texts, labels = _inputs(changes)
+    best = min(asyncio.run(one_round(users, texts, labels)) for _ in range(rounds))
+    return best / changes * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,22 +167,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one round")
     args = parser.parse_args()
-    users = [str(uuid.uuid4()) for _ in range(AGENTS)]
-    texts = frames(users, args.changes)
-    labels = {str(uuid.uuid5(uuid.NAMESPACE_OID, p)): p.title() for p in PRESENCES}
     if args.profile:
+        users, texts, labels = _inputs(args.changes)
         profiler = cProfile.Profile()
         profiler.enable()
         asyncio.run(one_round(users, texts, labels))
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    times = [asyncio.run(one_round(users, texts, labels)) for _ in range(args.rounds)]
-    best = min(times)
+    us = measure(args.changes, args.rounds)
     print(
-        f"hot path: {best / args.changes * 1e6:.1f} µs of CPU per change "
-        f"(best of {args.rounds} rounds of {args.changes:,} changes; "
-        f"{args.changes / best:,.0f} changes/s on one core)"
+        f"hot path: {us:.1f} µs of CPU per change "
+        f"(best of {args.rounds} rounds of {args.changes:,} changes; {1e6 / us:,.0f} changes/s on one core)"
     )
 
 
