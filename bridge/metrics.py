@@ -8,8 +8,14 @@ tests check the dashboard and alert rules against it.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 from bridge import __version__
 
@@ -38,6 +44,7 @@ __all__ = [
     "SHARD_USERS",
     "STALE_EVENTS",
     "SUBSCRIBED_TOPICS",
+    "BatchHistogram",
 ]
 
 # The *_created series double the exposition size and no panel or alert uses them.
@@ -71,17 +78,84 @@ STALE_EVENTS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
-EVENT_DELIVERY = Histogram(
+
+
+class BatchHistogram:
+    """A Prometheus histogram that takes a whole batch of observations at once.
+
+    The sink observes two latencies for every committed change. With
+    prometheus_client's ``Histogram`` that is two locked updates per change on
+    the GIL the socket reader needs; here a commit of N changes costs N
+    ``bisect`` calls and one locked merge. The exposition is the same
+    (``_bucket{le}`` cumulative, ``_count``, ``_sum``).
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = tuple(float(b) for b in buckets)
+        if list(self._bounds) != sorted(set(self._bounds)):
+            raise ValueError("buckets must be strictly increasing")
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Add every value (seconds) to its bucket; one lock for the whole batch."""
+        bounds = self._bounds
+        where = bisect.bisect_left
+        local = [0] * len(self._counts)
+        total = 0.0
+        for value in values:
+            local[where(bounds, value)] += 1  # the first bound >= value: Prometheus's "le"
+            total += value
+        with self._lock:
+            counts = self._counts
+            for i, n in enumerate(local):
+                if n:
+                    counts[i] += n
+            self._sum += total
+
+    def count(self) -> int:
+        """Observations so far."""
+        with self._lock:
+            return sum(self._counts)
+
+    def sum(self) -> float:
+        """Sum of the observations so far."""
+        with self._lock:
+            return self._sum
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = list(self._counts)
+            total = self._sum
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):
+            cumulative += n
+            buckets.append((floatToGoString(bound), cumulative))
+        family = HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
+        yield family
+
+
+EVENT_DELIVERY = BatchHistogram(
     "bridge_event_delivery_seconds",
     "Frame received to Kafka transaction committed.",
-    buckets=LATENCY_BUCKETS,
-    registry=REGISTRY,
+    LATENCY_BUCKETS,
+    REGISTRY,
 )
-EVENT_LAG = Histogram(
+EVENT_LAG = BatchHistogram(
     "bridge_event_lag_seconds",
     "Genesys changedAt to Kafka transaction committed.",
-    buckets=LAG_BUCKETS,
-    registry=REGISTRY,
+    LAG_BUCKETS,
+    REGISTRY,
 )
 CHANNEL_CONNECTS = Counter(
     "bridge_channel_connects",

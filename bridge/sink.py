@@ -686,19 +686,23 @@ class ShardSink:
         """Metrics for a committed batch (DESIGN §5)."""
         now_mono = self._mono()
         now = self._clock()
-        # Counted per topic per batch: one locked increment per topic instead
-        # of one per record (two per change) on the GIL the reader needs.
+        # Counted per batch: one locked update per topic and per histogram
+        # instead of four per change, on the GIL the socket reader needs.
         per_topic: collections.Counter[str] = collections.Counter()
+        delivery: list[float] = []
+        lag: list[float] = []
         for item in batch:
             for topic, _key, _value, _headers in item.records:
                 per_topic[topic] += 1
             change = item.change
             if change is not None:
                 if change.received_at > 0:
-                    EVENT_DELIVERY.observe(max(0.0, now_mono - change.received_at))
-                EVENT_LAG.observe(max(0.0, (now - change.changed_at).total_seconds()))
+                    delivery.append(max(0.0, now_mono - change.received_at))
+                lag.append(max(0.0, (now - change.changed_at).total_seconds()))
             elif item.dlq_reason is not None:
                 DLQ_RECORDS.labels(reason=item.dlq_reason).inc()
+        EVENT_DELIVERY.observe_many(delivery)
+        EVENT_LAG.observe_many(lag)
         produced = self._produced
         for topic, count in per_topic.items():
             counter = produced.get(topic)

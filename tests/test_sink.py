@@ -162,7 +162,7 @@ async def test_event_record_headers_key_and_values(kafka: KafkaBroker, topics: d
     settings = make_settings(kafka.bootstrap, topics)
     sink = ShardSink(settings, 7)
     produced_before = RECORDS_PRODUCED.labels(topic=topics["presence"])._value.get()
-    delivered_before = EVENT_DELIVERY._sum.get(), sum(b.get() for b in EVENT_DELIVERY._buckets)
+    delivered_before = EVENT_DELIVERY.sum(), EVENT_DELIVERY.count()
     await sink.start()
     try:
         state = ShardState(labels={"d-lunch": "Lunch"})
@@ -198,7 +198,7 @@ async def test_event_record_headers_key_and_values(kafka: KafkaBroker, topics: d
     assert last["presence"]["presenceLabel"] == "Lunch"
     assert dict(states[-1].headers())["schema"] == b"genesys.agent-state.v1"
     assert RECORDS_PRODUCED.labels(topic=topics["presence"])._value.get() == produced_before + 1
-    assert sum(b.get() for b in EVENT_DELIVERY._buckets) == delivered_before[1] + 1
+    assert EVENT_DELIVERY.count() == delivered_before[1] + 1
 
 
 async def test_transaction_closes_at_the_record_limit(kafka: KafkaBroker, topics: dict[str, str]) -> None:
