@@ -12,7 +12,7 @@ from websockets.http11 import Request, Response
 
 from bridge.errors import AuthError, ChannelClosedError, NotFoundError, RequestError
 from bridge.genesys import protocol
-from bridge.genesys.socket import NotificationSocket, WebSocketConnection
+from bridge.genesys.socket import MAX_FRAME_BYTES, NotificationSocket, WebSocketConnection
 
 
 async def genesys_like(ws: ServerConnection) -> None:
@@ -24,6 +24,10 @@ async def genesys_like(ws: ServerConnection) -> None:
             await ws.send(b"\xff\xfe")
         elif message == "bye":
             await ws.close(1001, "going away")
+        elif message == "drop":
+            ws.transport.abort()  # the network drops: no close frame
+        elif message == "huge":
+            await ws.send("x" * (MAX_FRAME_BYTES + 1))
 
 
 def refuse(status: int):  # type: ignore[no-untyped-def]
@@ -82,6 +86,27 @@ async def test_server_close_is_channel_closed(server: tuple[Server, str]) -> Non
     assert sock.close_reason == "1001 going away"
     with pytest.raises(ChannelClosedError):
         await sock.send("x")
+
+
+async def test_dropped_connection_is_channel_closed(server: tuple[Server, str]) -> None:
+    """A connection that ends without a close frame surfaces as ChannelClosedError, reason logged."""
+    sock = NotificationSocket()
+    await sock.connect(server[1] + "/c1")
+    await sock.send("drop")
+    with pytest.raises(ChannelClosedError):
+        await asyncio.wait_for(sock.recv(), 5)
+    assert sock.closed
+    assert sock.close_reason
+
+
+async def test_oversized_frame_is_channel_closed(server: tuple[Server, str]) -> None:
+    """A frame above MAX_FRAME_BYTES ends the socket (the shard reconnects) instead of buffering it."""
+    sock = NotificationSocket()
+    await sock.connect(server[1] + "/c1")
+    await sock.send("huge")
+    with pytest.raises(ChannelClosedError):
+        await asyncio.wait_for(sock.recv(), 5)
+    assert sock.closed
 
 
 async def test_binary_frame_becomes_text(server: tuple[Server, str]) -> None:
