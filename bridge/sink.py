@@ -111,6 +111,9 @@ DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_CLOSE_TIMEOUT_S = 8.0
 DEFAULT_BACKOFF_INITIAL_S = 0.1
 DEFAULT_BACKOFF_MAX_S = 2.0
+#: While a transaction is open the sink thread produces what arrived this
+#: often, so that a commit has little left to send (see _loop_forever).
+PRODUCE_INTERVAL_S = 0.01
 #: How long the idle sink thread sleeps between checks of its stop flag.
 IDLE_WAIT_S = 0.5
 #: Extra wait, after an abandoned close, for the sink thread's last blocking call.
@@ -588,7 +591,10 @@ class ShardSink:
             else:
                 self._wake.clear()
                 if len(queue) < self._txn_max_records - records:
-                    self._wake.wait(deadline - now)
+                    # Hand what arrives to librdkafka every few ms, not only at the
+                    # deadline: the records then travel while the window is open
+                    # and the commit is little more than EndTxn.
+                    self._wake.wait(min(deadline - now, PRODUCE_INTERVAL_S))
 
     def _produce(self, producer: Any, item: _Item) -> None:
         for topic, key, value, headers in item.records:
