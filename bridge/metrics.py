@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.utils import floatToGoString
 
 from bridge import __version__
 
@@ -140,7 +139,7 @@ class BatchHistogram:
         buckets: list[tuple[str, float]] = []
         for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):
             cumulative += n
-            buckets.append((floatToGoString(bound), cumulative))
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         family = HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
         yield family
 
