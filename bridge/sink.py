@@ -577,7 +577,7 @@ class ShardSink:
                 batch.append(item)
                 records += len(item.records)
                 self._produce(producer, item)
-            producer.poll(0)
+            self._poll(producer, 0)
             urgent = self._closing or self._flush_upto > self._acked_items
             now = self._mono()
             if records >= self._txn_max_records or now >= deadline or urgent:
@@ -604,7 +604,7 @@ class ShardSink:
                     break
                 except BufferError:
                     PRODUCE_ERRORS.labels(reason="buffer_full").inc()
-                    producer.poll(0.1)
+                    self._poll(producer, 0.1)
                 except KafkaException as exc:
                     err: KafkaError = exc.args[0]
                     if self._handle(err, "produce", producer) is not Action.RETRY:
@@ -612,7 +612,22 @@ class ShardSink:
                         if self._failure is not None:
                             raise _Stop from None
                         return
-                    producer.poll(0.1)
+                    self._poll(producer, 0.1)
+
+    def _poll(self, producer: Any, timeout_s: float) -> None:
+        """Serve librdkafka's callbacks; a fatal error (``_FENCED``) surfaces here too.
+
+        ``poll()`` raises a fatal error as soon as librdkafka has one, which
+        with a poll every few ms is usually before the commit would; it is
+        classified like any other (fenced → :class:`FencedError`). An
+        abortable or retriable one is left for the commit to handle.
+        """
+        try:
+            producer.poll(timeout_s)
+        except KafkaException as exc:
+            self._handle(exc.args[0], "poll", producer)
+            if self._failure is not None:
+                raise _Stop from None
 
     def _txn_call(self, producer: Any, name: str) -> None:
         """``begin_transaction``: only fails for a fenced or fatally failed producer."""

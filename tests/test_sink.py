@@ -376,3 +376,41 @@ def test_a_generic_fatal_error_is_traced_to_fencing() -> None:
     generic = KafkaError(KafkaError._FATAL, "Local: Fatal error", fatal=True)
     assert classify(generic) is Action.FATAL
     assert classify(_cause(FencedProducer(), generic, 1.0)) is Action.FENCED
+
+
+async def test_fencing_reported_by_poll_stops_the_sink_as_fenced() -> None:
+    """poll() raises _FENCED as soon as librdkafka knows (before any commit): a fenced sink, not a crash."""
+
+    class PollFencedProducer:
+        def __init__(self, _config: dict[str, Any]) -> None:
+            self.produced = 0
+
+        def init_transactions(self, *_args: Any) -> None:
+            pass
+
+        def begin_transaction(self) -> None:
+            pass
+
+        def produce(self, _topic: str, **_kwargs: Any) -> None:
+            self.produced += 1
+
+        def poll(self, *_args: Any) -> int:
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True))
+
+        def purge(self) -> None:
+            pass
+
+    fenced_before = FENCED._value.get()
+    sink = ShardSink(Settings(), 7, producer_factory=PollFencedProducer)
+    await sink.start()
+    assert sink.failed is not None
+    state = ShardState()
+    accepted = state.apply(routing_change("u-1", 1))
+    assert accepted is not None
+    sink.submit(accepted, "channel-1")
+    error = await asyncio.wait_for(sink.failed, 5)
+    assert isinstance(error, FencedError)
+    assert FENCED._value.get() == fenced_before + 1
+    with pytest.raises(FencedError):
+        sink.submit(accepted, "channel-1")
+    await sink.close()
