@@ -13,6 +13,8 @@ Contract (DESIGN §3 "Delivery promise", §4):
 - A transaction closes ``txn_max_ms`` after its first record or at
   ``txn_max_records`` records, whichever comes first (an event and its state
   are never split), or at once when someone awaits :meth:`ShardSink.flush`.
+  While it is open, the sink thread hands new records to librdkafka every
+  :data:`PRODUCE_INTERVAL_S`, so the commit has little left to send.
 - Records are *acknowledged* only when ``commit_transaction`` returns; only then
   are ``bridge_records_produced_total{topic}``, ``bridge_event_delivery_seconds``
   and ``bridge_event_lag_seconds`` (and ``bridge_dlq_records_total{reason}``)
