@@ -73,6 +73,8 @@ WATCHDOG_TICK_S = 0.25
 EXTEND_LIFETIME_FRACTION = 1 / 3
 #: Bound on waiting for a maintenance socket's replacement.
 MAINTENANCE_CONNECT_TIMEOUT_S = 30.0
+#: How long a cancelled serving task (reader, watchdog, …) may take to end.
+TASK_STOP_TIMEOUT_S = 2.0
 #: Users fetched per reconciliation batch before their changes are applied.
 RECONCILE_BATCH = 500
 #: Records read but not yet committed above which the shard stops reading its
@@ -82,6 +84,21 @@ MAX_PENDING_RECORDS = 20_000
 
 async def _wait(event: asyncio.Event) -> None:
     await event.wait()
+
+
+async def _cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
+    """Cancel the serving tasks and wait for them, but not forever.
+
+    A task that ignores its cancellation for :data:`TASK_STOP_TIMEOUT_S` is
+    named in an error and left behind: the shard must still close its socket
+    (a fenced shard's channel must not stay connected) and end.
+    """
+    for task in tasks.values():
+        task.cancel()
+    _done, pending = await asyncio.wait(tasks.values(), timeout=TASK_STOP_TIMEOUT_S)
+    if pending:
+        stuck = sorted(name for name, task in tasks.items() if task in pending)
+        logger.error("tasks did not stop within %.1f s of cancellation: %s", TASK_STOP_TIMEOUT_S, stuck)
 
 
 @dataclass
@@ -386,10 +403,14 @@ class Shard:
                         exc = task.exception()
                         raise exc if exc is not None else ChannelClosedError("socket ended")
         finally:
-            for task in (reader, watchdog, extender, stop_waiter, maint_waiter):
-                task.cancel()
-            await asyncio.gather(
-                reader, watchdog, extender, stop_waiter, maint_waiter, return_exceptions=True
+            await _cancel_all(
+                {
+                    "reader": reader,
+                    "watchdog": watchdog,
+                    "extender": extender,
+                    "stop_waiter": stop_waiter,
+                    "maint_waiter": maint_waiter,
+                }
             )
 
     async def _read(self, socket: NotificationSocket) -> None:

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
+
 from bridge.events import ShardState
 from bridge.model import AgentState
 from bridge.settings import Settings
@@ -80,3 +82,33 @@ async def test_an_empty_shard_is_ready_once_connected() -> None:
     assert not shard.ready
     shard._connected = True
     assert shard.ready
+
+
+async def test_a_task_that_ignores_cancellation_does_not_hold_the_shard(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Serving tasks are cancelled with a bound: a stuck one is named and left, the shard goes on."""
+    from bridge.shard import TASK_STOP_TIMEOUT_S, _cancel_all
+
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # ignores its cancellation
+
+    async def polite() -> None:
+        await asyncio.sleep(3600)
+
+    stuck, fine = asyncio.create_task(stubborn()), asyncio.create_task(polite())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await _cancel_all({"reader": stuck, "watchdog": fine})
+    assert loop.time() - started < TASK_STOP_TIMEOUT_S + 1
+    assert fine.cancelled()
+    assert "['reader']" in caplog.text
+    release.set()
+    await stuck

@@ -122,8 +122,14 @@ class _AiohttpConnection:
         await self._ws.send_str(message)
 
     async def close(self) -> None:
+        # aiohttp bounds each read of the closing handshake, not the whole
+        # of it: a peer that keeps sending could hold close() open. Closing
+        # the session afterwards drops the TCP connection in any case.
         try:
-            await self._ws.close()
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._ws.close()
+        except TimeoutError:
+            pass
         finally:
             await self._session.close()
 
