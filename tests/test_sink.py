@@ -24,6 +24,7 @@ from bridge.records import model_for
 from bridge.settings import Settings
 from bridge.sink import ShardSink, transactional_id
 from tests.conftest import KafkaBroker, localkafka
+from tests.fakes import NullProducer
 
 pytestmark = pytest.mark.kafka
 
@@ -381,24 +382,9 @@ def test_a_generic_fatal_error_is_traced_to_fencing() -> None:
 async def test_fencing_reported_by_poll_stops_the_sink_as_fenced() -> None:
     """poll() raises _FENCED as soon as librdkafka knows (before any commit): a fenced sink, not a crash."""
 
-    class PollFencedProducer:
-        def __init__(self, _config: dict[str, Any]) -> None:
-            self.produced = 0
-
-        def init_transactions(self, *_args: Any) -> None:
-            pass
-
-        def begin_transaction(self) -> None:
-            pass
-
-        def produce(self, _topic: str, **_kwargs: Any) -> None:
-            self.produced += 1
-
+    class PollFencedProducer(NullProducer):
         def poll(self, *_args: Any) -> int:
             raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True))
-
-        def purge(self) -> None:
-            pass
 
     fenced_before = FENCED._value.get()
     sink = ShardSink(Settings(), 7, producer_factory=PollFencedProducer)

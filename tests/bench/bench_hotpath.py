@@ -40,6 +40,7 @@ from bridge.events import ShardState
 from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import ShardSink
+from tests.fakes import NullProducer
 
 AGENTS = 5_000
 CHANGES = 200_000
@@ -48,37 +49,6 @@ ROUNDS = 3
 FRAMES_PER_READ = 64
 PRESENCES = ("AVAILABLE", "On Queue", "Busy", "Away", "Break", "Meal")
 ROUTING = ("IDLE", "INTERACTING", "NOT_RESPONDING", "OFF_QUEUE", "COMMUNICATING")
-
-
-class NullProducer:
-    """A transactional producer that accepts everything at once."""
-
-    def __init__(self, _config: dict[str, Any]) -> None:
-        self.records = 0
-
-    def init_transactions(self, *_args: Any) -> None:
-        pass
-
-    def begin_transaction(self) -> None:
-        pass
-
-    def produce(self, _topic: str, **_kwargs: Any) -> None:
-        self.records += 1
-
-    def poll(self, *_args: Any) -> int:
-        return 0
-
-    def commit_transaction(self, *_args: Any) -> None:
-        pass
-
-    def abort_transaction(self, *_args: Any) -> None:
-        pass
-
-    def purge(self) -> None:
-        pass
-
-    def close(self, *_args: Any) -> None:
-        pass
 
 
 def frames(users: list[str], count: int) -> list[str]:

@@ -88,25 +88,19 @@ async def test_server_close_is_channel_closed(server: tuple[Server, str]) -> Non
         await sock.send("x")
 
 
-async def test_dropped_connection_is_channel_closed(server: tuple[Server, str]) -> None:
-    """A connection that ends without a close frame surfaces as ChannelClosedError, reason logged."""
+@pytest.mark.parametrize("command", ["drop", "huge"])
+async def test_dropped_connection_or_oversized_frame_is_channel_closed(
+    server: tuple[Server, str], command: str
+) -> None:
+    """A connection that ends without a close frame, or a frame above MAX_FRAME_BYTES, ends the
+    socket as ChannelClosedError with a reason (the shard reconnects) instead of hanging or buffering."""
     sock = NotificationSocket()
     await sock.connect(server[1] + "/c1")
-    await sock.send("drop")
+    await sock.send(command)
     with pytest.raises(ChannelClosedError):
         await asyncio.wait_for(sock.recv(), 5)
     assert sock.closed
     assert sock.close_reason
-
-
-async def test_oversized_frame_is_channel_closed(server: tuple[Server, str]) -> None:
-    """A frame above MAX_FRAME_BYTES ends the socket (the shard reconnects) instead of buffering it."""
-    sock = NotificationSocket()
-    await sock.connect(server[1] + "/c1")
-    await sock.send("huge")
-    with pytest.raises(ChannelClosedError):
-        await asyncio.wait_for(sock.recv(), 5)
-    assert sock.closed
 
 
 async def test_binary_frame_becomes_text(server: tuple[Server, str]) -> None:
