@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import multiprocessing as mp
 import os
 import signal
@@ -63,8 +62,8 @@ from bridge.records import encode_event, encode_state, event_id
 from bridge.sim.process import SimProcess
 from tests.bench import bench_hotpath
 from tests.bench.bench_sim import _reader_process
+from tests.conftest import localkafka
 
-REPO = Path(__file__).resolve().parents[2]
 AGENTS = 5_000
 TOPICS_PER_CHANNEL = 1_000
 SHARDS = AGENTS // TOPICS_PER_CHANNEL
@@ -95,11 +94,6 @@ def kafka_broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    spec = importlib.util.spec_from_file_location("localkafka", REPO / "deploy/local/kafka/localkafka.py")
-    assert spec is not None and spec.loader is not None
-    localkafka = importlib.util.module_from_spec(spec)
-    sys.modules["localkafka"] = localkafka
-    spec.loader.exec_module(localkafka)
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
         broker = localkafka.start(Path(tmp), quiet=True)
         try:
@@ -394,14 +388,6 @@ def takeover() -> str:
     return str(result)
 
 
-# ----------------------------------------------------------------------------- hot path
-
-
-def hot_path_us() -> float:
-    """Microseconds of CPU per change inside the worker (tests/bench/bench_hotpath.py)."""
-    return bench_hotpath.measure()
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -462,7 +448,7 @@ def main() -> None:
                 worker.stop()
     take = "skipped" if args.no_takeover else takeover()
     print("  hot path …", flush=True)
-    hot_us = hot_path_us()
+    hot_us = bench_hotpath.measure()
     ratio = worker_rate / ws_rate if ws_rate else float("nan")
     rows = [
         (
