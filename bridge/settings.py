@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    #: ``BRIDGE_KAFKA_CONFIG``: further librdkafka settings (a JSON object). The
+    #: field has another name because ``kafka_config()`` is the assembled client
+    #: configuration.
+    kafka_passthrough: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, validation_alias="BRIDGE_KAFKA_CONFIG"
+    )
     kafka_session_timeout_ms: int = Field(DEFAULT_KAFKA_SESSION_TIMEOUT_MS, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS, ge=100)
     kafka_group_protocol: Literal["classic", "consumer"] = DEFAULT_KAFKA_GROUP_PROTOCOL
@@ -117,6 +126,9 @@ class Settings(BaseSettings):
     topic_shard_map: str = "bridge.shard-map.v1"
     topic_partitions: int = Field(DEFAULT_TOPIC_PARTITIONS, ge=1)
     topic_replication_factor: int = Field(DEFAULT_TOPIC_REPLICATION, ge=1)
+    #: None: the replication factor minus one, at least 1.
+    topic_min_insync_replicas: int | None = Field(None, ge=1)
+    topic_create: bool = True
     event_retention_ms: int = DEFAULT_EVENT_RETENTION_MS
     txn_max_ms: int = Field(DEFAULT_TXN_MAX_MS, ge=1)
     txn_max_records: int = Field(DEFAULT_TXN_MAX_RECORDS, ge=1)

@@ -17,7 +17,8 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     """Every setting has a README row whose default matches the code."""
     text = README.read_text()
     for name, field in Settings.model_fields.items():
-        env = f"BRIDGE_{name.upper()}"
+        alias = field.validation_alias
+        env = alias.upper() if isinstance(alias, str) else f"BRIDGE_{name.upper()}"
         row = re.search(rf"^\| `{env}` \| (.+?) \|", text, re.MULTILINE)
         assert row, f"{env} missing from README Configuration"
         default = field.default if field.default_factory is None else field.default_factory()  # type: ignore[call-arg]
