@@ -82,11 +82,12 @@ def test_helm_lint_strict(helm: Path, scenario: str) -> None:
 
 
 def test_the_ci_scenarios_exist() -> None:
-    """Defaults, external Kafka with SASL_SSL, several OAuth clients, everything enabled."""
+    """Defaults, external Kafka with SASL_SSL, mTLS, several OAuth clients, everything enabled."""
     assert SCENARIOS == [
         "default-values.yaml",
         "everything-enabled-values.yaml",
         "external-kafka-sasl-ssl-values.yaml",
+        "mtls-values.yaml",
         "multiple-oauth-clients-values.yaml",
     ]
 
@@ -271,7 +272,9 @@ def test_no_secret_in_the_configmap(scenario: str) -> None:
         assert set(entry) == {"name", "valueFrom"}
         assert set(entry["valueFrom"]) == {"secretKeyRef"}
     container = worker(docs)
-    assert container["envFrom"] == [{"configMapRef": {"name": f"{RELEASE}-presence-bridge"}}]
+    assert container["envFrom"][0] == {"configMapRef": {"name": f"{RELEASE}-presence-bridge"}}
+    for source in container["envFrom"][1:]:
+        assert set(source) <= {"configMapRef", "secretRef", "prefix"}
 
 
 def test_default_secret_references() -> None:
@@ -289,6 +292,9 @@ def test_default_secret_references() -> None:
         "BRIDGE_GENESYS_REGION": "mypurecloud.com",
         "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
         "BRIDGE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+        "BRIDGE_TOPIC_CREATE": "true",
+        "BRIDGE_TOPIC_REPLICATION_FACTOR": "3",
+        "BRIDGE_TOPIC_MIN_INSYNC_REPLICAS": "2",
         "BRIDGE_ID": "presence-bridge",
         "BRIDGE_SHARD_CAPACITY": "1000",
         "BRIDGE_METRICS_PORT": "9464",
@@ -348,6 +354,56 @@ def test_several_oauth_clients() -> None:
     assert find(docs, "Deployment")["spec"]["replicas"] == 5
 
 
+def test_topics_are_replicated_by_default() -> None:
+    """RF 3 and min.insync 2 unless told otherwise; null leaves the worker's default."""
+    data = configmap(render())
+    assert (data["BRIDGE_TOPIC_REPLICATION_FACTOR"], data["BRIDGE_TOPIC_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+    assert "BRIDGE_KAFKA_CONFIG" not in data, "an empty pass-through sets nothing"
+    data = configmap(
+        render(sets=("kafka.topics.replicationFactor=null", "kafka.topics.minInsyncReplicas=null"))
+    )
+    assert "BRIDGE_TOPIC_REPLICATION_FACTOR" not in data
+    assert "BRIDGE_TOPIC_MIN_INSYNC_REPLICAS" not in data
+
+
+def test_min_insync_above_the_replication_factor_is_rejected(helm: Path) -> None:
+    """min.insync.replicas > RF would refuse every write: the install fails."""
+    proc = helm_cmd(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSIONS[-1],
+        "--set", "kafka.topics.replicationFactor=2", "--set", "kafka.topics.minInsyncReplicas=3",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "minInsyncReplicas" in proc.stderr
+
+
+def test_mtls_scenario() -> None:
+    """Client key and certificate mounted, their paths in env, the key password as a settings file."""
+    docs = render("mtls-values.yaml")
+    data = configmap(docs)
+    assert data["BRIDGE_TOPIC_CREATE"] == "false"
+    assert json.loads(data["BRIDGE_KAFKA_CONFIG"]) == {
+        "client.rack": "eu-west-1a",
+        "socket.keepalive.enable": True,
+        "metadata.max.age.ms": 60000,
+    }
+    container = worker(docs)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BRIDGE_KAFKA_SSL_KEY_LOCATION"]["value"] == "/etc/presence-bridge/kafka-client/tls.key"
+    assert env["BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION"]["value"].startswith("/etc/presence-bridge/")
+    names = [e["name"] for e in container["env"]]
+    assert names.index("BRIDGE_GENESYS_CLIENT_SECRET") < names.index("BRIDGE_KAFKA_SSL_KEY_LOCATION")
+    assert container["envFrom"][1]["configMapRef"]["name"] == "presence-bridge-site-settings"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["secret-settings"]["mountPath"] == "/var/run/secrets/presence-bridge"
+    assert mounts["kafka-client-tls"]["readOnly"] is True
+    assert {"tmp", "kafka-ca"} <= set(mounts), "extra mounts come on top of the chart's own"
+    volumes = {v["name"]: v for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secret-settings"]["secret"]["items"] == [
+        {"key": "kafka-ssl-key-password", "path": "BRIDGE_KAFKA_SSL_KEY_PASSWORD"}
+    ]
+    assert "BRIDGE_KAFKA_SSL_KEY_PASSWORD" not in env and "BRIDGE_KAFKA_SSL_KEY_PASSWORD" not in data
+
+
 def test_extra_clients_from_a_prebuilt_secret_key() -> None:
     """extraClientsKey passes a JSON list kept in the Secret as it is."""
     env = env_of(render("everything-enabled-values.yaml"))
@@ -383,6 +439,13 @@ def test_everything_enabled_configuration() -> None:
         "replicaCount=-1",
         "metrics.port=80",
         "genesys.clients=null",
+        "kafka.topics.replicationFactor=0",
+        "kafka.config.sasl\\.password=leak",
+        "kafka.config.sasl\\.oauthbearer\\.client\\.secret=leak",
+        "kafka.config.transactional\\.id=mine",
+        "extraConfig.BRIDGE_TOPIC_REPLICATION_FACTOR=1",
+        "extraEnv[0].name=BRIDGE_KAFKA_SSL_KEY_PASSWORD,extraEnv[0].value=leak",
+        "extraVolumeMounts[0].name=x",
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, bad: str) -> None:
