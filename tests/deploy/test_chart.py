@@ -137,7 +137,7 @@ def test_default_objects() -> None:
 def test_everything_enabled_objects() -> None:
     """Each `enabled` flag adds its object."""
     docs = render("everything-enabled-values.yaml")
-    assert {"ServiceMonitor", "PrometheusRule"} <= kinds(docs)
+    assert {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"} <= kinds(docs)
     assert find(docs, "ConfigMap", "-dashboard")
 
 
@@ -243,6 +243,53 @@ def test_image_tag_defaults_to_app_version_and_digest_pins() -> None:
     assert worker(render())["image"] == "ghcr.io/presence-bridge/presence-bridge:0.1.0"
     pinned = worker(render("everything-enabled-values.yaml"))["image"]
     assert pinned.startswith("registry.example.net/platform/presence-bridge@sha256:")
+
+
+def _egress_ports(rule: dict[str, Any]) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+def test_network_policy_defaults() -> None:
+    """Off by default; on, it admits only the metrics port and lets out DNS, Kafka's and Genesys's ports."""
+    assert "NetworkPolicy" not in kinds(render())
+    policy = find(render(sets=("networkPolicy.enabled=true",)), "NetworkPolicy")["spec"]
+    assert policy["podSelector"] == {"matchLabels": SELECTOR}
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    dns, kafka, genesys = policy["egress"]
+    assert _egress_ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert _egress_ports(kafka) == {(9092, "TCP")}, "the port of the default kafka:9092"
+    assert "to" not in kafka, "brokers not named: any destination, on the Kafka ports only"
+    assert _egress_ports(genesys) == {(443, "TCP")}
+
+
+def test_network_policy_kafka_ports_follow_the_bootstrap_servers() -> None:
+    """Each distinct bootstrap port is let out; a server without a port means 9092."""
+    docs = render(
+        "external-kafka-sasl-ssl-values.yaml",
+        sets=("networkPolicy.enabled=true", "kafka.bootstrapServers=b-1:9096\\,b-2:9096\\,b-3"),
+    )
+    kafka = find(docs, "NetworkPolicy")["spec"]["egress"][1]
+    assert kafka["ports"] == [{"port": 9096, "protocol": "TCP"}, {"port": 9092, "protocol": "TCP"}]
+
+
+def test_network_policy_customised() -> None:
+    """Named peers for scrapers, brokers and Genesys; the helm test pod may still scrape."""
+    docs = render("everything-enabled-values.yaml")
+    policy = find(docs, "NetworkPolicy")["spec"]
+    (ingress,) = policy["ingress"]
+    test_pod_labels = find(docs, "Pod")["metadata"]["labels"]
+    selectors = [peer.get("podSelector", {}).get("matchLabels") for peer in ingress["from"]]
+    assert any(s and s.items() <= test_pod_labels.items() for s in selectors)
+    assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    _dns, kafka, genesys, extra = policy["egress"]
+    assert _egress_ports(kafka) == {(9094, "TCP")}
+    assert kafka["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}]
+    assert _egress_ports(genesys) == {(443, "TCP"), (8080, "TCP")}
+    assert extra["ports"] == [{"port": 8443, "protocol": "TCP"}]
 
 
 # --- configuration and secrets ----------------------------------------------------------
@@ -446,6 +493,8 @@ def test_everything_enabled_configuration() -> None:
         "extraConfig.BRIDGE_TOPIC_REPLICATION_FACTOR=1",
         "extraEnv[0].name=BRIDGE_KAFKA_SSL_KEY_PASSWORD,extraEnv[0].value=leak",
         "extraVolumeMounts[0].name=x",
+        "networkPolicy.genesys.ports[0]=0",
+        "networkPolicy.kafka.port=9092",
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, bad: str) -> None:
