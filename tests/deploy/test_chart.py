@@ -495,6 +495,8 @@ def test_everything_enabled_configuration() -> None:
         "extraVolumeMounts[0].name=x",
         "networkPolicy.genesys.ports[0]=0",
         "networkPolicy.kafka.port=9092",
+        'prometheusRule.selector={job="x"}',
+        "serviceMonitor.relabelings[0].action=rewrite",
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, bad: str) -> None:
@@ -567,11 +569,45 @@ def test_service_monitor() -> None:
     assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
     assert sm["spec"]["selector"]["matchLabels"] == SELECTOR
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    assert sm["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
-    ]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert {k: v for k, v in endpoint.items() if k != "relabelings"} == {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+    }
     svc = find(docs, "Service")
     assert SELECTOR.items() <= svc["metadata"]["labels"].items()
+
+
+def test_service_monitor_labels_every_series_with_the_bridge_id() -> None:
+    """A target relabeling sets bridge_id from bridgeId (so on `up` too); extra relabelings follow."""
+    relabel = {"action": "replace", "targetLabel": "bridge_id", "replacement": "presence-bridge-eu"}
+    sm = find(render("everything-enabled-values.yaml"), "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["relabelings"] == [relabel]
+    extra = "serviceMonitor.relabelings[0].targetLabel=cluster,serviceMonitor.relabelings[0].replacement=eu-1"
+    sm = find(render("everything-enabled-values.yaml", sets=(extra,)), "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["relabelings"] == [
+        relabel,
+        {"targetLabel": "cluster", "replacement": "eu-1"},
+    ]
+    assert "metricRelabelings" not in sm["spec"]["endpoints"][0], "target labels, not per-sample rewriting"
+
+
+def test_prometheus_rule_selector_reaches_every_rule() -> None:
+    """prometheusRule.selector replaces the job matcher in every expression."""
+    selector = 'job="presence-bridge", bridge_id="presence-bridge-eu"'
+    sets = ("prometheusRule.enabled=true", f"prometheusRule.selector={selector.replace(',', chr(92) + ',')}")
+    rule = find(render(sets=sets), "PrometheusRule")
+    source = {
+        r["alert"]: r["expr"]
+        for g in yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            assert r["expr"] == source[r["alert"]].replace('job="presence-bridge"', selector)
+            assert r["expr"].count(selector) == source[r["alert"]].count('job="presence-bridge"') > 0
 
 
 def test_prometheus_rule_is_the_alert_file() -> None:
