@@ -611,12 +611,61 @@ def test_prometheus_rule_selector_reaches_every_rule() -> None:
 
 
 def test_prometheus_rule_is_the_alert_file() -> None:
-    """With default settings the PrometheusRule carries exactly files/alerts.yaml's groups."""
+    """With default settings the PrometheusRule is files/alerts.yaml, selecting this release's fleet."""
     docs = render(sets=("prometheusRule.enabled=true",))
     rule = find(docs, "PrometheusRule")
     source = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    fleet = 'job="presence-bridge", bridge_id="presence-bridge"'
+    for group in source["groups"]:
+        for r in group["rules"]:
+            r["expr"] = r["expr"].replace('job="presence-bridge"', fleet)
     assert rule["spec"] == source
     assert "{{ $labels.shard }}" in json.dumps(rule["spec"]), "templates must reach Prometheus untouched"
+
+
+def test_chart_rules_alert_on_a_vanished_fleet_beside_a_live_one(promtool: Path, tmp_path: Path) -> None:
+    """The rendered rules, run by promtool: fleet eu's targets vanish while us is up; eu's rules fire."""
+    docs = render(sets=("prometheusRule.enabled=true", "bridgeId=presence-bridge-eu"))
+    spec = find(docs, "PrometheusRule")["spec"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec))
+    down = next(r for g in spec["groups"] for r in g["rules"] if r["alert"] == "BridgeDown")
+    annotations = {
+        k: " ".join(v.replace("{{ $labels.job }}", "presence-bridge").split())
+        for k, v in down["annotations"].items()
+    }
+    eu = 'up{job="presence-bridge", bridge_id="presence-bridge-eu", instance="eu-w1:9464"}'
+    us = 'up{job="presence-bridge", bridge_id="presence-bridge-us", instance="us-w1:9464"}'
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                # eu's last sample is at 1m: stale after the 5m lookback (absent from
+                # 7m), so BridgeDown fires at 9m; us is up throughout.
+                "interval": "1m",
+                "input_series": [{"series": eu, "values": "1 1"}, {"series": us, "values": "1x12"}],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "BridgeDown", "exp_alerts": []},
+                    {
+                        "eval_time": "9m",
+                        "alertname": "BridgeDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "presence-bridge",
+                                    "bridge_id": "presence-bridge-eu",
+                                },
+                                "exp_annotations": annotations,
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules.test.yaml").write_text(yaml.safe_dump(test))
+    run_tool(promtool, "test", "rules", tmp_path / "rules.test.yaml", cwd=tmp_path)
 
 
 def test_prometheus_rule_customisation() -> None:
