@@ -117,3 +117,19 @@ def test_secrets_dir_default_is_optional_an_explicit_one_is_not(
     monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="BRIDGE_SECRETS_DIR"):
         load_settings()
+
+
+def test_secret_files_in_the_kubernetes_volume_layout_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Secret volume's files are symlinks through ..data into a timestamped dir; they count."""
+    real = tmp_path / "..2026_12_01_10_00_00.000000001"
+    real.mkdir()
+    (real / "BRIDGE_KAFKA_SSL_KEY_PASSWORD").write_text("key-pass-4567")
+    (tmp_path / "..data").symlink_to(real.name)
+    (tmp_path / "BRIDGE_KAFKA_SSL_KEY_PASSWORD").symlink_to("..data/BRIDGE_KAFKA_SSL_KEY_PASSWORD")
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.kafka_ssl_key_password is not None
+    assert s.kafka_ssl_key_password.get_secret_value() == "key-pass-4567"
+    assert "key-pass-4567" not in repr(s)
