@@ -12,7 +12,7 @@ export KAFKA_PORT
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint typecheck test pytest demo bench clean
-.PHONY: deploy-tools helm-docs
+.PHONY: deploy-tools helm-docs lock
 
 help:
 	@echo "make test        lint, type-check and run every test (starts its own Kafka)"
@@ -77,6 +77,17 @@ deploy-tools: $(HELM) $(PROMTOOL)
 # Regenerate the README's Helm values table from helm/presence-bridge/values.yaml.
 helm-docs: $(INSTALLED)
 	$(BIN)/python -m tests.deploy.values_doc --write
+
+# The image's hash-pinned lock files, from pyproject.toml's dependencies and
+# build-system (pip-tools in its own venv under .cache; run with Python 3.11,
+# the image's interpreter). A test keeps the lock in step with pyproject.
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_VENV := .cache/lock-venv
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-find-links
+lock:
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION); }
+	$(PIP_COMPILE) --output-file deploy/requirements.lock pyproject.toml
+	$(PIP_COMPILE) --only-build-deps --build-deps-for wheel --output-file deploy/build-requirements.lock pyproject.toml
 
 # The demo runs until Ctrl-C; `make demo DEMO_ARGS="--seconds 60"` makes it finite
 # (see `presence-bridge demo --help`). It ends with an audit: exit 0 only when it passes.

@@ -1,5 +1,12 @@
 """Settings: environment variables with the ``BRIDGE_`` prefix (and an optional ``.env``).
 
+Any setting can also come from a file named after its variable (e.g.
+``BRIDGE_KAFKA_SASL_PASSWORD``) in the secrets directory,
+``/var/run/secrets/presence-bridge`` unless ``BRIDGE_SECRETS_DIR`` names
+another: how Kubernetes mounts a Secret as a volume. The environment wins
+over a file; the default directory is skipped when it does not exist, an
+explicitly named one that does not exist is a :class:`ConfigError`.
+
 The names in DESIGN §6 are a contract with the Helm chart. Secrets are
 ``SecretStr``: their ``repr`` and ``str`` are masked, so a logged settings
 object never shows them. Every default is a named constant below, written
@@ -8,16 +15,19 @@ once; README "Configuration" lists them all (a test keeps it in step).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bridge.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BRIDGE_ID",
     "DEFAULT_METRICS_PORT",
+    "DEFAULT_SECRETS_DIR",
     "DEFAULT_SHARD_CAPACITY",
     "ENV_PREFIX",
     "GenesysClient",
@@ -70,6 +80,8 @@ DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
 #: (KIP-848's is the broker's, 45 s minimum unless the broker lowers it).
 DEFAULT_KAFKA_GROUP_PROTOCOL: Literal["classic", "consumer"] = "classic"
 DEFAULT_MAX_CHANNELS_PER_CLIENT = 20
+#: Where the chart's README suggests mounting a Secret volume; one file per setting.
+DEFAULT_SECRETS_DIR = "/var/run/secrets/presence-bridge"
 
 
 class GenesysClient(BaseModel):
@@ -107,6 +119,15 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    #: ``BRIDGE_KAFKA_CONFIG``: further librdkafka settings (a JSON object). The
+    #: field has another name because ``kafka_config()`` is the assembled client
+    #: configuration.
+    kafka_passthrough: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, validation_alias="BRIDGE_KAFKA_CONFIG"
+    )
     kafka_session_timeout_ms: int = Field(DEFAULT_KAFKA_SESSION_TIMEOUT_MS, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS, ge=100)
     kafka_group_protocol: Literal["classic", "consumer"] = DEFAULT_KAFKA_GROUP_PROTOCOL
@@ -117,6 +138,9 @@ class Settings(BaseSettings):
     topic_shard_map: str = "bridge.shard-map.v1"
     topic_partitions: int = Field(DEFAULT_TOPIC_PARTITIONS, ge=1)
     topic_replication_factor: int = Field(DEFAULT_TOPIC_REPLICATION, ge=1)
+    #: None: the replication factor minus one, at least 1.
+    topic_min_insync_replicas: int | None = Field(None, ge=1)
+    topic_create: bool = True
     event_retention_ms: int = DEFAULT_EVENT_RETENTION_MS
     txn_max_ms: int = Field(DEFAULT_TXN_MAX_MS, ge=1)
     txn_max_records: int = Field(DEFAULT_TXN_MAX_RECORDS, ge=1)
@@ -140,6 +164,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    #: Read by :func:`load_settings` before the other settings (environment or ``.env`` only).
+    secrets_dir: str = DEFAULT_SECRETS_DIR
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -183,13 +209,47 @@ class Settings(BaseSettings):
         return conf
 
 
+class _SecretsLocation(BaseSettings):
+    """The one setting needed before the others: where the secret files are."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    secrets_dir: str = DEFAULT_SECRETS_DIR
+
+
+def _secrets_dir() -> Path | None:
+    """The secrets directory to read, or None when the default one is absent."""
+    location = _SecretsLocation()
+    path = Path(location.secrets_dir)
+    if path.is_dir():
+        return path
+    if "secrets_dir" in location.model_fields_set:
+        raise ConfigError(f"{ENV_PREFIX}SECRETS_DIR: {path} is not a directory")
+    return None
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings, mapping validation failures to :class:`ConfigError` without secret values."""
+    """Read the settings (environment, ``.env``, then secret files), mapping validation
+    failures to :class:`ConfigError` without secret values."""
+    secrets_dir = _secrets_dir()
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # a JSON value (env or file) that does not parse
+        raise ConfigError(f"invalid settings: {_env_name(str(exc))}: not valid JSON") from None
+
+
+def _env_name(message: str) -> str:
+    """The variable named by a pydantic-settings parse error (which names the field)."""
+    m = re.search(r'field "(\w+)"', message)
+    if m is None or m.group(1) not in Settings.model_fields:
+        return "a setting"
+    alias = Settings.model_fields[m.group(1)].validation_alias
+    return alias.upper() if isinstance(alias, str) else f"{ENV_PREFIX}{m.group(1).upper()}"

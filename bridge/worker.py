@@ -89,8 +89,9 @@ class Worker:
     async def run(self, users: Sequence[str] | None = None) -> int:
         """Join the fleet, stream until stopped, drain and leave; returns the exit code."""
         s = self.settings
-        if s.kafka_sasl_password is not None:
-            log.register_secret(s.kafka_sasl_password.get_secret_value())
+        for password in (s.kafka_sasl_password, s.kafka_ssl_key_password):
+            if password is not None:
+                log.register_secret(password.get_secret_value())
         clients = s.clients()
         if not clients:
             raise ConfigError("no Genesys OAuth client configured (BRIDGE_GENESYS_CLIENT_ID / _SECRET)")

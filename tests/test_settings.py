@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
+from bridge import log
 from bridge.errors import ConfigError
-from bridge.settings import Settings, load_settings
+from bridge.settings import DEFAULT_SECRETS_DIR, Settings, load_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,7 +20,8 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     """Every setting has a README row whose default matches the code."""
     text = README.read_text()
     for name, field in Settings.model_fields.items():
-        env = f"BRIDGE_{name.upper()}"
+        alias = field.validation_alias
+        env = alias.upper() if isinstance(alias, str) else f"BRIDGE_{name.upper()}"
         row = re.search(rf"^\| `{env}` \| (.+?) \|", text, re.MULTILINE)
         assert row, f"{env} missing from README Configuration"
         default = field.default if field.default_factory is None else field.default_factory()  # type: ignore[call-arg]
@@ -66,3 +70,66 @@ def test_invalid_settings_raise_config_error_without_values(monkeypatch: pytest.
     with pytest.raises(ConfigError) as excinfo:
         load_settings()
     assert "leak-me-please" not in str(excinfo.value)
+
+
+def test_secret_from_a_mounted_file_is_read_and_never_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file named after the variable in BRIDGE_SECRETS_DIR sets it; logs and repr never show it."""
+    (tmp_path / "BRIDGE_KAFKA_SASL_PASSWORD").write_text("file-password-789\n")
+    (tmp_path / "BRIDGE_GENESYS_CLIENT_ID").write_text("cid-from-file")
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("BRIDGE_GENESYS_CLIENT_ID", "cid-from-env")
+    s = load_settings()
+    assert s.kafka_sasl_password is not None
+    assert s.kafka_sasl_password.get_secret_value() == "file-password-789"
+    assert s.genesys_client_id == "cid-from-env", "the environment wins over a file"
+    stream = io.StringIO()
+    log.configure_logging("DEBUG", "json", stream=stream)
+    try:
+        logging.getLogger("bridge.test").info("settings %s %r", s, s)
+        load_settings()  # pydantic-settings' own debug logging of the secret files
+    finally:
+        logging.getLogger().handlers = [
+            h for h in logging.getLogger().handlers if not getattr(h, "_bridge", False)
+        ]
+    assert "settings" in stream.getvalue()
+    assert "file-password-789" not in stream.getvalue()
+
+
+def test_a_malformed_secret_file_fails_without_echoing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret file that does not validate gives a ConfigError naming the variable only."""
+    (tmp_path / "BRIDGE_GENESYS_EXTRA_CLIENTS").write_text('[{"clientId": "x", "clientSecret": "leak-me-7"')
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="BRIDGE_GENESYS_EXTRA_CLIENTS") as excinfo:
+        load_settings()
+    assert "leak-me-7" not in str(excinfo.value)
+
+
+def test_secrets_dir_default_is_optional_an_explicit_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default directory may be absent (laptops); a named one that is missing is an error."""
+    assert not Path(DEFAULT_SECRETS_DIR).exists()
+    assert load_settings().secrets_dir == DEFAULT_SECRETS_DIR
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="BRIDGE_SECRETS_DIR"):
+        load_settings()
+
+
+def test_secret_files_in_the_kubernetes_volume_layout_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Secret volume's files are symlinks through ..data into a timestamped dir; they count."""
+    real = tmp_path / "..2026_12_01_10_00_00.000000001"
+    real.mkdir()
+    (real / "BRIDGE_KAFKA_SSL_KEY_PASSWORD").write_text("key-pass-4567")
+    (tmp_path / "..data").symlink_to(real.name)
+    (tmp_path / "BRIDGE_KAFKA_SSL_KEY_PASSWORD").symlink_to("..data/BRIDGE_KAFKA_SSL_KEY_PASSWORD")
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.kafka_ssl_key_password is not None
+    assert s.kafka_ssl_key_password.get_secret_value() == "key-pass-4567"
+    assert "key-pass-4567" not in repr(s)

@@ -109,3 +109,30 @@ def test_runbook_has_a_section_per_alert() -> None:
     for name, body in sections.items():
         for part in ("**Meaning.**", "**Confirm.**", "**Act.**"):
             assert part in body, f"RUNBOOK {name} lacks {part}"
+
+
+#: The text every series is selected with; the chart replaces it by prometheusRule.selector.
+SELECTOR = 'job="presence-bridge"'
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
+def test_every_series_is_selected_with_the_replaceable_selector(rule: dict[str, Any]) -> None:
+    """Each metric in an expression carries exactly the selector the chart substitutes."""
+    expr = rule["expr"]
+    for name in metric_names(expr):
+        occurrences = re.findall(rf"\b{name}(\{{[^}}]*\}})?", expr)
+        assert occurrences, expr
+        for matchers in occurrences:
+            assert matchers == "{" + SELECTOR + "}", f"{rule['alert']}: {name}{matchers}"
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
+def test_aggregations_keep_the_fleets_apart(rule: dict[str, Any]) -> None:
+    """Every `by (...)` keeps bridge_id; `without` never drops it."""
+    expr = rule["expr"]
+    for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+        assert "bridge_id" in {label.strip() for label in clause.split(",")}, (
+            f"{rule['alert']}: by ({clause})"
+        )
+    for clause in re.findall(r"\bwithout\s*\(([^)]*)\)", expr):
+        assert "bridge_id" not in clause

@@ -82,11 +82,12 @@ def test_helm_lint_strict(helm: Path, scenario: str) -> None:
 
 
 def test_the_ci_scenarios_exist() -> None:
-    """Defaults, external Kafka with SASL_SSL, several OAuth clients, everything enabled."""
+    """Defaults, external Kafka with SASL_SSL, mTLS, several OAuth clients, everything enabled."""
     assert SCENARIOS == [
         "default-values.yaml",
         "everything-enabled-values.yaml",
         "external-kafka-sasl-ssl-values.yaml",
+        "mtls-values.yaml",
         "multiple-oauth-clients-values.yaml",
     ]
 
@@ -136,7 +137,7 @@ def test_default_objects() -> None:
 def test_everything_enabled_objects() -> None:
     """Each `enabled` flag adds its object."""
     docs = render("everything-enabled-values.yaml")
-    assert {"ServiceMonitor", "PrometheusRule"} <= kinds(docs)
+    assert {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"} <= kinds(docs)
     assert find(docs, "ConfigMap", "-dashboard")
 
 
@@ -244,6 +245,53 @@ def test_image_tag_defaults_to_app_version_and_digest_pins() -> None:
     assert pinned.startswith("registry.example.net/platform/presence-bridge@sha256:")
 
 
+def _egress_ports(rule: dict[str, Any]) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+def test_network_policy_defaults() -> None:
+    """Off by default; on, it admits only the metrics port and lets out DNS, Kafka's and Genesys's ports."""
+    assert "NetworkPolicy" not in kinds(render())
+    policy = find(render(sets=("networkPolicy.enabled=true",)), "NetworkPolicy")["spec"]
+    assert policy["podSelector"] == {"matchLabels": SELECTOR}
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    dns, kafka, genesys = policy["egress"]
+    assert _egress_ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert _egress_ports(kafka) == {(9092, "TCP")}, "the port of the default kafka:9092"
+    assert "to" not in kafka, "brokers not named: any destination, on the Kafka ports only"
+    assert _egress_ports(genesys) == {(443, "TCP")}
+
+
+def test_network_policy_kafka_ports_follow_the_bootstrap_servers() -> None:
+    """Each distinct bootstrap port is let out; a server without a port means 9092."""
+    docs = render(
+        "external-kafka-sasl-ssl-values.yaml",
+        sets=("networkPolicy.enabled=true", "kafka.bootstrapServers=b-1:9096\\,b-2:9096\\,b-3"),
+    )
+    kafka = find(docs, "NetworkPolicy")["spec"]["egress"][1]
+    assert kafka["ports"] == [{"port": 9096, "protocol": "TCP"}, {"port": 9092, "protocol": "TCP"}]
+
+
+def test_network_policy_customised() -> None:
+    """Named peers for scrapers, brokers and Genesys; the helm test pod may still scrape."""
+    docs = render("everything-enabled-values.yaml")
+    policy = find(docs, "NetworkPolicy")["spec"]
+    (ingress,) = policy["ingress"]
+    test_pod_labels = find(docs, "Pod")["metadata"]["labels"]
+    selectors = [peer.get("podSelector", {}).get("matchLabels") for peer in ingress["from"]]
+    assert any(s and s.items() <= test_pod_labels.items() for s in selectors)
+    assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    _dns, kafka, genesys, extra = policy["egress"]
+    assert _egress_ports(kafka) == {(9094, "TCP")}
+    assert kafka["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}]
+    assert _egress_ports(genesys) == {(443, "TCP"), (8080, "TCP")}
+    assert extra["ports"] == [{"port": 8443, "protocol": "TCP"}]
+
+
 # --- configuration and secrets ----------------------------------------------------------
 
 
@@ -271,7 +319,9 @@ def test_no_secret_in_the_configmap(scenario: str) -> None:
         assert set(entry) == {"name", "valueFrom"}
         assert set(entry["valueFrom"]) == {"secretKeyRef"}
     container = worker(docs)
-    assert container["envFrom"] == [{"configMapRef": {"name": f"{RELEASE}-presence-bridge"}}]
+    assert container["envFrom"][0] == {"configMapRef": {"name": f"{RELEASE}-presence-bridge"}}
+    for source in container["envFrom"][1:]:
+        assert set(source) <= {"configMapRef", "secretRef", "prefix"}
 
 
 def test_default_secret_references() -> None:
@@ -289,6 +339,9 @@ def test_default_secret_references() -> None:
         "BRIDGE_GENESYS_REGION": "mypurecloud.com",
         "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
         "BRIDGE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+        "BRIDGE_TOPIC_CREATE": "true",
+        "BRIDGE_TOPIC_REPLICATION_FACTOR": "3",
+        "BRIDGE_TOPIC_MIN_INSYNC_REPLICAS": "2",
         "BRIDGE_ID": "presence-bridge",
         "BRIDGE_SHARD_CAPACITY": "1000",
         "BRIDGE_METRICS_PORT": "9464",
@@ -348,6 +401,56 @@ def test_several_oauth_clients() -> None:
     assert find(docs, "Deployment")["spec"]["replicas"] == 5
 
 
+def test_topics_are_replicated_by_default() -> None:
+    """RF 3 and min.insync 2 unless told otherwise; null leaves the worker's default."""
+    data = configmap(render())
+    assert (data["BRIDGE_TOPIC_REPLICATION_FACTOR"], data["BRIDGE_TOPIC_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+    assert "BRIDGE_KAFKA_CONFIG" not in data, "an empty pass-through sets nothing"
+    data = configmap(
+        render(sets=("kafka.topics.replicationFactor=null", "kafka.topics.minInsyncReplicas=null"))
+    )
+    assert "BRIDGE_TOPIC_REPLICATION_FACTOR" not in data
+    assert "BRIDGE_TOPIC_MIN_INSYNC_REPLICAS" not in data
+
+
+def test_min_insync_above_the_replication_factor_is_rejected(helm: Path) -> None:
+    """min.insync.replicas > RF would refuse every write: the install fails."""
+    proc = helm_cmd(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSIONS[-1],
+        "--set", "kafka.topics.replicationFactor=2", "--set", "kafka.topics.minInsyncReplicas=3",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "minInsyncReplicas" in proc.stderr
+
+
+def test_mtls_scenario() -> None:
+    """Client key and certificate mounted, their paths in env, the key password as a settings file."""
+    docs = render("mtls-values.yaml")
+    data = configmap(docs)
+    assert data["BRIDGE_TOPIC_CREATE"] == "false"
+    assert json.loads(data["BRIDGE_KAFKA_CONFIG"]) == {
+        "client.rack": "eu-west-1a",
+        "socket.keepalive.enable": True,
+        "metadata.max.age.ms": 60000,
+    }
+    container = worker(docs)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BRIDGE_KAFKA_SSL_KEY_LOCATION"]["value"] == "/etc/presence-bridge/kafka-client/tls.key"
+    assert env["BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION"]["value"].startswith("/etc/presence-bridge/")
+    names = [e["name"] for e in container["env"]]
+    assert names.index("BRIDGE_GENESYS_CLIENT_SECRET") < names.index("BRIDGE_KAFKA_SSL_KEY_LOCATION")
+    assert container["envFrom"][1]["configMapRef"]["name"] == "presence-bridge-site-settings"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["secret-settings"]["mountPath"] == "/var/run/secrets/presence-bridge"
+    assert mounts["kafka-client-tls"]["readOnly"] is True
+    assert {"tmp", "kafka-ca"} <= set(mounts), "extra mounts come on top of the chart's own"
+    volumes = {v["name"]: v for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secret-settings"]["secret"]["items"] == [
+        {"key": "kafka-ssl-key-password", "path": "BRIDGE_KAFKA_SSL_KEY_PASSWORD"}
+    ]
+    assert "BRIDGE_KAFKA_SSL_KEY_PASSWORD" not in env and "BRIDGE_KAFKA_SSL_KEY_PASSWORD" not in data
+
+
 def test_extra_clients_from_a_prebuilt_secret_key() -> None:
     """extraClientsKey passes a JSON list kept in the Secret as it is."""
     env = env_of(render("everything-enabled-values.yaml"))
@@ -383,6 +486,17 @@ def test_everything_enabled_configuration() -> None:
         "replicaCount=-1",
         "metrics.port=80",
         "genesys.clients=null",
+        "kafka.topics.replicationFactor=0",
+        "kafka.config.sasl\\.password=leak",
+        "kafka.config.sasl\\.oauthbearer\\.client\\.secret=leak",
+        "kafka.config.transactional\\.id=mine",
+        "extraConfig.BRIDGE_TOPIC_REPLICATION_FACTOR=1",
+        "extraEnv[0].name=BRIDGE_KAFKA_SSL_KEY_PASSWORD,extraEnv[0].value=leak",
+        "extraVolumeMounts[0].name=x",
+        "networkPolicy.genesys.ports[0]=0",
+        "networkPolicy.kafka.port=9092",
+        'prometheusRule.selector={job="x"}',
+        "serviceMonitor.relabelings[0].action=rewrite",
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, bad: str) -> None:
@@ -455,20 +569,103 @@ def test_service_monitor() -> None:
     assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
     assert sm["spec"]["selector"]["matchLabels"] == SELECTOR
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    assert sm["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
-    ]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert {k: v for k, v in endpoint.items() if k != "relabelings"} == {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+    }
     svc = find(docs, "Service")
     assert SELECTOR.items() <= svc["metadata"]["labels"].items()
 
 
+def test_service_monitor_labels_every_series_with_the_bridge_id() -> None:
+    """A target relabeling sets bridge_id from bridgeId (so on `up` too); extra relabelings follow."""
+    relabel = {"action": "replace", "targetLabel": "bridge_id", "replacement": "presence-bridge-eu"}
+    sm = find(render("everything-enabled-values.yaml"), "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["relabelings"] == [relabel]
+    extra = "serviceMonitor.relabelings[0].targetLabel=cluster,serviceMonitor.relabelings[0].replacement=eu-1"
+    sm = find(render("everything-enabled-values.yaml", sets=(extra,)), "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["relabelings"] == [
+        relabel,
+        {"targetLabel": "cluster", "replacement": "eu-1"},
+    ]
+    assert "metricRelabelings" not in sm["spec"]["endpoints"][0], "target labels, not per-sample rewriting"
+
+
+def test_prometheus_rule_selector_reaches_every_rule() -> None:
+    """prometheusRule.selector replaces the job matcher in every expression."""
+    selector = 'job="presence-bridge", bridge_id="presence-bridge-eu"'
+    sets = ("prometheusRule.enabled=true", f"prometheusRule.selector={selector.replace(',', chr(92) + ',')}")
+    rule = find(render(sets=sets), "PrometheusRule")
+    source = {
+        r["alert"]: r["expr"]
+        for g in yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            assert r["expr"] == source[r["alert"]].replace('job="presence-bridge"', selector)
+            assert r["expr"].count(selector) == source[r["alert"]].count('job="presence-bridge"') > 0
+
+
 def test_prometheus_rule_is_the_alert_file() -> None:
-    """With default settings the PrometheusRule carries exactly files/alerts.yaml's groups."""
+    """With default settings the PrometheusRule is files/alerts.yaml, selecting this release's fleet."""
     docs = render(sets=("prometheusRule.enabled=true",))
     rule = find(docs, "PrometheusRule")
     source = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    fleet = 'job="presence-bridge", bridge_id="presence-bridge"'
+    for group in source["groups"]:
+        for r in group["rules"]:
+            r["expr"] = r["expr"].replace('job="presence-bridge"', fleet)
     assert rule["spec"] == source
     assert "{{ $labels.shard }}" in json.dumps(rule["spec"]), "templates must reach Prometheus untouched"
+
+
+def test_chart_rules_alert_on_a_vanished_fleet_beside_a_live_one(promtool: Path, tmp_path: Path) -> None:
+    """The rendered rules, run by promtool: fleet eu's targets vanish while us is up; eu's rules fire."""
+    docs = render(sets=("prometheusRule.enabled=true", "bridgeId=presence-bridge-eu"))
+    spec = find(docs, "PrometheusRule")["spec"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec))
+    down = next(r for g in spec["groups"] for r in g["rules"] if r["alert"] == "BridgeDown")
+    annotations = {
+        k: " ".join(v.replace("{{ $labels.job }}", "presence-bridge").split())
+        for k, v in down["annotations"].items()
+    }
+    eu = 'up{job="presence-bridge", bridge_id="presence-bridge-eu", instance="eu-w1:9464"}'
+    us = 'up{job="presence-bridge", bridge_id="presence-bridge-us", instance="us-w1:9464"}'
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                # eu's last sample is at 1m: stale after the 5m lookback (absent from
+                # 7m), so BridgeDown fires at 9m; us is up throughout.
+                "interval": "1m",
+                "input_series": [{"series": eu, "values": "1 1"}, {"series": us, "values": "1x12"}],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "BridgeDown", "exp_alerts": []},
+                    {
+                        "eval_time": "9m",
+                        "alertname": "BridgeDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "presence-bridge",
+                                    "bridge_id": "presence-bridge-eu",
+                                },
+                                "exp_annotations": annotations,
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules.test.yaml").write_text(yaml.safe_dump(test))
+    run_tool(promtool, "test", "rules", tmp_path / "rules.test.yaml", cwd=tmp_path)
 
 
 def test_prometheus_rule_customisation() -> None:

@@ -1,8 +1,9 @@
-"""The Grafana dashboard: stable identity, datasource variable, contract metrics."""
+"""The Grafana dashboard: stable identity, datasource and bridge_id variables, contract metrics."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,3 +128,22 @@ def test_the_panels_the_issue_asks_for() -> None:
     assert any(e.startswith("histogram_quantile(0.5,") for e in exprs)
     assert any(e.startswith("histogram_quantile(0.99,") for e in exprs)
     assert all("bridge_event_delivery_seconds_bucket" in e for e in exprs)
+
+
+def test_one_fleet_at_a_time_through_the_bridge_id_variable() -> None:
+    """A single-choice `bridge_id` variable, and every panel query selects on it."""
+    dashboard = load()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    bridge_id = variables["bridge_id"]
+    assert bridge_id["type"] == "query"
+    assert bridge_id["query"]["query"].startswith("label_values(bridge_build_info{")
+    assert bridge_id["query"]["query"].endswith(", bridge_id)")
+    assert bridge_id["multi"] is False and bridge_id["includeAll"] is False, "fleets are never summed"
+    targets = [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
+    assert targets
+    for expr in targets:
+        for name in metric_names(expr):
+            matchers = re.findall(rf"\b{name}(\{{[^}}]*\}})?", expr)
+            assert matchers, expr
+            for m in matchers:
+                assert 'bridge_id=~"$bridge_id"' in m, f"{name} in {expr!r} ignores $bridge_id"

@@ -1,4 +1,4 @@
-"""The container image recipe: stages, user, entrypoint and build context.
+"""The container image recipe: stages, user, entrypoint, build context and supply chain.
 
 No container engine runs here, so the Dockerfile is parsed and its
 instructions are checked against what the chart and the operators rely on.
@@ -7,16 +7,31 @@ instructions are checked against what the chart and the operators rely on.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import bridge
 from tests.deploy.conftest import REPO
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO / "deploy" / "Dockerfile.dockerignore"
 METRICS_PORT = "9464"
+LOCK = REPO / "deploy" / "requirements.lock"
+BUILD_LOCK = REPO / "deploy" / "build-requirements.lock"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+#: SHA-256 of the Apache License 2.0 text as the ASF publishes it
+#: (https://www.apache.org/licenses/LICENSE-2.0.txt).
+APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 BUILD_TOOLS = re.compile(
     r"\b(build-essential|gcc|g\+\+|clang|make|cmake|libc6-dev|python3?-dev|cargo|rustc)\b"
 )
@@ -73,8 +88,150 @@ def test_multi_stage_with_builder_and_slim_runtime() -> None:
     assert len(stages) >= 2
     assert stages[0].name == "builder"
     final = stages[-1]
-    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", final.base), final.base
+    image = final.base.split("@", 1)[0]
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", image), final.base
     assert all(s.base == final.base for s in stages), "builder and runtime must share the interpreter"
+
+
+def test_base_image_is_pinned_by_digest() -> None:
+    """Every stage starts from the same image index digest, a named build argument."""
+    args, stages = parse()
+    assert DIGEST.fullmatch(args["PYTHON_IMAGE_DIGEST"]), args["PYTHON_IMAGE_DIGEST"]
+    for stage in stages:
+        _image, _, digest = stage.base.partition("@")
+        assert digest == args["PYTHON_IMAGE_DIGEST"], f"{stage.name} is not pinned: {stage.base}"
+
+
+def _labels(stage: Stage) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for label in stage.all("LABEL"):
+        for pair in shlex.split(label):
+            key, _, value = pair.partition("=")
+            labels[key] = value
+    return labels
+
+
+def test_oci_labels() -> None:
+    """The image carries the OCI annotations, agreeing with pyproject, the package and the chart."""
+    _args, stages = parse()
+    final = stages[-1]
+    labels = _labels(final)
+    oci = "org.opencontainers.image."
+    for key in ("title", "description", "version", "revision", "created", "licenses", "source"):
+        assert labels.get(oci + key), f"LABEL {oci}{key} missing"
+    assert labels[oci + "licenses"] == PYPROJECT["project"]["license"]
+    assert labels[oci + "description"] == PYPROJECT["project"]["description"]
+    assert labels[oci + "title"] == PYPROJECT["project"]["name"]
+    assert labels[oci + "base.name"] == "${PYTHON_IMAGE}"
+    assert labels[oci + "base.digest"] == "${PYTHON_IMAGE_DIGEST}"
+    stage_args = dict(a.partition("=")[::2] for a in final.all("ARG"))
+    assert labels[oci + "version"] == "${VERSION}"
+    chart = yaml.safe_load((REPO / "helm" / "presence-bridge" / "Chart.yaml").read_text())
+    assert stage_args["VERSION"] == bridge.__version__ == chart["appVersion"]
+    assert {"PYTHON_IMAGE", "PYTHON_IMAGE_DIGEST", "REVISION", "CREATED"} <= set(stage_args)
+
+
+def test_license_file_is_the_licence_pyproject_declares() -> None:
+    """LICENSE is the Apache License 2.0 text, byte for byte, as pyproject.toml's licence says."""
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    text = (REPO / "LICENSE").read_bytes()
+    assert hashlib.sha256(text).hexdigest() == APACHE_2_SHA256
+
+
+# --- locked dependencies ----------------------------------------------------------------
+
+
+@dataclass
+class Pin:
+    version: str
+    hashes: list[str]
+    via: list[str]
+
+
+def parse_lock(path: Path) -> dict[str, Pin]:
+    """pip-compile output: ``name==version`` with ``--hash`` lines and ``# via`` notes."""
+    pins: dict[str, Pin] = {}
+    current: Pin | None = None
+    in_via = False
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if m := re.match(r"^([A-Za-z0-9._-]+)==(\S+?)(?:\s*\\)?$", raw):
+            current = pins[canonicalize_name(m.group(1))] = Pin(m.group(2), [], [])
+            in_via = False
+        elif current is not None and line.startswith("--hash="):
+            current.hashes.append(line.removeprefix("--hash=").rstrip(" \\"))
+        elif current is not None and line.startswith("# via"):
+            rest = line.removeprefix("# via").strip()
+            in_via = not rest
+            if rest:
+                current.via.append(rest)
+        elif current is not None and in_via and line.startswith("#   "):
+            current.via.append(line.removeprefix("#   ").strip())
+        else:
+            in_via = False
+    return pins
+
+
+def test_runtime_lock_pins_every_pyproject_dependency_with_hashes() -> None:
+    """Each dependency of pyproject.toml is locked at a version it allows; every pin has hashes."""
+    pins = parse_lock(LOCK)
+    for spec in PYPROJECT["project"]["dependencies"]:
+        req = Requirement(spec)
+        pin = pins.get(canonicalize_name(req.name))
+        assert pin is not None, f"{req.name} is not in {LOCK.name}: run `make lock`"
+        assert req.specifier.contains(pin.version, prereleases=True), f"{req.name}=={pin.version} vs {spec}"
+        assert "presence-bridge (pyproject.toml)" in pin.via, f"{req.name} is no longer a direct dependency"
+    for name, pin in pins.items():
+        assert pin.hashes and all(DIGEST.fullmatch(h) for h in pin.hashes), name
+
+
+def test_runtime_lock_has_nothing_stale_or_for_development() -> None:
+    """Every pin is wanted by pyproject or by another pin; no dev extra reaches the image."""
+    pins = parse_lock(LOCK)
+    direct = {canonicalize_name(Requirement(s).name) for s in PYPROJECT["project"]["dependencies"]}
+    for name, pin in pins.items():
+        wanted_by = {v for v in pin.via if v != "presence-bridge (pyproject.toml)"}
+        assert name in direct or wanted_by, f"{name} is wanted by nothing"
+        assert {canonicalize_name(v) for v in wanted_by} <= set(pins), f"{name}: via {wanted_by}"
+    dev = {
+        canonicalize_name(Requirement(s).name) for s in PYPROJECT["project"]["optional-dependencies"]["dev"]
+    }
+    assert not dev & set(pins), dev & set(pins)
+
+
+def test_build_lock_covers_the_build_system() -> None:
+    """The build backend the wheel is built with is locked with hashes too."""
+    pins = parse_lock(BUILD_LOCK)
+    for spec in PYPROJECT["build-system"]["requires"]:
+        req = Requirement(spec)
+        pin = pins.get(canonicalize_name(req.name))
+        assert pin is not None, f"{req.name} is not in {BUILD_LOCK.name}: run `make lock`"
+        assert req.specifier.contains(pin.version, prereleases=True), f"{req.name}=={pin.version} vs {spec}"
+    assert all(pin.hashes for pin in pins.values())
+
+
+def test_builder_installs_only_from_the_locks_with_hashes() -> None:
+    """pip installs third-party code only with --require-hashes from a lock, wheels only."""
+    builder = parse()[1][0]
+    installs = [
+        cmd.strip()
+        for run in builder.all("RUN")
+        for cmd in run.split("&&")
+        if re.search(r"\bpip (install|wheel)\b", cmd)
+    ]
+    locked = [c for c in installs if "pip install" in c and "-r deploy/" in c]
+    assert {c.rsplit(" ", 1)[-1] for c in locked} == {
+        "deploy/requirements.lock",
+        "deploy/build-requirements.lock",
+    }
+    for cmd in installs:
+        if cmd in locked:
+            assert "--require-hashes" in cmd and "--only-binary=:all:" in cmd and "--no-deps" in cmd, cmd
+        elif "pip wheel" in cmd:
+            assert "--no-build-isolation" in cmd and "--no-deps" in cmd, "the backend must come from the lock"
+        else:
+            assert cmd.endswith("--no-deps /dist/*.whl"), f"unlocked install: {cmd}"
+    assert any("pip check" in run for run in builder.all("RUN")), "a lock missing a dependency must fail"
 
 
 def test_final_stage_copies_only_the_virtualenv_from_the_builder() -> None:
@@ -144,5 +301,5 @@ def test_dockerignore_lets_in_exactly_what_the_builder_copies() -> None:
         for src in sources:
             assert (REPO / src).exists(), src
             assert not _ignored(src, patterns), f"{src} is excluded from the build context"
-    for excluded in (".venv", ".cache", "tests", ".git", "helm", "bridge/__pycache__"):
+    for excluded in (".venv", ".cache", "tests", ".git", "helm", "bridge/__pycache__", "deploy/Dockerfile"):
         assert _ignored(excluded, patterns), f"{excluded} would be sent to the builder"

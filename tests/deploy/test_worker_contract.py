@@ -9,6 +9,7 @@ integration test; this checks the declared registry.)
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -42,6 +43,12 @@ CHART_SETTINGS = {
     "BRIDGE_LOG_LEVEL",
     "BRIDGE_LOG_FORMAT",
     "BRIDGE_ROSTER_REFRESH_S",
+    "BRIDGE_TOPIC_CREATE",
+    "BRIDGE_TOPIC_REPLICATION_FACTOR",
+    "BRIDGE_TOPIC_MIN_INSYNC_REPLICAS",
+    "BRIDGE_KAFKA_CONFIG",
+    "BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION",
+    "BRIDGE_KAFKA_SSL_KEY_LOCATION",
 }
 
 
@@ -149,7 +156,9 @@ def test_alert_thresholds_sit_beyond_the_workers_own_recovery() -> None:
     doc = yaml.safe_load(ALERTS.read_text())
     by_name = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
     stale = by_name["BridgeHeartbeatStale"]["expr"]
-    threshold = float(stale.split("bridge_channel_heartbeat_age_seconds >", 1)[1].split()[0])
+    match = re.search(r"bridge_channel_heartbeat_age_seconds(?:\{[^}]*\})? > ([0-9.]+)", stale)
+    assert match, stale
+    threshold = float(match.group(1))
     assert threshold > watchdog
     disconnected_for = int(by_name["BridgeShardDisconnected"]["for"].removesuffix("m")) * 60
     assert disconnected_for >= 2 * fields["backoff_max_s"].default
