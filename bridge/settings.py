@@ -36,10 +36,21 @@ DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_ROSTER_REFRESH_S = 300.0
 #: Genesys sends a heartbeat about every 30 s.
 DEFAULT_HEARTBEAT_INTERVAL_S = 30.0
-#: DESIGN §3: reconnect after 2.5 heartbeat intervals of silence.
+#: Reconnect after 2.5 heartbeat intervals of silence whatever the pings (a backstop).
 DEFAULT_HEARTBEAT_TIMEOUT_FACTOR = 2.5
-DEFAULT_PING_INTERVAL_S = 30.0
-DEFAULT_PONG_TIMEOUT_S = 10.0
+#: Our own ``{"message": "ping"}`` after this much silence (no frame of any
+#: kind) on a socket; no frame within ``DEFAULT_PONG_TIMEOUT_S`` after it →
+#: reconnect and reconcile. So a socket that stays open while nothing reaches
+#: us (TCP intact, frames lost) is given up at most 4 + 5 s (+ one 0.25 s
+#: watchdog tick) after its last frame: within 10 s. Genesys documents the
+#: ping (answered with a ``channel.metadata`` pong) and tells clients to
+#: reconnect when neither heartbeat nor pong arrives; it publishes no rate
+#: limit for client messages on the notification socket that we could find.
+#: This rate is small whatever that limit is: a busy socket is never pinged,
+#: an idle one at most once per 4 s (0.25 pings/s, about 7 per 30 s
+#: heartbeat interval).
+DEFAULT_PING_INTERVAL_S = 4.0
+DEFAULT_PONG_TIMEOUT_S = 5.0
 DEFAULT_BACKOFF_INITIAL_S = 0.5
 #: DESIGN §3: capped at 60-90 s.
 DEFAULT_BACKOFF_MAX_S = 60.0
