@@ -51,6 +51,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_FACTOR = 2.5
 #: heartbeat interval).
 DEFAULT_PING_INTERVAL_S = 4.0
 DEFAULT_PONG_TIMEOUT_S = 5.0
+#: Every owned agent is read again from Genesys once per this interval
+#: (bridge/sweep.py): anything the stream lost is corrected within it.
+DEFAULT_SWEEP_INTERVAL_S = 900.0
 DEFAULT_BACKOFF_INITIAL_S = 0.5
 #: DESIGN §3: capped at 60-90 s.
 DEFAULT_BACKOFF_MAX_S = 60.0
@@ -140,6 +143,7 @@ class Settings(BaseSettings):
     heartbeat_timeout_factor: float = Field(DEFAULT_HEARTBEAT_TIMEOUT_FACTOR, gt=1)
     ping_interval_s: float = Field(DEFAULT_PING_INTERVAL_S, gt=0)
     pong_timeout_s: float = Field(DEFAULT_PONG_TIMEOUT_S, gt=0)
+    sweep_interval_s: float = Field(DEFAULT_SWEEP_INTERVAL_S, ge=0)
     backoff_initial_s: float = Field(DEFAULT_BACKOFF_INITIAL_S, gt=0)
     backoff_max_s: float = Field(DEFAULT_BACKOFF_MAX_S, gt=0)
     backoff_reset_s: float = Field(DEFAULT_BACKOFF_RESET_S, gt=0)

@@ -27,6 +27,9 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
   close it regardless, so the shard rotates to a new channel
   make-before-break (new channel subscribed and connected before the old one
   is let go).
+- **sweep** (:mod:`bridge.sweep`): while the shard runs, every agent is read
+  again from the bulk API once per ``sweep_interval_s`` (0 = off) and what
+  the stream lost without a gap is corrected.
 - **maintenance** (``v2.system.socket_closing``): a new socket is opened on the
   same ``connectUri`` first (Genesys then closes the old one: one socket per
   channel), the old one is drained until it closes, then the shard reconciles.
@@ -62,6 +65,7 @@ from bridge.model import AgentState, Change
 from bridge.records import utc_now_ms
 from bridge.settings import Settings
 from bridge.sink import ShardSink
+from bridge.sweep import Sweep
 
 __all__ = ["Shard", "ShardStats", "SocketFactory", "StateLoader"]
 
@@ -180,6 +184,21 @@ class Shard:
         self._loaded = False
         self._removed_early: set[str] = set()
         self._label = str(shard_id)
+        self.sweep: Sweep | None = None
+        if settings.sweep_interval_s > 0:
+            self.sweep = Sweep(
+                users=lambda: self.users,
+                state=state,
+                fetch=lambda users, observed_at: rest.current_changes(users, observed_at=observed_at),
+                budget=lambda: rest.budget,
+                accept=lambda change: self._accept(change, self.channel_id),
+                active=self._sweepable,
+                interval_s=settings.sweep_interval_s,
+                clock=clock,
+                wall=wall,
+                sleep=sleep,
+                rng=rng,
+            )
         self._frame_counters = {
             kind: metrics.GENESYS_EVENTS.labels(kind=kind) for kind in protocol.FRAME_KINDS
         }
@@ -219,7 +238,12 @@ class Shard:
                 self._loaded = True
                 self._tombstone(sorted(self._removed_early - self._member_set))
                 self._removed_early.clear()
-                await self._run_loop()
+                sweeper = asyncio.create_task(self.sweep.run()) if self.sweep is not None else None
+                try:
+                    await self._run_loop()
+                finally:
+                    if sweeper is not None:
+                        await _cancel_all({"sweep": sweeper})
             except FencedError:
                 self._on_fenced()
             finally:
@@ -262,6 +286,11 @@ class Shard:
             if added:
                 await self._reconcile_users(added)
         return added, removed
+
+    def _sweepable(self) -> bool:
+        """The sweep reads only while connected, subscribed and not reconciling."""
+        reconciling = self._reconcile_task is not None and not self._reconcile_task.done()
+        return self.ready and not reconciling
 
     def _tombstone(self, users: Iterable[str]) -> None:
         """Forget agents that left the shard and delete their compacted state.

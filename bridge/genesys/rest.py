@@ -297,6 +297,14 @@ class RequestBudget:
                     return
                 await self._sleep(wait)
 
+    def spare(self) -> int:
+        """Requests that could be sent right now without waiting (0 while paused after a 429)."""
+        now = self._clock()
+        if self._not_before > now:
+            return 0
+        recent = sum(1 for spent in self._spent if now - spent < self.window_s)
+        return max(0, self.per_window - recent)
+
     def pause_until(self, when: float) -> None:
         """Send nothing before the monotonic time ``when`` (Genesys said Retry-After)."""
         self._not_before = max(self._not_before, when)
