@@ -145,7 +145,11 @@ class Sweep:
                 # A random phase once, so the shards of a worker do not sweep in step.
                 await self._sleep(period * self._rng.random() if first and index == 0 else period)
                 await self._wait_for_budget()
-                await self.sweep_batch(batch)
+                try:
+                    await self.sweep_batch(batch)
+                except Exception:  # a bug must not end the sweep for the shard's lifetime
+                    self.stats.failures += 1
+                    logger.exception("sweep of %d agents failed; they are read again next round", len(batch))
             first = False
             self.stats.rounds += 1
 

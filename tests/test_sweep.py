@@ -251,3 +251,21 @@ def test_spare_counts_the_window_and_a_429_pause() -> None:
     assert budget.spare() == 3
     budget.pause_until(65.0)
     assert budget.spare() == 0
+
+
+async def test_an_unexpected_failure_does_not_end_the_sweep() -> None:
+    """A batch that fails with an unexpected error is counted and logged; the next batch is still read."""
+    calls: list[list[str]] = []
+
+    async def fetch(users: Sequence[str], *, observed_at: datetime) -> list[Change]:
+        calls.append(list(users))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return []
+
+    genesys = Genesys({})
+    genesys.fetch = fetch  # type: ignore[method-assign]
+    sweep, _ = make_sweep(ShardState(), genesys, ["a"], max_sleeps=3)
+    with pytest.raises(Stop):
+        await sweep.run()
+    assert len(calls) == 2 and sweep.stats.failures == 1
