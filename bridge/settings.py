@@ -41,15 +41,16 @@ DEFAULT_HEARTBEAT_TIMEOUT_FACTOR = 2.5
 #: Our own ``{"message": "ping"}`` after this much silence (no frame of any
 #: kind) on a socket; no frame within ``DEFAULT_PONG_TIMEOUT_S`` after it →
 #: reconnect and reconcile. So a socket that stays open while nothing reaches
-#: us (TCP intact, frames lost) is given up at most 4 + 5 s (+ one 0.25 s
-#: watchdog tick) after its last frame: within 10 s. Genesys documents the
+#: us (TCP intact, frames lost) is given up at most 3 + 5 s (+ up to two
+#: 0.25 s watchdog ticks) after its last frame, and connected again (reconnect
+#: backoff of at most 0.5 s first) within 10 s. Genesys documents the
 #: ping (answered with a ``channel.metadata`` pong) and tells clients to
 #: reconnect when neither heartbeat nor pong arrives; it publishes no rate
 #: limit for client messages on the notification socket that we could find.
 #: This rate is small whatever that limit is: a busy socket is never pinged,
-#: an idle one at most once per 4 s (0.25 pings/s, about 7 per 30 s
+#: an idle one at most once per 3 s (0.33 pings/s, about 10 per 30 s
 #: heartbeat interval).
-DEFAULT_PING_INTERVAL_S = 4.0
+DEFAULT_PING_INTERVAL_S = 3.0
 DEFAULT_PONG_TIMEOUT_S = 5.0
 #: Every owned agent is read again from Genesys once per this interval
 #: (bridge/sweep.py): anything the stream lost is corrected within it.

@@ -20,9 +20,9 @@ How (per shard):
   :data:`SWEEP_BATCH` (one REST call each), one batch every
   ``interval_s / batches`` seconds, starting at a random phase so the shards
   of a worker do not sweep in step. Cost: ``N / 100`` calls per interval for
-  N agents, e.g. 10 calls per 15 minutes for a full shard of 1,000 and 200
-  (13.3 a minute, about 6 % of the default 240/min budget) for the 20,000
-  agents of one OAuth client's 20 channels.
+  N agents, e.g. 10 calls per 15 minutes for a full shard of 1,000 and 190
+  (12.7 a minute, about 5 % of the default 240/min budget) for the 19,000
+  agents one OAuth client can hold (20 channels, one kept spare).
 - **Within the REST budget and after everything else**: every call goes
   through the client's shared :class:`~bridge.genesys.rest.RequestBudget`, so
   the budget is never exceeded; and before each call the sweep waits until
