@@ -219,3 +219,25 @@ async def test_a_reader_waiting_on_kafka_backpressure_keeps_its_socket() -> None
     finally:
         await shard.stop()
         await asyncio.wait_for(task, 10)
+
+
+def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
+    """Each shard has a sweep unless BRIDGE_SWEEP_INTERVAL_S is 0; it reads only while ready."""
+
+    def shard(settings: Settings) -> Shard:
+        return Shard(
+            3,
+            ["a"],
+            rest=Any,  # type: ignore[arg-type]
+            sink=FakeSink(),  # type: ignore[arg-type]
+            state=ShardState(),
+            settings=settings,
+            socket_factory=Any,  # type: ignore[arg-type]
+        )
+
+    on = shard(Settings())
+    assert on.sweep is not None and on.sweep.interval_s == Settings().sweep_interval_s == 900.0
+    assert not on._sweepable()
+    on._connected, on._subscribed = True, 1
+    assert on._sweepable()
+    assert shard(Settings(sweep_interval_s=0)).sweep is None
