@@ -17,6 +17,16 @@ routing status are ordered independently; Genesys stamps them separately):
   millisecond precision and can emit two changes in one millisecond; the later
   arrival wins. (Consequence: for two same-millisecond changes the final
   state follows arrival order, the only order there is.)
+- Same ``changed_at`` and the value of an *earlier* change accepted in that
+  same millisecond → duplicate: Genesys has no sequence number, so after A
+  then B in one millisecond a second A can only be a replay (a duplicate
+  frame, the other channel of a rotation, a reconciliation that read A
+  before B), not a third change. The values accepted in the current
+  millisecond of each user and kind are remembered until a newer change
+  arrives. The rule cannot tell a genuine A → B → A inside one millisecond
+  from a replay; that third change is dropped (reconciliation and the sweep
+  read the final state again). Values from before a takeover are not known
+  (the compacted topic holds only the last one).
 - Older → stale (a late or replayed frame), dropped.
 - ``timestamp_known=False`` (Genesys sent no timestamp, ``changed_at`` is the
   receive time; Genesys's own presence sample has no ``modifiedDate``): accepted
@@ -48,6 +58,7 @@ from bridge.model import (
     Kind,
     Origin,
     PresenceValue,
+    RoutingValue,
     VersionedPresence,
     VersionedRouting,
 )
@@ -59,6 +70,7 @@ __all__ = ["UNKNOWN_TIMESTAMP_STEP", "Accepted", "ShardState"]
 #: placed at least this far after the last one so that per-user order holds.
 UNKNOWN_TIMESTAMP_STEP = timedelta(milliseconds=1)
 
+_Value = PresenceValue | RoutingValue
 _STALE = {kind: STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
 
 
@@ -81,7 +93,7 @@ class ShardState:
     Not thread-safe: owned by the shard's asyncio task.
     """
 
-    __slots__ = ("_labels", "_states")
+    __slots__ = ("_earlier", "_labels", "_states")
 
     def __init__(
         self,
@@ -90,6 +102,9 @@ class ShardState:
     ) -> None:
         self._states: dict[str, AgentState] = dict(states or {})
         self._labels: dict[str, str] = dict(labels or {})
+        # Per kind, user → the values accepted earlier in the millisecond of
+        # the user's last change of that kind (only users with such a pair).
+        self._earlier: dict[Kind, dict[str, list[_Value]]] = {kind: {} for kind in Kind}
 
     # -- presence definitions -------------------------------------------------
 
@@ -131,6 +146,8 @@ class ShardState:
 
         The caller writes the tombstone (:meth:`bridge.sink.ShardSink.submit_tombstone`).
         """
+        for earlier in self._earlier.values():
+            earlier.pop(user_id, None)
         return self._states.pop(user_id, None) is not None
 
     # -- the hot path -----------------------------------------------------------
@@ -146,10 +163,13 @@ class ShardState:
             ordered = _order(
                 change,
                 last_p.changed_at if last_p is not None else None,
-                last_p is not None and last_p.value.same_as(value),
+                last_p is not None
+                and (last_p.value.same_as(value) or self._replayed(change, last_p.changed_at, value)),
             )
             if ordered is None:
                 return None
+            if last_p is not None:
+                self._remember(ordered, last_p.changed_at, last_p.value)
             enriched = self._enrich(value)
             if enriched is not value:
                 ordered = ordered.evolve(value=enriched)
@@ -162,14 +182,32 @@ class ShardState:
             ordered = _order(
                 change,
                 last_r.changed_at if last_r is not None else None,
-                last_r is not None and last_r.value.same_as(value),
+                last_r is not None
+                and (last_r.value.same_as(value) or self._replayed(change, last_r.changed_at, value)),
             )
             if ordered is None:
                 return None
+            if last_r is not None:
+                self._remember(ordered, last_r.changed_at, last_r.value)
             routing = VersionedRouting(value, ordered.changed_at, ordered.event_id)
             new_state = AgentState(ordered.user_id, state.presence if state is not None else None, routing)
         self._states[ordered.user_id] = new_state
         return Accepted(ordered, new_state)
+
+    def _replayed(self, change: Change, last_at: datetime, value: _Value) -> bool:
+        """True when ``value`` was already accepted earlier in the millisecond of the last change."""
+        if change.changed_at != last_at or not change.timestamp_known:
+            return False
+        earlier = self._earlier[change.kind].get(change.user_id)
+        return earlier is not None and any(_same(seen, value) for seen in earlier)
+
+    def _remember(self, accepted: Change, last_at: datetime, last_value: _Value) -> None:
+        """Keep the values of the current millisecond; forget them once a newer one is accepted."""
+        earlier = self._earlier[accepted.kind]
+        if accepted.changed_at == last_at:
+            earlier.setdefault(accepted.user_id, []).append(last_value)
+        elif earlier:
+            earlier.pop(accepted.user_id, None)
 
     def _enrich(self, value: PresenceValue) -> PresenceValue:
         """``value`` with the org's label for its definition (the same object when nothing changes)."""
@@ -210,6 +248,12 @@ def _order(change: Change, last_at: datetime | None, same: bool) -> Change | Non
         return change if change.event_id else _with_id(change, change.changed_at)
     _dropped(change)
     return None
+
+
+def _same(a: _Value, b: _Value) -> bool:
+    if isinstance(a, PresenceValue):
+        return isinstance(b, PresenceValue) and a.same_as(b)
+    return isinstance(b, RoutingValue) and a.same_as(b)
 
 
 def _dropped(change: Change) -> None:

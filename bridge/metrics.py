@@ -43,6 +43,7 @@ __all__ = [
     "SHARD_USERS",
     "STALE_EVENTS",
     "SUBSCRIBED_TOPICS",
+    "SWEEP_CORRECTIONS",
     "BatchHistogram",
 ]
 
@@ -194,6 +195,11 @@ RECONCILE_CORRECTIONS = Counter(
     "Changes found by reconciliation that the stream had missed.",
     registry=REGISTRY,
 )
+SWEEP_CORRECTIONS = Counter(
+    "bridge_sweep_corrections",
+    "Agents the background sweep corrected: the stream lost their change without a gap.",
+    registry=REGISTRY,
+)
 GENESYS_HTTP_REQUESTS = Counter(
     "bridge_genesys_http_requests",
     "Genesys REST requests, by templated endpoint and status.",
@@ -229,6 +235,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "bridge_shard_users",
     "bridge_reconcile_runs_total",
     "bridge_reconcile_corrections_total",
+    "bridge_sweep_corrections_total",
     "bridge_genesys_http_requests_total",
     "bridge_genesys_rate_limited_total",
     "bridge_roster_users",

@@ -46,10 +46,25 @@ DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_ROSTER_REFRESH_S = 300.0
 #: Genesys sends a heartbeat about every 30 s.
 DEFAULT_HEARTBEAT_INTERVAL_S = 30.0
-#: DESIGN §3: reconnect after 2.5 heartbeat intervals of silence.
+#: Reconnect after 2.5 heartbeat intervals of silence whatever the pings (a backstop).
 DEFAULT_HEARTBEAT_TIMEOUT_FACTOR = 2.5
-DEFAULT_PING_INTERVAL_S = 30.0
-DEFAULT_PONG_TIMEOUT_S = 10.0
+#: Our own ``{"message": "ping"}`` after this much silence (no frame of any
+#: kind) on a socket; no frame within ``DEFAULT_PONG_TIMEOUT_S`` after it →
+#: reconnect and reconcile. So a socket that stays open while nothing reaches
+#: us (TCP intact, frames lost) is given up at most 3 + 5 s (+ up to two
+#: 0.25 s watchdog ticks) after its last frame, and connected again (reconnect
+#: backoff of at most 0.5 s first) within 10 s. Genesys documents the
+#: ping (answered with a ``channel.metadata`` pong) and tells clients to
+#: reconnect when neither heartbeat nor pong arrives; it publishes no rate
+#: limit for client messages on the notification socket that we could find.
+#: This rate is small whatever that limit is: a busy socket is never pinged,
+#: an idle one at most once per 3 s (0.33 pings/s, about 10 per 30 s
+#: heartbeat interval).
+DEFAULT_PING_INTERVAL_S = 3.0
+DEFAULT_PONG_TIMEOUT_S = 5.0
+#: Every owned agent is read again from Genesys once per this interval
+#: (bridge/sweep.py): anything the stream lost is corrected within it.
+DEFAULT_SWEEP_INTERVAL_S = 900.0
 DEFAULT_BACKOFF_INITIAL_S = 0.5
 #: DESIGN §3: capped at 60-90 s.
 DEFAULT_BACKOFF_MAX_S = 60.0
@@ -153,6 +168,7 @@ class Settings(BaseSettings):
     heartbeat_timeout_factor: float = Field(DEFAULT_HEARTBEAT_TIMEOUT_FACTOR, gt=1)
     ping_interval_s: float = Field(DEFAULT_PING_INTERVAL_S, gt=0)
     pong_timeout_s: float = Field(DEFAULT_PONG_TIMEOUT_S, gt=0)
+    sweep_interval_s: float = Field(DEFAULT_SWEEP_INTERVAL_S, ge=0)
     backoff_initial_s: float = Field(DEFAULT_BACKOFF_INITIAL_S, gt=0)
     backoff_max_s: float = Field(DEFAULT_BACKOFF_MAX_S, gt=0)
     backoff_reset_s: float = Field(DEFAULT_BACKOFF_RESET_S, gt=0)

@@ -12,9 +12,12 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
   ends with a reconciliation from the bulk REST APIs that emits only what
   actually changed (``origin: "reconcile"``), since Genesys never replays what
   it sent while no socket was open.
-- **watchdog**: no frame for ``heartbeat_timeout_factor`` times the heartbeat
-  interval (Genesys heartbeats every ~30 s), or no pong to our ping within
-  ``pong_timeout_s`` → the socket is treated as dead and reconnected.
+- **watchdog** (:mod:`bridge.liveness`): after ``ping_interval_s`` of silence
+  (no frame of any kind) the shard pings; no frame within ``pong_timeout_s``
+  of that ping, or no frame for ``heartbeat_timeout_factor`` times the
+  heartbeat interval whatever the pings → the socket is treated as dead,
+  reconnected and the gap reconciled. Defaults: dead within 10 s of silence.
+  Time the reader spends blocked on Kafka backpressure is not silence.
 - **reconnect**: capped exponential backoff with full jitter, reset after a
   healthy period; the retry policy (:mod:`bridge.genesys.retry`) decides
   between retry, token refresh, a new channel (404/evicted/expired) and a
@@ -24,6 +27,9 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
   close it regardless, so the shard rotates to a new channel
   make-before-break (new channel subscribed and connected before the old one
   is let go).
+- **sweep** (:mod:`bridge.sweep`): while the shard runs, every agent is read
+  again from the bulk API once per ``sweep_interval_s`` (0 = off) and what
+  the stream lost without a gap is corrected.
 - **maintenance** (``v2.system.socket_closing``): a new socket is opened on the
   same ``connectUri`` first (Genesys then closes the old one: one socket per
   channel), the old one is drained until it closes, then the shard reconciles.
@@ -54,10 +60,12 @@ from bridge.genesys import protocol
 from bridge.genesys.rest import ChannelInfo, GenesysRest
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.genesys.socket import NotificationSocket
+from bridge.liveness import Liveness, Verdict
 from bridge.model import AgentState, Change
 from bridge.records import utc_now_ms
 from bridge.settings import Settings
 from bridge.sink import ShardSink
+from bridge.sweep import Sweep
 
 __all__ = ["Shard", "ShardStats", "SocketFactory", "StateLoader"]
 
@@ -162,8 +170,12 @@ class Shard:
         self._socket: NotificationSocket | None = None
         self._subscribed = 0
         self._connected = False
-        self._last_frame = clock()
-        self._pong_waiter: asyncio.Future[None] | None = None
+        self._liveness = Liveness(
+            ping_after_s=settings.ping_interval_s,
+            pong_timeout_s=settings.pong_timeout_s,
+            silence_limit_s=settings.heartbeat_interval_s * settings.heartbeat_timeout_factor,
+            now=clock(),
+        )
         self._maintenance = asyncio.Event()
         self._stopping = asyncio.Event()
         self._reconcile_task: asyncio.Task[None] | None = None
@@ -172,6 +184,21 @@ class Shard:
         self._loaded = False
         self._removed_early: set[str] = set()
         self._label = str(shard_id)
+        self.sweep: Sweep | None = None
+        if settings.sweep_interval_s > 0:
+            self.sweep = Sweep(
+                users=lambda: self.users,
+                state=state,
+                fetch=lambda users, observed_at: rest.current_changes(users, observed_at=observed_at),
+                budget=lambda: rest.budget,
+                accept=lambda change: self._accept(change, self.channel_id),
+                active=self._sweepable,
+                interval_s=settings.sweep_interval_s,
+                clock=clock,
+                wall=wall,
+                sleep=sleep,
+                rng=rng,
+            )
         self._frame_counters = {
             kind: metrics.GENESYS_EVENTS.labels(kind=kind) for kind in protocol.FRAME_KINDS
         }
@@ -211,7 +238,12 @@ class Shard:
                 self._loaded = True
                 self._tombstone(sorted(self._removed_early - self._member_set))
                 self._removed_early.clear()
-                await self._run_loop()
+                sweeper = asyncio.create_task(self.sweep.run()) if self.sweep is not None else None
+                try:
+                    await self._run_loop()
+                finally:
+                    if sweeper is not None:
+                        await _cancel_all({"sweep": sweeper})
             except FencedError:
                 self._on_fenced()
             finally:
@@ -254,6 +286,11 @@ class Shard:
             if added:
                 await self._reconcile_users(added)
         return added, removed
+
+    def _sweepable(self) -> bool:
+        """The sweep reads only while connected, subscribed and not reconciling."""
+        reconciling = self._reconcile_task is not None and not self._reconcile_task.done()
+        return self.ready and not reconciling
 
     def _tombstone(self, users: Iterable[str]) -> None:
         """Forget agents that left the shard and delete their compacted state.
@@ -318,7 +355,7 @@ class Shard:
             self.channel = None
             raise
         self._socket = socket
-        self._last_frame = self._clock()
+        self._liveness.frame(self._clock())
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self.stats.connects += 1
         await self._subscribe_all()
@@ -418,12 +455,17 @@ class Shard:
         sink = self._sink
         while True:
             text = await socket.recv()
-            self._last_frame = self._clock()
+            self._liveness.frame(self._clock())
             self._handle(text, channel_id)
             if sink.pending > MAX_PENDING_RECORDS:
                 # Backpressure: stop reading until Kafka has caught up by half,
                 # so a slow broker bounds memory instead of growing a queue.
-                await sink.drain_to(MAX_PENDING_RECORDS // 4)
+                # Frames (pongs too) wait unread meanwhile: not silence.
+                self._liveness.pause()
+                try:
+                    await sink.drain_to(MAX_PENDING_RECORDS // 4)
+                finally:
+                    self._liveness.resume(self._clock())
 
     async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
         """Make-before-break on the same channel: connect anew, drain the old socket."""
@@ -435,7 +477,7 @@ class Shard:
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self.stats.connects += 1
         self._socket = new_socket
-        self._last_frame = self._clock()
+        self._liveness.frame(self._clock())
         self._retire(old_reader, old_socket)
         reader = asyncio.create_task(self._read(new_socket))
         self.stats.last_gap_started = self._clock()
@@ -451,7 +493,7 @@ class Shard:
         new_socket = self._socket_factory()
         await new_socket.connect(self.channel.connect_uri)
         self._socket = new_socket
-        self._last_frame = self._clock()
+        self._liveness.frame(self._clock())
         await self._subscribe_all()
         metrics.CHANNEL_CONNECTS.labels(reason="new_channel").inc()
         metrics.CHANNEL_ROTATIONS.labels(reason="expiring").inc()
@@ -485,30 +527,21 @@ class Shard:
         task.add_done_callback(self._drainers.discard)
 
     async def _watchdog(self) -> None:
-        """Raise when the socket went silent or a ping got no pong."""
-        s = self._settings
-        silence_limit = s.heartbeat_interval_s * s.heartbeat_timeout_factor
-        next_ping = self._clock() + s.ping_interval_s
+        """Raise when the socket went silent; ping it when it is quiet (:mod:`bridge.liveness`)."""
+        liveness = self._liveness
         gauge_age = metrics.HEARTBEAT_AGE.labels(shard=self._label)
         gauge_exp = metrics.CHANNEL_EXPIRY.labels(shard=self._label)
         while True:
             now = self._clock()
-            age = now - self._last_frame
-            gauge_age.set(age)
+            gauge_age.set(liveness.age(now))
             if self.channel is not None:
                 gauge_exp.set((self.channel.expires - self._wall()).total_seconds())
-            if age > silence_limit:
-                raise ChannelClosedError(f"no frame for {age:.1f} s (limit {silence_limit:.1f} s)")
-            if now >= next_ping and self._pong_waiter is None and self._socket is not None:
-                next_ping = now + s.ping_interval_s
-                self._pong_waiter = asyncio.get_running_loop().create_future()
+            verdict = liveness.poll(now)
+            if verdict is Verdict.DEAD:
+                raise ChannelClosedError(liveness.reason(now))
+            if verdict is Verdict.PING and self._socket is not None:
+                liveness.ping_sent(now)
                 await self._socket.send(protocol.ping_frame())
-                try:
-                    await asyncio.wait_for(asyncio.shield(self._pong_waiter), s.pong_timeout_s)
-                except TimeoutError:
-                    raise ChannelClosedError(f"no pong within {s.pong_timeout_s} s") from None
-                finally:
-                    self._pong_waiter = None
             await self._sleep(WATCHDOG_TICK_S)
 
     async def _extender(self) -> None:
@@ -550,9 +583,6 @@ class Shard:
         self._frame_counters[message.kind].inc()
         if isinstance(message, protocol.EventMessage):
             self._accept(message.change, channel_id)
-        elif isinstance(message, protocol.Pong):
-            if self._pong_waiter is not None and not self._pong_waiter.done():
-                self._pong_waiter.set_result(None)
         elif isinstance(message, protocol.SocketClosing):
             self._maintenance.set()
         elif isinstance(message, protocol.SubscriptionReply) and message.result == "404":

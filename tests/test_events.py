@@ -236,3 +236,39 @@ def test_reconciliation_repeats_are_dropped_without_counting_as_stale() -> None:
     assert stale_count(Kind.ROUTING_STATUS) == before
     assert state.apply(routing(T0)) is None
     assert stale_count(Kind.ROUTING_STATUS) == before + 1
+
+
+def test_same_millisecond_replay_of_an_earlier_value_is_a_duplicate() -> None:
+    """A, then B in the same millisecond, then A replayed at that millisecond: the replay is dropped."""
+    state = ShardState()
+    assert state.apply(routing(T0, "IDLE"))
+    assert state.apply(routing(T0, "INTERACTING"))
+    before = stale_count(Kind.ROUTING_STATUS)
+    assert state.apply(routing(T0, "IDLE")) is None
+    assert state.apply(routing(T0, "INTERACTING")) is None
+    assert stale_count(Kind.ROUTING_STATUS) == before + 2
+    current = state.get(USER)
+    assert current is not None and current.routing is not None
+    assert current.routing.value.status == "INTERACTING"
+
+
+def test_same_millisecond_replay_of_an_earlier_presence_is_a_duplicate() -> None:
+    """The same-millisecond replay rule holds for presence too, and a third distinct value is still new."""
+    state = ShardState()
+    assert state.apply(presence(T0, "AVAILABLE", "d-avail"))
+    assert state.apply(presence(T0, "BREAK", "d-break"))
+    assert state.apply(presence(T0, "AVAILABLE", "d-avail")) is None
+    assert state.apply(presence(T0, "MEAL", "d-meal"))
+    assert state.apply(presence(T0, "BREAK", "d-break")) is None
+
+
+def test_a_newer_millisecond_forgets_the_earlier_same_millisecond_values() -> None:
+    """After a newer change, the values of the older millisecond are plain stale, and a later
+    same-millisecond pair is judged on its own."""
+    state = ShardState()
+    assert state.apply(routing(T0, "IDLE"))
+    assert state.apply(routing(T0, "INTERACTING"))
+    assert state.apply(routing(T0 + ms(1), "OFF_QUEUE"))
+    assert state.apply(routing(T0, "IDLE")) is None
+    assert state.apply(routing(T0 + ms(1), "IDLE"))
+    assert state.apply(routing(T0 + ms(1), "OFF_QUEUE")) is None

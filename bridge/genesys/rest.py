@@ -297,6 +297,14 @@ class RequestBudget:
                     return
                 await self._sleep(wait)
 
+    def spare(self) -> int:
+        """Requests that could be sent right now without waiting (0 while paused after a 429)."""
+        now = self._clock()
+        if self._not_before > now:
+            return 0
+        recent = sum(1 for spent in self._spent if now - spent < self.window_s)
+        return max(0, self.per_window - recent)
+
     def pause_until(self, when: float) -> None:
         """Send nothing before the monotonic time ``when`` (Genesys said Retry-After)."""
         self._not_before = max(self._not_before, when)
@@ -636,14 +644,46 @@ class GenesysRest:
     ) -> list[Change]:
         """Current presence and routing status of ``user_ids`` as :class:`Change`s, for reconciliation.
 
-        Uses ``expand=presence,routingStatus`` (100 users a call). A user whose
-        payload is malformed is logged and skipped, so one bad entry does not
-        stop the others from being reconciled.
+        Uses ``expand=presence,routingStatus`` (100 users a call). Genesys
+        does not guarantee the expansion: a user returned without its presence
+        is read again with the bulk presence API (50 a call), one without its
+        routing status with ``GET /api/v2/users/{id}/routingstatus``; a user
+        the listing does not return at all is left out (the roster decides
+        about it). A user whose payload is malformed is logged and skipped,
+        so one bad entry does not stop the others from being reconciled.
         """
         out: list[Change] = []
+        no_presence: list[str] = []
+        no_routing: list[str] = []
         for user in await self.users_with_status(user_ids):
+            if user.presence is None:
+                no_presence.append(user.id)
+            if user.routing_status is None:
+                no_routing.append(user.id)
             try:
                 out.extend(user.to_changes(observed_at=observed_at, origin=origin))
             except ProtocolError as exc:
                 logger.warning("skipping malformed current state of user %s: %s", user.id, exc)
+        if no_presence:
+            for presence in await self.bulk_presences(no_presence):
+                self._add_change(out, presence, presence.user_id, observed_at, origin)
+        for user_id in no_routing:
+            try:
+                status = await self.routing_status(user_id)
+            except NotFoundError:
+                continue  # the user went away meanwhile
+            self._add_change(out, status, user_id, observed_at, origin)
         return out
+
+    @staticmethod
+    def _add_change(
+        out: list[Change],
+        item: UserPresence | RoutingStatus,
+        user_id: str | None,
+        observed_at: datetime,
+        origin: Origin,
+    ) -> None:
+        try:
+            out.append(item.to_change(user_id, observed_at=observed_at, origin=origin))
+        except ProtocolError as exc:
+            logger.warning("skipping malformed current state of user %s: %s", user_id, exc)

@@ -44,7 +44,10 @@ CLOSE_REPLACED = (1000, "another socket connected to this channel")
 CLOSE_MAINTENANCE = (1001, "socket closing for maintenance")
 CLOSE_SHUTDOWN = (1001, "server shutting down")
 
-FRAME_FAULT_KINDS = ("malformed", "duplicate", "out-of-order")
+#: ``drop`` loses the change frame while the socket stays healthy (heartbeats
+#: and pongs still flow): a loss no liveness check can see, as when Genesys
+#: stops delivering a channel's events without closing it.
+FRAME_FAULT_KINDS = ("malformed", "duplicate", "out-of-order", "drop")
 # A frame held back by an out-of-order fault goes out right after the next
 # change of the same user and kind on its socket -- so it arrives stale, the
 # case that hurts a consumer -- or after this long if none comes.
@@ -342,11 +345,15 @@ class ChannelRegistry:
             if session is None or session.is_stalled():
                 self.frames_lost += 1
                 continue
-            self.frames_delivered += 1
             if fault is None or (fault.channel_id is not None and fault.channel_id != channel.id):
+                self.frames_delivered += 1
                 self._send_change(session, wire, key)
                 continue
             applied = True
+            if fault.kind == "drop":
+                self.frames_lost += 1
+                continue
+            self.frames_delivered += 1
             if fault.kind == "malformed":
                 # An extra, truncated copy first (still valid UTF-8 text, not
                 # valid JSON); the real frame follows so no change is lost.

@@ -313,11 +313,20 @@ async def test_bulk_presences_chunks_of_50() -> None:
 
 
 async def test_users_with_status_chunks_of_100_and_changes() -> None:
-    """250 ids go out as 100, 100, 50 with expand=presence,routingStatus; missing parts are allowed."""
+    """250 ids go out as 100, 100, 50 with expand=presence,routingStatus; a missing part is read again
+    from its own API."""
     chunks: list[int] = []
 
     def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/routingstatus"):
+            return json_response(200, {"status": "OFF_QUEUE", "startTime": "2024-05-01T08:00:00Z"})
         ids = request.url.params["id"].split(",")
+        if request.url.path.endswith("/bulk"):
+            presence = {
+                "presenceDefinition": {"id": "d2", "systemPresence": "Break"},
+                "modifiedDate": "2024-05-01T08:00:00Z",
+            }
+            return json_response(200, [{"userId": i, **presence} for i in ids])
         chunks.append(len(ids))
         assert request.url.params["expand"] == "presence,routingStatus"
         assert request.url.params["pageSize"] == "100"
@@ -347,11 +356,14 @@ async def test_users_with_status_chunks_of_100_and_changes() -> None:
         ("u0", Kind.ROUTING_STATUS),
         ("u1", Kind.ROUTING_STATUS),
         ("u2", Kind.PRESENCE),
+        ("u1", Kind.PRESENCE),
+        ("u2", Kind.ROUTING_STATUS),
     ]
 
 
 async def test_current_changes_skips_malformed_users() -> None:
-    """A user whose presence has no systemPresence is skipped; the others are reconciled."""
+    """A user whose presence has no systemPresence is skipped, one gone meanwhile (404) too; the others
+    are reconciled."""
     body = {
         "entities": [
             {"id": "bad", "presence": {"presenceDefinition": {"id": "d"}}},
@@ -359,7 +371,15 @@ async def test_current_changes_skips_malformed_users() -> None:
         ],
         "pageCount": 1,
     }
-    async with make_rest(lambda r: json_response(200, body)) as rest:
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/bulk"):
+            return json_response(200, [])
+        if request.url.path.endswith("/routingstatus"):
+            return json_response(404, {"message": "user not found"})
+        return json_response(200, body)
+
+    async with make_rest(api) as rest:
         changes = await rest.current_changes(["bad", "good"], observed_at=OBSERVED)
     assert [c.user_id for c in changes] == ["good"]
     assert not changes[0].timestamp_known
@@ -475,3 +495,44 @@ async def test_from_settings_uses_overrides() -> None:
         await rest.create_channel()
     assert rest.budget.per_window == 5 and login.calls == 1
     assert SECRET not in repr(rest)
+
+
+async def test_current_changes_fills_a_missing_expansion_from_the_single_purpose_apis() -> None:
+    """expand=presence,routingStatus is best effort: a missing presence comes from the bulk presence API,
+    a missing routing status from the user's routingstatus endpoint, so every user is read whole."""
+    paths: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        presence = {
+            "presenceDefinition": {"id": "d1", "systemPresence": "Break"},
+            "modifiedDate": "2024-05-01T10:00:00.000Z",
+        }
+        if request.url.path == "/api/v2/users":
+            entities = [
+                {
+                    "id": "whole",
+                    "presence": presence,
+                    "routingStatus": {"status": "IDLE", "startTime": "2024-05-01T09:00:00Z"},
+                },
+                {
+                    "id": "no-presence",
+                    "routingStatus": {"status": "IDLE", "startTime": "2024-05-01T09:00:00Z"},
+                },
+                {"id": "no-routing", "presence": presence},
+            ]
+            return json_response(200, {"entities": entities, "pageCount": 1, "pageNumber": 1})
+        if request.url.path == "/api/v2/users/presences/purecloud/bulk":
+            assert request.url.params["id"] == "no-presence"
+            return json_response(200, [{"userId": "no-presence", **presence}])
+        assert request.url.path == "/api/v2/users/no-routing/routingstatus"
+        return json_response(
+            200, {"userId": "no-routing", "status": "OFF_QUEUE", "startTime": "2024-05-01T08:00:00Z"}
+        )
+
+    async with make_rest(api) as rest:
+        changes = await rest.current_changes(["whole", "no-presence", "no-routing"], observed_at=OBSERVED)
+    assert sorted((c.user_id, c.kind) for c in changes) == sorted(
+        (u, k) for u in ("whole", "no-presence", "no-routing") for k in (Kind.PRESENCE, Kind.ROUTING_STATUS)
+    )
+    assert paths.count("/api/v2/users") == 1 and len(paths) == 3

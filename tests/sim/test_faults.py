@@ -125,6 +125,21 @@ async def test_malformed_frame_fault(sim: Sim) -> None:
     assert is_change(await recv_json(ws))
 
 
+async def test_drop_frame_fault_loses_the_change_but_keeps_the_socket(sim: Sim) -> None:
+    """drop loses the next change frame; the socket still answers pings and delivers later changes."""
+    uid = sim.user_ids[0]
+    ws = await sim.connect(await sim.channel(topics=[combined(uid)]))
+    lost_before = (await sim.admin("GET", "/sim/stats")).json()["framesLost"]
+    await sim.admin("POST", "/sim/faults/frames", {"kind": "drop", "count": 1})
+    await sim.admin("PUT", f"/sim/users/{uid}/presence", {"systemPresence": "MEAL"})
+    await ws.send('{"message": "ping"}')
+    pong = await recv_json(ws)
+    assert pong["eventBody"]["message"] == "pong"
+    kept = (await sim.admin("PUT", f"/sim/users/{uid}/presence", {"systemPresence": "BREAK"})).json()
+    assert (await recv_until(ws, is_change))["eventBody"]["modifiedDate"] == kept["changedAt"]
+    assert (await sim.admin("GET", "/sim/stats")).json()["framesLost"] == lost_before + 1
+
+
 async def test_out_of_order_frame_fault(sim: Sim) -> None:
     """out-of-order delivers a change after the next one, so the older timestamp arrives last."""
     uid = sim.user_ids[0]

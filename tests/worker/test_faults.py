@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from bridge import metrics
+from bridge.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.worker.conftest import RunningWorker, SimProcess, read_topic
 from tests.worker.scenario import any_reconnected_after, run_scenario
@@ -30,13 +32,60 @@ async def test_abrupt_socket_drop(kafka: KafkaBroker) -> None:
     await run_scenario(kafka, inject, gap_allowed=True, recovered=any_reconnected_after)
 
 
-async def test_stalled_socket_is_detected_by_the_watchdog(kafka: KafkaBroker) -> None:
-    """A socket that stays open but sends nothing (no heartbeats, no pongs) is replaced."""
+#: The liveness settings at their defaults (the harness speeds them up otherwise).
+DEFAULT_LIVENESS = {
+    name: Settings.model_fields[name].default
+    for name in ("heartbeat_interval_s", "heartbeat_timeout_factor", "ping_interval_s", "pong_timeout_s")
+}
+#: A silent socket is given up within 10 s by default; the reconnect itself
+#: (backoff of at most 0.5 s, handshake, subscription) comes on top.
+STALL_NOTICED_WITHIN_S = 10.0
+RECONNECT_SLACK_S = 2.0
+
+
+async def test_stalled_socket_is_noticed_within_ten_seconds_with_default_settings(kafka: KafkaBroker) -> None:
+    """A 15 s stall (socket open, nothing sent, Genesys's 30 s heartbeat) is noticed by our pings with
+    the default settings: every shard reconnects within 10 s and reconciles, Kafka ends right."""
+    stall_s = 15.0
+    started: list[float] = []
 
     async def inject(sim: SimProcess, _running: RunningWorker) -> None:
-        await sim.admin("POST", "/sim/faults/stall", seconds=30)
+        started.append(time.monotonic())
+        await sim.admin("POST", "/sim/faults/stall", seconds=stall_s)
 
-    await run_scenario(kafka, inject, gap_allowed=True, recovered=any_reconnected_after)
+    outcome = await run_scenario(
+        kafka,
+        inject,
+        gap_allowed=True,
+        sim_options={"heartbeat_s": 30},
+        settings={
+            **DEFAULT_LIVENESS,
+            "backoff_initial_s": Settings.model_fields["backoff_initial_s"].default,
+        },
+        recovered=_all_reconnected_after,
+    )
+    waits = [
+        s.stats.last_connected - started[0] for s in outcome.shards if s.stats.last_connected is not None
+    ]
+    print(f"stall start → reconnect per shard: {', '.join(f'{w:.2f} s' for w in sorted(waits))}")
+    assert len(waits) == len(outcome.shards)
+    assert all(w <= STALL_NOTICED_WITHIN_S + RECONNECT_SLACK_S for w in waits), waits
+    assert all(w < stall_s for w in waits), "noticed only when the stall ended by itself"
+
+
+def _all_reconnected_after(running: RunningWorker, after: float) -> bool:
+    shards = running.worker.shards
+    return (
+        bool(shards)
+        and all(
+            s.stats.last_connected is not None
+            and s.stats.last_connected > after
+            and s.stats.last_reconciled is not None
+            and s.stats.last_reconciled > s.stats.last_connected
+            for s in shards
+        )
+        and running.worker.readiness()[0]
+    )
 
 
 async def test_maintenance_handover_loses_nothing(kafka: KafkaBroker) -> None:
