@@ -23,8 +23,11 @@ Normalisation rules, written once here and used by the REST models too
 (:mod:`bridge.genesys.rest` calls :func:`presence_change` and
 :func:`routing_change` for reconciliation):
 
-* ``systemPresence`` comes upper case ("ON_QUEUE") in some payloads and title
-  case ("On Queue", "Meal") in others; it is normalised to upper snake case.
+* ``systemPresence`` comes upper case ("ON_QUEUE") in some payloads, title
+  case ("On Queue", "Meal") in others, and CamelCase in the presence
+  definitions (the SDK's ``OrganizationPresenceDefinition.systemPresence``
+  enum is ``Available, Away, Busy, Offline, Idle, OnQueue, Meal, Training,
+  Meeting, Break``); every spelling is normalised to upper snake case.
 * Timestamps (presence ``modifiedDate``, routing ``routingStatus.startTime``)
   are ISO-8601 with or without milliseconds, ``Z`` or an offset, and become
   aware UTC datetimes. Genesys's own published presence sample has no
@@ -50,6 +53,7 @@ pydantic.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -111,6 +115,8 @@ FRAME_KINDS: Final = frozenset({"presence", "routing_status", "heartbeat", "pong
 _PRESENCE_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(PRESENCE_SUFFIX)
 _ROUTING_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(ROUTING_SUFFIX)
 _ZERO: Final = timedelta(0)
+#: A CamelCase word boundary ("OnQueue" → "On Queue").
+_CAMEL_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 #: Distinct raw status spellings remembered by :func:`normalise_status` (bounds a hostile stream).
 STATUS_CACHE_SIZE: Final = 1024
 
@@ -214,11 +220,14 @@ def _opt_str(body: Mapping[str, object], key: str) -> str | None:
 
 @functools.lru_cache(maxsize=STATUS_CACHE_SIZE)
 def normalise_status(raw: str) -> str:
-    """Upper snake case: ``"On Queue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``.
+    """Upper snake case: ``"On Queue"``, ``"OnQueue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``.
 
-    Cached: an org has a handful of statuses and this runs for every frame.
+    A lower-case letter or digit followed by an upper-case one is a word
+    boundary (CamelCase); an all-capitals word is left whole. Cached: an org
+    has a handful of statuses and this runs for every frame.
     """
-    return "_".join(raw.replace("-", " ").replace("_", " ").split()).upper()
+    spaced = _CAMEL_BOUNDARY.sub(" ", raw.replace("-", " ").replace("_", " "))
+    return "_".join(spaced.split()).upper()
 
 
 def parse_timestamp(raw: object, what: str = "timestamp") -> datetime | None:

@@ -113,10 +113,13 @@ def test_routing_event_from_design_payload() -> None:
         ("Available", "AVAILABLE"),
         ("Meal", "MEAL"),
         ("  on-queue ", "ON_QUEUE"),
+        ("OnQueue", "ON_QUEUE"),
+        ("NotResponding", "NOT_RESPONDING"),
+        ("NOT_RESPONDING", "NOT_RESPONDING"),
     ],
 )
 def test_system_presence_is_normalised(raw: str, expected: str) -> None:
-    """systemPresence in title, upper or lower case normalises to upper snake case."""
+    """systemPresence in title, upper, lower or CamelCase (the SDK enum) normalises to upper snake case."""
     doc = with_body(PRESENCE, presenceDefinition={"id": DEF_ID, "systemPresence": raw})
     assert parse(doc).change.value.system_presence == expected
 
