@@ -264,7 +264,7 @@ async def test_a_system_message_naming_another_channel_is_ignored() -> None:
 
 
 async def test_rejected_topics_are_not_subscribed_and_are_reported(caplog: pytest.LogCaptureFixture) -> None:
-    """Rejected agents: not counted, gauged by reason, named with missing permissions; POST counts the channel."""
+    """Rejected agents: not counted, gauged by reason, named with permissions; POST counts the channel."""
     rest = FakeRest(rejected={user_topic("b"): "Missing permissions", user_topic("d"): "Missing permissions"})
     sockets: list[FakeSocket] = []
     shard = serving_shard(rest, ["a", "b", "c"], sockets)
