@@ -110,3 +110,13 @@ async def test_system_messages_deserialize(sim: Sim, sdk: ApiClient, topic_type:
     message = sdk.deserialize(_Reply(json.dumps(frame["eventBody"])), "SystemMessageSystemMessage")
     assert (message.system_topic_type, message.channel_id) == (topic_type, ch["id"])
     assert message.reason in (None, "another_channel_subscribed", "user_tokens_revoked")
+
+
+def test_the_bridge_knows_every_region_of_the_sdk() -> None:
+    """REGION_DOMAINS is exactly the SDK's PureCloudRegionHosts, "https://api." stripped."""
+    from PureCloudPlatformClientV2.purecloud_region_hosts import PureCloudRegionHosts
+
+    from bridge.genesys.regions import REGION_DOMAINS
+
+    sdk_domains = {h.value.removeprefix("https://api.") for h in PureCloudRegionHosts}
+    assert set(REGION_DOMAINS) == sdk_domains
