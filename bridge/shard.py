@@ -407,7 +407,10 @@ class Shard:
             if owner is not None:
                 fresh[owner] = topic
         rejected.update(fresh)
+        previous = self._rejected
         self._rejected = {u: t for u, t in rejected.items() if u in self._member_set}
+        # Named once, not on every reconnect or extension that meets the same refusal.
+        fresh = {u: t for u, t in fresh.items() if u not in previous}
         self._subscribed = len(permitted)
         metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
         counts: dict[str, int] = {}

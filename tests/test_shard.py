@@ -277,6 +277,7 @@ async def test_rejected_topics_are_not_subscribed_and_are_reported(caplog: pytes
     await shard.set_users(["a", "b", "c", "d", "e"])
     assert shard.describe()["subscribed"] == 3, "the POST reply lists the whole channel: a, c, e"
     assert sorted(shard.unobservable) == ["b", "d"] and gauge._value.get() == 2
+    assert caplog.text.count("x:y:view") == 2, "b named once, then d once; not b again"
     await shard.set_users(["a", "c"])
     assert shard.unobservable == {} and gauge._value.get() == 0
     await shard.stop()

@@ -90,6 +90,8 @@ async def test_rejected_agents_are_unobservable_not_subscribed(kafka: KafkaBroke
             assert sorted(shard.unobservable) == hidden
             details = shard.describe()
             assert details["subscribed"] == len(users) - 2 and details["unobservable"] == hidden
+            ready, readiness = running.worker.readiness()
+            assert ready and readiness["shards"][str(shard.shard_id)]["unobservable"] == hidden  # type: ignore[index]
             gauge = metrics.SUBSCRIPTION_REJECTED_TOPICS.labels(
                 shard=str(shard.shard_id), reason="missing_permissions"
             )
