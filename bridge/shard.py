@@ -194,6 +194,10 @@ class Shard:
         self._reconcile_backoff = Backoff(
             settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_reset_s, rng=rng, clock=clock
         )
+        self._rotation_backoff = Backoff(
+            settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_reset_s, rng=rng, clock=clock
+        )
+        self._last_system_rotation: float | None = None
         self.stats = ShardStats()
         self.channel: ChannelInfo | None = None
         self._lifetime_s: float | None = None
@@ -485,6 +489,8 @@ class Shard:
                     self._resubscribe.clear()
                     reason = self._resubscribe_reason
                     logger.warning("Genesys says %s; moving to a new channel", reason)
+                    if not await self._pace_system_rotation():
+                        return
                     if reason == "token_revoked":
                         await self._rest.invalidate_token()
                     reader = await self._rotate(reader, reason=reason)
@@ -549,6 +555,27 @@ class Shard:
         self.stats.last_gap_started = self._clock()
         self._start_reconcile()
         return reader
+
+    async def _pace_system_rotation(self) -> bool:
+        """Back off before a system-message rotation that follows another within ``backoff_reset_s``.
+
+        Two channels subscribing the same topics (an owner not yet fenced and
+        its successor, say) can each get ``no_longer_subscribed`` in turn; the
+        backoff keeps them from spinning. A lone message rotates at once.
+        Returns False when the shard is stopping meanwhile.
+        """
+        now = self._clock()
+        last, self._last_system_rotation = self._last_system_rotation, now
+        if last is None or now - last >= self._settings.backoff_reset_s:
+            self._rotation_backoff.reset()
+            return True
+        delay = self._rotation_backoff.next_delay()
+        logger.warning(
+            "another lost-subscription message within %.0f s; waiting %.2f s first", now - last, delay
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        return not self._stopping.is_set()
 
     async def _rotate(self, old_reader: asyncio.Task[None], reason: str = "expiring") -> asyncio.Task[None]:
         """Replace the channel make-before-break: new channel subscribed and connected first."""

@@ -282,3 +282,22 @@ async def test_rejected_topics_are_not_subscribed_and_are_reported(caplog: pytes
     assert shard.unobservable == {} and gauge._value.get() == 0
     await shard.stop()
     await task
+
+
+async def test_repeated_lost_subscription_messages_are_paced(caplog: pytest.LogCaptureFixture) -> None:
+    """A second lost-subscription message soon after the first still rotates, after a backoff."""
+    rest = FakeRest()
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a"], sockets)
+    shard._settings = Settings(backoff_initial_s=0.05, backoff_max_s=0.1)
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready)
+    frame = json.dumps({"topicName": "v2.system.no_longer_subscribed", "eventBody": {}})
+    sockets[0].frames.put_nowait(frame)
+    await until(lambda: shard.channel_id == "ch-2" and shard.ready)
+    assert "waiting" not in caplog.text, "a lone message rotates at once"
+    sockets[-1].frames.put_nowait(frame)
+    await until(lambda: shard.channel_id == "ch-3" and shard.ready)
+    assert "another lost-subscription message within" in caplog.text
+    await shard.stop()
+    await task
