@@ -34,7 +34,8 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
   Genesys's own streaming client does on ``no_longer_subscribed``: a new
   channel, make-before-break (after ``token_revoked`` with a fresh token),
   then a reconciliation; counted in
-  ``bridge_channel_rotations_total{reason=<systemTopicType>}``.
+  ``bridge_channel_rotations_total{reason=<systemTopicType>}``. One that
+  follows another within ``backoff_reset_s`` waits the backoff first.
 - **rejected topics**: a subscription reply lists each topic as Permitted or
   Rejected (``ChannelTopic``; with ``ignoreErrors=true`` a refused topic does
   not fail the request). Rejected agents are never counted as subscribed;
