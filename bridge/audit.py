@@ -7,6 +7,12 @@ from Kafka are mismatches too. A mismatch whose Genesys change is younger
 than the grace period may simply not have arrived yet: it is re-checked
 after the grace, not counted. Prints one line per mismatch and last
 ``audit: <N> agents, <M> mismatches``; exit 0 only when M is 0.
+
+Agents Genesys will not let the bridge observe (their topic comes back
+``Rejected`` from a subscription, e.g. for lack of division permissions) are
+found by :func:`unobservable`: a probe channel subscribed with
+``ignoreErrors=true``. Each is printed as ``unobservable <id>: …`` and is a
+mismatch unless ``--allow-unobservable`` (then it is a note).
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from bridge.genesys.rest import GenesysRest
+from bridge.genesys import protocol
+from bridge.genesys.rest import GenesysRest, RejectedTopic
 from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 from bridge.settings import Settings
 from bridge.statestore import load_states
 
-__all__ = ["DEFAULT_GRACE_S", "Mismatch", "audit", "compare"]
+__all__ = ["DEFAULT_GRACE_S", "Mismatch", "audit", "compare", "unobservable", "unobservable_lines"]
 
 DEFAULT_GRACE_S = 10.0
 #: Re-check rounds for mismatches inside the grace period.
 MAX_RECHECKS = 3
+#: Topics per probe subscription (a channel's limit).
+PROBE_TOPICS = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,42 @@ def compare(states: dict[str, AgentState], truth: list[Change], users: list[str]
     return out
 
 
+async def unobservable(rest: GenesysRest, users: list[str]) -> dict[str, RejectedTopic]:
+    """The agents whose topic Genesys rejects, probed on a channel of the audit's own.
+
+    Each batch replaces the probe channel's subscriptions (PUT with
+    ``ignoreErrors=true``); they are removed at the end. The probe channel is
+    never connected, so Genesys evicts it first when the client needs room.
+    """
+    channel = await rest.create_channel()
+    out: dict[str, RejectedTopic] = {}
+    try:
+        for start in range(0, len(users), PROBE_TOPICS):
+            batch = users[start : start + PROBE_TOPICS]
+            owners = {protocol.user_topic(u): u for u in batch}
+            result = await rest.put_subscriptions(channel.id, list(owners), ignore_errors=True)
+            out.update({owners[t.id]: t for t in result.rejected if t.id in owners})
+    finally:
+        await rest.delete_subscriptions(channel.id)
+    return out
+
+
+async def unobservable_lines(rest: GenesysRest, users: list[str], *, allowed: bool) -> tuple[int, list[str]]:
+    """(mismatches, lines) for the unobservable agents: none counted when ``allowed``."""
+    rejected = await unobservable(rest, users)
+    prefix = "note: unobservable" if allowed else "unobservable"
+    lines = [
+        f"{prefix} {user}: {topic.reason or 'rejected'}"
+        + (
+            f" (missing permissions: {', '.join(topic.missing_permissions)})"
+            if topic.missing_permissions
+            else ""
+        )
+        for user, topic in sorted(rejected.items())
+    ]
+    return (0 if allowed else len(rejected)), lines
+
+
 async def audit(
     settings: Settings,
     rest: GenesysRest,
@@ -81,8 +126,9 @@ async def audit(
     grace_s: float = DEFAULT_GRACE_S,
     out: Callable[[str], None] = print,
     now: Callable[[], datetime] | None = None,
+    allow_unobservable: bool = False,
 ) -> int:
-    """Run the audit; returns the number of mismatches."""
+    """Run the audit; returns the number of mismatches (unobservable agents count unless allowed)."""
     clock = now or (lambda: datetime.now(UTC))
     roster = [u.id for u in await rest.active_users()]
     pending: list[Mismatch] = []
@@ -107,5 +153,8 @@ async def audit(
     extra = sorted(set(states) - set(roster))
     if extra:
         out(f"note: {len(extra)} agents in Kafka are not in the active roster (tombstoned by the fleet)")
-    out(f"audit: {len(roster)} agents, {len(pending)} mismatches")
-    return len(pending)
+    hidden, hidden_lines = await unobservable_lines(rest, sorted(set(roster)), allowed=allow_unobservable)
+    for line in hidden_lines:
+        out(line)
+    out(f"audit: {len(roster)} agents, {len(pending) + hidden} mismatches")
+    return len(pending) + hidden

@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="changes younger than this are re-checked, not counted (default 10)",
     )
+    audit.add_argument(
+        "--allow-unobservable",
+        action="store_true",
+        help="agents whose topics Genesys rejects are a note, not a mismatch",
+    )
     audit.set_defaults(handler=_audit)
 
 
@@ -80,7 +85,9 @@ def _audit(args: argparse.Namespace) -> int:
         log.register_secret(clients[0].client_secret.get_secret_value())
         rest = GenesysRest.from_settings(settings, clients[0])
         try:
-            mismatches = await audit(settings, rest, grace_s=grace)
+            mismatches = await audit(
+                settings, rest, grace_s=grace, allow_unobservable=args.allow_unobservable
+            )
         finally:
             await rest.aclose()
         return 0 if mismatches == 0 else 1

@@ -30,6 +30,7 @@ __all__ = [
     "GENESYS_EVENTS",
     "GENESYS_HTTP_REQUESTS",
     "GENESYS_RATE_LIMITED",
+    "GENESYS_RATE_LIMIT_REMAINING",
     "HEARTBEAT_AGE",
     "METRIC_NAMES",
     "PRODUCE_ERRORS",
@@ -44,6 +45,7 @@ __all__ = [
     "STALE_EVENTS",
     "SUBSCRIBED_TOPICS",
     "SWEEP_CORRECTIONS",
+    "SUBSCRIPTION_REJECTED_TOPICS",
     "BatchHistogram",
 ]
 
@@ -165,7 +167,8 @@ CHANNEL_CONNECTS = Counter(
 )
 CHANNEL_ROTATIONS = Counter(
     "bridge_channel_rotations",
-    "Channels replaced by a new channel, by reason (expired, not_found, evicted, extend_failed).",
+    "Channels replaced by a new channel, by reason (expiring, not_found, no_longer_subscribed, "
+    "subscription_changed, token_revoked).",
     ["reason"],
     registry=REGISTRY,
 )
@@ -213,6 +216,18 @@ ROSTER_UNASSIGNED = Gauge(
     "Agents that fit no shard within the channel budget.",
     registry=REGISTRY,
 )
+GENESYS_RATE_LIMIT_REMAINING = Gauge(
+    "bridge_genesys_rate_limit_remaining",
+    "Requests left in the endpoint's current Genesys rate-limit window (inin-ratelimit-allowed - count).",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+SUBSCRIPTION_REJECTED_TOPICS = Gauge(
+    "bridge_subscription_rejected_topics",
+    "Topics Genesys rejected on the shard's channel (agents it cannot observe), by rejection reason.",
+    ["shard", "reason"],
+    registry=REGISTRY,
+)
 FENCED = Counter("bridge_fenced", "Shards lost because a newer owner fenced this worker.", registry=REGISTRY)
 BUILD_INFO = Gauge("bridge_build_info", "Build information.", ["version"], registry=REGISTRY)
 BUILD_INFO.labels(version=__version__).set(1)
@@ -242,4 +257,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "bridge_roster_unassigned_users",
     "bridge_fenced_total",
     "bridge_build_info",
+    "bridge_genesys_rate_limit_remaining",
+    "bridge_subscription_rejected_topics",
 )

@@ -33,6 +33,27 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
 - **maintenance** (``v2.system.socket_closing``): a new socket is opened on the
   same ``connectUri`` first (Genesys then closes the old one: one socket per
   channel), the old one is drained until it closes, then the shard reconciles.
+- **lost subscriptions** (system messages ``no_longer_subscribed``,
+  ``subscription_changed``, ``token_revoked``; the SDK's
+  ``SystemMessageSystemMessage``): the channel may keep heartbeating while it
+  delivers nothing, so the watchdog would never notice. The shard does what
+  Genesys's own streaming client does on ``no_longer_subscribed``: a new
+  channel, make-before-break (after ``token_revoked`` with a fresh token),
+  then a reconciliation; counted in
+  ``bridge_channel_rotations_total{reason=<systemTopicType>}``. One that
+  follows another within ``backoff_reset_s`` waits the backoff first.
+- **rejected topics**: a subscription reply lists each topic as Permitted or
+  Rejected (``ChannelTopic``; with ``ignoreErrors=true`` a refused topic does
+  not fail the request). Rejected agents are never counted as subscribed;
+  they are named in a WARNING with the missing permissions, counted in
+  ``bridge_subscription_rejected_topics{shard,reason}`` and listed in the
+  readiness details (``unobservable``). The subscribed count is the reply's
+  permitted list: POST and PUT replies list the whole channel.
+- **expiry check**: after the extending PUT the channel's new ``expires`` is
+  read from ``GET /api/v2/notifications/channels?includechannels=oauthclient``.
+  Genesys shows ids only for channels of the calling token, so after a token
+  refresh the shard's own channel is listed without its id: then a ``HEAD``
+  on the channel decides (it exists: the PUT extended it by its lifetime).
 """
 
 from __future__ import annotations
@@ -41,10 +62,11 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bridge import log, memory, metrics
@@ -57,7 +79,13 @@ from bridge.errors import (
 )
 from bridge.events import ShardState
 from bridge.genesys import protocol
-from bridge.genesys.rest import ChannelInfo, GenesysRest
+from bridge.genesys.rest import (
+    INCLUDE_OAUTH_CLIENT,
+    ChannelInfo,
+    GenesysRest,
+    RejectedTopic,
+    SubscriptionResult,
+)
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.genesys.socket import NotificationSocket
 from bridge.liveness import Liveness, Verdict
@@ -85,9 +113,20 @@ MAINTENANCE_CONNECT_TIMEOUT_S = 30.0
 TASK_STOP_TIMEOUT_S = 2.0
 #: Users fetched per reconciliation batch before their changes are applied.
 RECONCILE_BATCH = 500
+#: Agents named in the rejected-topics WARNING and the readiness details.
+MAX_NAMED_AGENTS = 20
+#: Longest ``reason`` label of ``bridge_subscription_rejected_topics``.
+MAX_REASON_LABEL = 48
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
 #: Records read but not yet committed above which the shard stops reading its
 #: socket until they are (about 10 MB of encoded records).
 MAX_PENDING_RECORDS = 20_000
+
+
+def _reason_label(reason: str | None) -> str:
+    """A bounded metric label from a free-text ``rejectionReason``."""
+    slug = _NON_SLUG.sub("_", (reason or "").lower()).strip("_")[:MAX_REASON_LABEL]
+    return slug or "unknown"
 
 
 async def _wait(event: asyncio.Event) -> None:
@@ -164,6 +203,10 @@ class Shard:
         self._reconcile_backoff = Backoff(
             settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_reset_s, rng=rng, clock=clock
         )
+        self._rotation_backoff = Backoff(
+            settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_reset_s, rng=rng, clock=clock
+        )
+        self._last_system_rotation: float | None = None
         self.stats = ShardStats()
         self.channel: ChannelInfo | None = None
         self._lifetime_s: float | None = None
@@ -177,6 +220,10 @@ class Shard:
             now=clock(),
         )
         self._maintenance = asyncio.Event()
+        self._resubscribe = asyncio.Event()
+        self._resubscribe_reason = ""
+        self._rejected: dict[str, RejectedTopic] = {}
+        self._rejected_reasons: set[str] = set()
         self._stopping = asyncio.Event()
         self._reconcile_task: asyncio.Task[None] | None = None
         self._drainers: set[asyncio.Task[None]] = set()
@@ -207,9 +254,18 @@ class Shard:
 
     @property
     def ready(self) -> bool:
-        """Connected, subscribed and the producer is healthy (for /readyz)."""
-        subscribed = self._subscribed > 0 or not self.users
+        """Connected, subscribed and the producer is healthy (for /readyz).
+
+        A shard whose every agent was rejected has nothing to subscribe: it is
+        ready, and its details name them as unobservable.
+        """
+        subscribed = self._subscribed > 0 or len(self._rejected) >= len(self.users)
         return self._connected and subscribed and self._sink.healthy and not self.fenced
+
+    @property
+    def unobservable(self) -> dict[str, RejectedTopic]:
+        """Agents whose topic Genesys rejected, with why."""
+        return dict(self._rejected)
 
     @property
     def channel_id(self) -> str | None:
@@ -223,6 +279,8 @@ class Shard:
             "channel": self.channel_id,
             "pending": self._sink.pending,
             "fenced": self.fenced,
+            "rejected_topics": len(self._rejected),
+            "unobservable": sorted(self._rejected)[:MAX_NAMED_AGENTS],
         }
 
     async def run(self) -> None:
@@ -278,11 +336,11 @@ class Shard:
             if removed:
                 await self._subscribe_all()
             elif added:
-                accepted = await self._rest.post_subscriptions(
+                result = await self._rest.post_subscriptions(
                     self.channel.id, [protocol.user_topic(u) for u in added], ignore_errors=True
                 )
-                self._subscribed += len(accepted)
-                metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
+                # The reply lists the whole channel, not only the added topics.
+                self._record_subscription(result, replaced=False)
             if added:
                 await self._reconcile_users(added)
         return added, removed
@@ -375,11 +433,51 @@ class Shard:
     async def _subscribe_all(self) -> None:
         assert self.channel is not None
         topics = [protocol.user_topic(u) for u in self.users]
-        accepted = await self._rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
-        if len(accepted) < len(topics):
-            logger.warning("Genesys rejected %d of %d topics", len(topics) - len(accepted), len(topics))
-        self._subscribed = len(accepted)
+        result = await self._rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
+        self._record_subscription(result, replaced=True)
+
+    def _record_subscription(self, result: SubscriptionResult, *, replaced: bool) -> None:
+        """Count what Genesys permitted; remember, report and gauge what it rejected."""
+        topic_users = {protocol.user_topic(u): u for u in self.users}
+        permitted = {topic_users[t] for t in result.permitted if t in topic_users}
+        rejected: dict[str, RejectedTopic] = {} if replaced else dict(self._rejected)
+        for user in permitted:
+            rejected.pop(user, None)
+        fresh: dict[str, RejectedTopic] = {}
+        for topic in result.rejected:
+            owner = topic_users.get(topic.id)
+            if owner is not None:
+                fresh[owner] = topic
+        rejected.update(fresh)
+        previous = self._rejected
+        self._rejected = {u: t for u, t in rejected.items() if u in self._member_set}
+        # Named once, not on every reconnect or extension that meets the same refusal.
+        fresh = {u: t for u, t in fresh.items() if u not in previous}
+        self._subscribed = len(permitted)
         metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
+        counts: dict[str, int] = {}
+        for topic in self._rejected.values():
+            label = _reason_label(topic.reason)
+            counts[label] = counts.get(label, 0) + 1
+        for label in self._rejected_reasons | set(counts):
+            metrics.SUBSCRIPTION_REJECTED_TOPICS.labels(shard=self._label, reason=label).set(
+                counts.get(label, 0)
+            )
+        self._rejected_reasons |= set(counts)
+        if fresh:
+            names = sorted(fresh)
+            missing = sorted({p for t in fresh.values() for p in t.missing_permissions})
+            reasons = sorted({t.reason or "unknown" for t in fresh.values()})
+            more = f" and {len(names) - MAX_NAMED_AGENTS} more" if len(names) > MAX_NAMED_AGENTS else ""
+            logger.warning(
+                "Genesys rejected the topics of %d agents, who will not be observed: %s%s "
+                "(reasons: %s; missing permissions: %s)",
+                len(names),
+                ", ".join(names[:MAX_NAMED_AGENTS]),
+                more,
+                "; ".join(reasons),
+                ", ".join(missing) or "none listed",
+            )
 
     def _set_disconnected(self) -> None:
         if self._connected:
@@ -405,6 +503,7 @@ class Shard:
         extender = asyncio.create_task(self._extender())
         stop_waiter = asyncio.create_task(_wait(self._stopping))
         maint_waiter = asyncio.create_task(_wait(self._maintenance))
+        resub_waiter = asyncio.create_task(_wait(self._resubscribe))
         failed = self._sink.failed
         assert failed is not None, "the sink is started before the shard serves"
         try:
@@ -415,6 +514,7 @@ class Shard:
                     extender,
                     stop_waiter,
                     maint_waiter,
+                    resub_waiter,
                     failed,
                 }
                 done, _ = await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
@@ -422,6 +522,20 @@ class Shard:
                     raise failed.result()
                 if stop_waiter in done:
                     return
+                if resub_waiter in done:
+                    # Before the reader: a channel ended right after its system message.
+                    self._resubscribe.clear()
+                    reason = self._resubscribe_reason
+                    logger.warning("Genesys says %s; moving to a new channel", reason)
+                    if not await self._pace_system_rotation():
+                        return
+                    if reason == "token_revoked":
+                        await self._rest.invalidate_token()
+                    reader = await self._rotate(reader, reason=reason)
+                    extender.cancel()
+                    extender = asyncio.create_task(self._extender())
+                    resub_waiter = asyncio.create_task(_wait(self._resubscribe))
+                    continue
                 if maint_waiter in done:
                     self._maintenance.clear()
                     reader = await self._handover(reader, reason="maintenance")
@@ -447,6 +561,7 @@ class Shard:
                     "extender": extender,
                     "stop_waiter": stop_waiter,
                     "maint_waiter": maint_waiter,
+                    "resub_waiter": resub_waiter,
                 }
             )
 
@@ -484,10 +599,32 @@ class Shard:
         self._start_reconcile()
         return reader
 
-    async def _rotate(self, old_reader: asyncio.Task[None]) -> asyncio.Task[None]:
+    async def _pace_system_rotation(self) -> bool:
+        """Back off before a system-message rotation that follows another within ``backoff_reset_s``.
+
+        Two channels subscribing the same topics (an owner not yet fenced and
+        its successor, say) can each get ``no_longer_subscribed`` in turn; the
+        backoff keeps them from spinning. A lone message rotates at once.
+        Returns False when the shard is stopping meanwhile.
+        """
+        now = self._clock()
+        last, self._last_system_rotation = self._last_system_rotation, now
+        if last is None or now - last >= self._settings.backoff_reset_s:
+            self._rotation_backoff.reset()
+            return True
+        delay = self._rotation_backoff.next_delay()
+        logger.warning(
+            "another lost-subscription message within %.0f s; waiting %.2f s first", now - last, delay
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        return not self._stopping.is_set()
+
+    async def _rotate(self, old_reader: asyncio.Task[None], reason: str = "expiring") -> asyncio.Task[None]:
         """Replace the channel make-before-break: new channel subscribed and connected first."""
         old_channel, old_socket = self.channel, self._socket
-        logger.warning("channel extension did not move its expiry; rotating to a new channel")
+        if reason == "expiring":
+            logger.warning("channel extension did not move its expiry; rotating to a new channel")
         await self._new_channel()
         assert self.channel is not None
         new_socket = self._socket_factory()
@@ -496,7 +633,7 @@ class Shard:
         self._liveness.frame(self._clock())
         await self._subscribe_all()
         metrics.CHANNEL_CONNECTS.labels(reason="new_channel").inc()
-        metrics.CHANNEL_ROTATIONS.labels(reason="expiring").inc()
+        metrics.CHANNEL_ROTATIONS.labels(reason=reason).inc()
         self.stats.connects += 1
         reader = asyncio.create_task(self._read(new_socket))
         # Both channels deliver until the old one is released; duplicates are
@@ -564,9 +701,21 @@ class Shard:
             logger.info("channel extended to %s", expires.isoformat())
 
     async def _listed_expiry(self, channel_id: str) -> datetime | None:
-        for info in await self._rest.list_channels():
+        """The channel's expiry as Genesys lists it; None when the channel is gone.
+
+        A channel made with an earlier token is listed without its id; if
+        ``HEAD`` finds it, the extending PUT that just succeeded moved its
+        expiry by a lifetime.
+        """
+        for info in await self._rest.list_channels(INCLUDE_OAUTH_CLIENT):
             if info.id == channel_id:
                 return info.expires
+        if await self._rest.channel_exists(channel_id):
+            lifetime = timedelta(seconds=self._lifetime_s or self._settings.channel_extend_margin_s * 2)
+            logger.info(
+                "channel made with an earlier token is not listed by id; it exists, so it was extended"
+            )
+            return self._wall() + lifetime
         return None
 
     # ------------------------------------------------------------------ frames
@@ -587,6 +736,13 @@ class Shard:
             self._maintenance.set()
         elif isinstance(message, protocol.SubscriptionReply) and message.result == "404":
             raise NotFoundError("the channel no longer exists", status=404)
+        elif isinstance(message, protocol.SystemMessage) and message.system_topic_type is not None:
+            # A retired socket's channel is already being replaced: only the current one counts.
+            if channel_id == self.channel_id and message.channel_id in (None, channel_id):
+                self._resubscribe_reason = message.system_topic_type
+                self._resubscribe.set()
+            else:
+                logger.info("%s for a retired channel ignored", message.system_topic_type)
 
     def _accept(self, change: Change, channel_id: str | None) -> bool:
         if change.user_id not in self._member_set:
@@ -655,6 +811,9 @@ class Shard:
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(self._label)
+        for reason in self._rejected_reasons:
+            with contextlib.suppress(KeyError):
+                metrics.SUBSCRIPTION_REJECTED_TOPICS.remove(self._label, reason)
 
     def _on_fenced(self) -> None:
         self.fenced = True

@@ -1,14 +1,19 @@
-"""bridge.shard with fakes: the parts of the lifecycle that need no socket."""
+"""bridge.shard with fakes: lifecycle parts that need no socket, and a fake Genesys REST + socket."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from bridge import metrics
 from bridge.events import ShardState
+from bridge.genesys.protocol import user_topic
+from bridge.genesys.rest import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import AgentState
 from bridge.settings import Settings
 from bridge.shard import Shard
@@ -148,26 +153,29 @@ class PongingSocket:
         self.closed = True
 
 
-class FakeRest:
-    """The REST calls a connecting, reconciling shard makes; the channel never expires."""
+# --------------------------------------------------------------- fake Genesys: REST and sockets
 
-    async def create_channel(self) -> Any:
-        from datetime import UTC, datetime, timedelta
 
-        from bridge.genesys.rest import ChannelInfo
+class FakeSocket:
+    """An in-memory notification socket: the test pushes frames, the shard reads them."""
 
-        return ChannelInfo(
-            id="ch-1", connect_uri="wss://sim/ch-1", expires=datetime.now(UTC) + timedelta(days=1)
-        )
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[str] = asyncio.Queue()
+        self.uri: str | None = None
+        self.closed = False
 
-    async def put_subscriptions(self, _channel: str, topics: Sequence[str], **_kw: Any) -> list[str]:
-        return list(topics)
+    async def connect(self, uri: str) -> None:
+        self.uri = uri
 
-    async def current_changes(self, _users: Sequence[str], **_kw: Any) -> list[Any]:
-        return []
+    async def recv(self) -> str:
+        return await self.frames.get()
 
-    async def list_channels(self) -> list[Any]:
-        return []
+    async def send(self, text: str) -> None:
+        if '"ping"' in text:
+            self.frames.put_nowait('{"topicName":"channel.metadata","eventBody":{"message":"pong"}}')
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class SlowKafkaSink(FakeSink):
@@ -241,3 +249,162 @@ def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
     on._connected, on._subscribed = True, 1
     assert on._sweepable()
     assert shard(Settings(sweep_interval_s=0)).sweep is None
+
+
+class FakeRest:
+    """Channels and subscription replies as Genesys gives them: POST/PUT list the whole channel."""
+
+    def __init__(self, rejected: dict[str, str] | None = None) -> None:
+        self.rejected = rejected or {}
+        self.channels: list[str] = []
+        self.topics: dict[str, list[str]] = {}
+        self.invalidated = 0
+        self.deleted: list[str] = []
+
+    async def create_channel(self) -> ChannelInfo:
+        cid = f"ch-{len(self.channels) + 1}"
+        self.channels.append(cid)
+        expires = datetime.now(UTC) + timedelta(hours=24)
+        return ChannelInfo(id=cid, connect_uri=f"wss://streaming.test/channels/{cid}", expires=expires)
+
+    def _reply(self, cid: str, topics: Sequence[str], *, replace: bool) -> SubscriptionResult:
+        ok = [t for t in topics if t not in self.rejected]
+        self.topics[cid] = ok if replace else [*self.topics.get(cid, []), *ok]
+        bad = [
+            RejectedTopic(id=t, reason=self.rejected[t], missing_permissions=("x:y:view",))
+            for t in topics
+            if t in self.rejected
+        ]
+        return SubscriptionResult(permitted=tuple(self.topics[cid]), rejected=tuple(bad))
+
+    async def put_subscriptions(self, cid: str, topics: Sequence[str], ignore_errors: bool = False) -> Any:
+        return self._reply(cid, topics, replace=True)
+
+    async def post_subscriptions(self, cid: str, topics: Sequence[str], ignore_errors: bool = False) -> Any:
+        return self._reply(cid, topics, replace=False)
+
+    async def delete_subscriptions(self, cid: str) -> None:
+        self.deleted.append(cid)
+
+    async def current_changes(self, users: Sequence[str], *, observed_at: datetime) -> list[Any]:
+        return []
+
+    async def invalidate_token(self) -> None:
+        self.invalidated += 1
+
+
+class StreamSink(FakeSink):
+    """A sink the serving loop can run against."""
+
+    def submit(self, *_args: Any) -> None:
+        pass
+
+    def submit_dlq(self, **_kwargs: Any) -> None:
+        pass
+
+
+def serving_shard(rest: FakeRest, users: list[str], sockets: list[FakeSocket]) -> Shard:
+    def factory() -> FakeSocket:
+        sockets.append(FakeSocket())
+        return sockets[-1]
+
+    return Shard(
+        7,
+        users,
+        rest=rest,  # type: ignore[arg-type]
+        sink=StreamSink(),  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=factory,  # type: ignore[arg-type]
+    )
+
+
+async def until(check: Any, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+def _rotations(reason: str) -> float:
+    return float(metrics.CHANNEL_ROTATIONS.labels(reason=reason)._value.get())
+
+
+@pytest.mark.parametrize(
+    ("topic_type", "invalidated"),
+    [("no_longer_subscribed", 0), ("subscription_changed", 0), ("token_revoked", 1)],
+)
+async def test_system_message_moves_the_shard_to_a_new_channel(topic_type: str, invalidated: int) -> None:
+    """A lost-subscription system message: new channel subscribed and connected, old one released."""
+    rest = FakeRest()
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a", "b"], sockets)
+    before = _rotations(topic_type)
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready)
+    body = {"channelId": "ch-1", "systemTopicType": topic_type}
+    sockets[0].frames.put_nowait(json.dumps({"topicName": f"v2.system.{topic_type}", "eventBody": body}))
+    await until(lambda: shard.channel_id == "ch-2" and shard.ready)
+    assert _rotations(topic_type) == before + 1
+    assert rest.topics["ch-2"] == [user_topic("a"), user_topic("b")] and rest.deleted == ["ch-1"]
+    assert sockets[-1].uri == "wss://streaming.test/channels/ch-2" and sockets[0].closed
+    assert rest.invalidated == invalidated
+    await until(lambda: shard.stats.reconciles >= 2)
+    await shard.stop()
+    await task
+
+
+async def test_a_system_message_naming_another_channel_is_ignored() -> None:
+    """A lost-subscription message about a channel other than the current one changes nothing."""
+    rest = FakeRest()
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a"], sockets)
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready)
+    body = {"channelId": "ch-0", "systemTopicType": "no_longer_subscribed"}
+    sockets[0].frames.put_nowait(
+        json.dumps({"topicName": "v2.system.no_longer_subscribed", "eventBody": body})
+    )
+    await asyncio.sleep(0.2)
+    assert shard.channel_id == "ch-1" and rest.channels == ["ch-1"]
+    await shard.stop()
+    await task
+
+
+async def test_rejected_topics_are_not_subscribed_and_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """Rejected agents: not counted, gauged by reason, named with permissions; POST counts the channel."""
+    rest = FakeRest(rejected={user_topic("b"): "Missing permissions", user_topic("d"): "Missing permissions"})
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a", "b", "c"], sockets)
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready)
+    assert shard.describe()["subscribed"] == 2 and shard.describe()["unobservable"] == ["b"]
+    gauge = metrics.SUBSCRIPTION_REJECTED_TOPICS.labels(shard="7", reason="missing_permissions")
+    assert gauge._value.get() == 1
+    assert "b (reasons: Missing permissions; missing permissions: x:y:view)" in caplog.text
+    await shard.set_users(["a", "b", "c", "d", "e"])
+    assert shard.describe()["subscribed"] == 3, "the POST reply lists the whole channel: a, c, e"
+    assert sorted(shard.unobservable) == ["b", "d"] and gauge._value.get() == 2
+    assert caplog.text.count("x:y:view") == 2, "b named once, then d once; not b again"
+    await shard.set_users(["a", "c"])
+    assert shard.unobservable == {} and gauge._value.get() == 0
+    await shard.stop()
+    await task
+
+
+async def test_repeated_lost_subscription_messages_are_paced(caplog: pytest.LogCaptureFixture) -> None:
+    """A second lost-subscription message soon after the first still rotates, after a backoff."""
+    rest = FakeRest()
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a"], sockets)
+    shard._settings = Settings(backoff_initial_s=0.05, backoff_max_s=0.1)
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready)
+    frame = json.dumps({"topicName": "v2.system.no_longer_subscribed", "eventBody": {}})
+    sockets[0].frames.put_nowait(frame)
+    await until(lambda: shard.channel_id == "ch-2" and shard.ready)
+    assert "waiting" not in caplog.text, "a lone message rotates at once"
+    sockets[-1].frames.put_nowait(frame)
+    await until(lambda: shard.channel_id == "ch-3" and shard.ready)
+    assert "another lost-subscription message within" in caplog.text
+    await shard.stop()
+    await task

@@ -15,7 +15,18 @@ tests feed it strings. It follows the frames Genesys documents (DESIGN §2):
 * subscription answers without a topic (``{"result": "200", "status":
   "subscribed", …}``, ``{"result": "404", …}`` for a channel that no longer
   exists) → :class:`SubscriptionReply`;
-* other ``v2.system.*`` and ``channel.metadata`` frames → :class:`SystemMessage`;
+* other ``v2.system.*`` frames → :class:`SystemMessage`; its body is the SDK's
+  ``SystemMessageSystemMessage`` (``{channelId, systemTopicType, reason,
+  correlationId, organizationId, userId, oauthClientId, message, data}``),
+  ``systemTopicType`` one of :data:`SYSTEM_TOPIC_TYPES` (``no_longer_subscribed``,
+  ``subscription_changed``, ``token_revoked``), ``reason``
+  ``another_channel_subscribed`` or ``user_tokens_revoked``. The SDK does not
+  name the ``topicName`` such a message arrives on; the bridge reads
+  ``eventBody.systemTopicType`` on any ``v2.system.*`` topic, and the topic's
+  last segment when the body lacks it. After ``no_longer_subscribed`` a
+  channel keeps its heartbeats while it delivers no events (Genesys's own
+  streaming client then allocates a new channel): the shard must act on it;
+* other ``channel.metadata`` frames → :class:`SystemMessage`;
 * any other topic → :class:`UnknownTopic` (Genesys can send topics nobody
   asked for: count and skip, never fatal).
 
@@ -23,8 +34,11 @@ Normalisation rules, written once here and used by the REST models too
 (:mod:`bridge.genesys.rest` calls :func:`presence_change` and
 :func:`routing_change` for reconciliation):
 
-* ``systemPresence`` comes upper case ("ON_QUEUE") in some payloads and title
-  case ("On Queue", "Meal") in others; it is normalised to upper snake case.
+* ``systemPresence`` comes upper case ("ON_QUEUE") in some payloads, title
+  case ("On Queue", "Meal") in others, and CamelCase in the presence
+  definitions (the SDK's ``OrganizationPresenceDefinition.systemPresence``
+  enum is ``Available, Away, Busy, Offline, Idle, OnQueue, Meal, Training,
+  Meeting, Break``); every spelling is normalised to upper snake case.
 * Timestamps (presence ``modifiedDate``, routing ``routingStatus.startTime``)
   are ISO-8601 with or without milliseconds, ``Z`` or an offset, and become
   aware UTC datetimes. Genesys's own published presence sample has no
@@ -50,6 +64,7 @@ pydantic.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +84,7 @@ __all__ = [
     "PONG_MESSAGE",
     "REASONS",
     "SOCKET_CLOSING_TOPIC",
+    "SYSTEM_TOPIC_TYPES",
     "EventMessage",
     "Heartbeat",
     "Message",
@@ -94,6 +110,9 @@ SYSTEM_TOPIC_PREFIX: Final = "v2.system."
 USERS_TOPIC_PREFIX: Final = "v2.users."
 PRESENCE_SUFFIX: Final = ".presence"
 ROUTING_SUFFIX: Final = ".routingStatus"
+#: ``SystemMessageSystemMessage.systemTopicType`` values (the SDK's enum):
+#: each means the channel stopped delivering what it was subscribed to.
+SYSTEM_TOPIC_TYPES: Final = frozenset({"no_longer_subscribed", "subscription_changed", "token_revoked"})
 HEARTBEAT_MESSAGE: Final = "WebSocket Heartbeat"
 PONG_MESSAGE: Final = "pong"
 #: Our application-level ping; Genesys answers with a ``channel.metadata`` pong.
@@ -111,6 +130,8 @@ FRAME_KINDS: Final = frozenset({"presence", "routing_status", "heartbeat", "pong
 _PRESENCE_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(PRESENCE_SUFFIX)
 _ROUTING_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(ROUTING_SUFFIX)
 _ZERO: Final = timedelta(0)
+#: A CamelCase word boundary ("OnQueue" → "On Queue").
+_CAMEL_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 #: Distinct raw status spellings remembered by :func:`normalise_status` (bounds a hostile stream).
 STATUS_CACHE_SIZE: Final = 1024
 
@@ -173,9 +194,17 @@ class SubscriptionReply:
 
 @dataclass(frozen=True, slots=True)
 class SystemMessage:
-    """Another ``v2.system.*`` or ``channel.metadata`` frame (logged, otherwise ignored)."""
+    """Another ``v2.system.*`` or ``channel.metadata`` frame.
+
+    ``system_topic_type`` is set (one of :data:`SYSTEM_TOPIC_TYPES`) when the
+    channel lost its subscriptions or token; ``reason`` and ``channel_id`` are
+    what the body said. Any other system message is logged and ignored.
+    """
 
     topic: str
+    system_topic_type: str | None = None
+    reason: str | None = None
+    channel_id: str | None = None
     kind: ClassVar[str] = "system"
 
 
@@ -214,11 +243,14 @@ def _opt_str(body: Mapping[str, object], key: str) -> str | None:
 
 @functools.lru_cache(maxsize=STATUS_CACHE_SIZE)
 def normalise_status(raw: str) -> str:
-    """Upper snake case: ``"On Queue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``.
+    """Upper snake case: ``"On Queue"``, ``"OnQueue"``, ``"on-queue"``, ``"ON_QUEUE"`` → ``"ON_QUEUE"``.
 
-    Cached: an org has a handful of statuses and this runs for every frame.
+    A lower-case letter or digit followed by an upper-case one is a word
+    boundary (CamelCase); an all-capitals word is left whole. Cached: an org
+    has a handful of statuses and this runs for every frame.
     """
-    return "_".join(raw.replace("-", " ").replace("_", " ").split()).upper()
+    spaced = _CAMEL_BOUNDARY.sub(" ", raw.replace("-", " ").replace("_", " "))
+    return "_".join(spaced.split()).upper()
 
 
 def parse_timestamp(raw: object, what: str = "timestamp") -> datetime | None:
@@ -433,6 +465,23 @@ def _metadata_message(doc: dict[str, object]) -> Message:
     return SystemMessage(METADATA_TOPIC)
 
 
+def _system_message(topic: str, doc: dict[str, object]) -> SystemMessage:
+    body = doc.get("eventBody")
+    if body is None:
+        body = {}
+    elif type(body) is not dict:
+        raise _bad_type("eventBody", body)
+    declared = _opt_str(body, "systemTopicType")
+    suffix = topic[len(SYSTEM_TOPIC_PREFIX) :]
+    topic_type = declared if declared is not None else suffix
+    return SystemMessage(
+        topic,
+        system_topic_type=topic_type if topic_type in SYSTEM_TOPIC_TYPES else None,
+        reason=_opt_str(body, "reason"),
+        channel_id=_opt_str(body, "channelId"),
+    )
+
+
 def _parse(text: str | bytes, observed_at: datetime, received_at: float) -> Message:
     try:
         doc = orjson.loads(text)
@@ -486,7 +535,7 @@ def _parse(text: str | bytes, observed_at: datetime, received_at: float) -> Mess
     if topic == SOCKET_CLOSING_TOPIC:
         return _SOCKET_CLOSING
     if topic.startswith(SYSTEM_TOPIC_PREFIX):
-        return SystemMessage(topic)
+        return _system_message(topic, doc)
     return UnknownTopic(topic)
 
 

@@ -1,6 +1,6 @@
 """Genesys Cloud regions: region domain → login and API base URLs.
 
-DESIGN §2: for a region domain ``D`` the hosts are ``login.D`` (OAuth),
+For a region domain ``D`` the hosts are ``login.D`` (OAuth),
 ``api.D`` (REST) and ``streaming.D`` (WebSocket; it is never configured, the
 channel's ``connectUri`` names it). Explicit base URLs
 (``BRIDGE_GENESYS_LOGIN_URL``, ``BRIDGE_GENESYS_API_URL``) override the
@@ -22,23 +22,31 @@ from bridge.settings import Settings
 
 __all__ = ["REGION_DOMAINS", "BaseUrls", "base_urls", "check_region", "region_urls"]
 
-#: Every Genesys Cloud region domain the bridge knows (DESIGN §2).
+#: Every Genesys Cloud region domain the official SDKs know: the API hosts of
+#: ``PureCloudRegionHosts`` in PureCloudPlatformClientV2 269.0.0
+#: (``purecloud_region_hosts.py``), ``api.`` stripped, with the SDK's region
+#: name alongside. Three of them use ``.pure.cloud`` siblings the older lists
+#: missed: ``mxc1.pure.cloud``, ``apse1.pure.cloud`` and the EU sovereign
+#: cloud ``edee1.eusc-pure.cloud``.
 REGION_DOMAINS: Final[tuple[str, ...]] = (
-    "mypurecloud.com",
-    "mypurecloud.ie",
-    "mypurecloud.de",
-    "mypurecloud.jp",
-    "mypurecloud.com.au",
-    "usw2.pure.cloud",
-    "cac1.pure.cloud",
-    "euw2.pure.cloud",
-    "euc2.pure.cloud",
-    "aps1.pure.cloud",
-    "apne2.pure.cloud",
-    "apne3.pure.cloud",
-    "sae1.pure.cloud",
-    "mec1.pure.cloud",
-    "use2.us-gov-pure.cloud",
+    "mypurecloud.com",  # us_east_1
+    "mypurecloud.ie",  # eu_west_1
+    "mypurecloud.com.au",  # ap_southeast_2
+    "mypurecloud.jp",  # ap_northeast_1
+    "mypurecloud.de",  # eu_central_1
+    "usw2.pure.cloud",  # us_west_2
+    "cac1.pure.cloud",  # ca_central_1
+    "apne2.pure.cloud",  # ap_northeast_2
+    "euw2.pure.cloud",  # eu_west_2
+    "aps1.pure.cloud",  # ap_south_1
+    "use2.us-gov-pure.cloud",  # us_east_2
+    "sae1.pure.cloud",  # sa_east_1
+    "mec1.pure.cloud",  # me_central_1
+    "apne3.pure.cloud",  # ap_northeast_3
+    "euc2.pure.cloud",  # eu_central_2
+    "mxc1.pure.cloud",  # mx_central_1
+    "apse1.pure.cloud",  # ap_southeast_1
+    "edee1.eusc-pure.cloud",  # eusc_de_east_1
 )
 
 

@@ -1,6 +1,6 @@
 """The Genesys Cloud REST client the bridge needs: channels, subscriptions, users, presence.
 
-Genesys behaviour followed (DESIGN §2):
+Genesys behaviour followed:
 
 * About 300 requests per minute per token, and Genesys asks for one token per
   client: one :class:`GenesysRest` per OAuth client per process, and every
@@ -8,6 +8,14 @@ Genesys behaviour followed (DESIGN §2):
   (default below 300 to leave a margin). The budget is a token bucket whose
   tokens come back one window (60 s) after they were spent, so no 60-second
   window ever holds more than ``budget_per_min`` requests, retries included.
+  That is the ceiling; below it each endpoint follows Genesys's own
+  allowance: replies carry ``inin-ratelimit-allowed`` / ``-count`` /
+  ``-reset`` (seconds), which differ per endpoint (e.g. 180 on ``GET
+  /api/v2/users``). :class:`EndpointAllowances` keeps what the last reply of
+  each endpoint said; when an endpoint's window is spent its next request
+  waits for the reset instead of earning a 429. What is left shows in
+  ``bridge_genesys_rate_limit_remaining{endpoint}``. (These headers come from
+  Genesys's API documentation and traces; the SDK does not model them.)
 * A 429 carries ``Retry-After`` (seconds): the client waits that long (and
   holds back every other caller of the budget for as long), counts
   ``bridge_genesys_rate_limited_total`` and retries.
@@ -24,6 +32,24 @@ Genesys behaviour followed (DESIGN §2):
   bulk presence API takes at most 50 ids a call, ``/api/v2/users?id=`` 100.
 * Paged lists (``entities``, ``pageNumber``, ``pageCount``) are followed to
   the last page.
+* Subscription replies (POST/PUT ``…/subscriptions``) are the SDK's
+  ``ChannelTopicEntityListing``: every topic *of the channel* (not only the
+  request's) as a ``ChannelTopic {id, state: Permitted|Rejected,
+  rejectionReason, missingPermissions}``. With ``ignoreErrors=true`` a topic
+  Genesys refuses (division permissions, a deleted user) is listed Rejected
+  and is not subscribed: :class:`SubscriptionResult` keeps the two apart. An
+  entry without ``state`` counts as Permitted.
+* ``GET /api/v2/notifications/channels`` takes ``includechannels=token``
+  (the default: only the calling token's channels) or ``oauthclient`` (every
+  channel of the OAuth client, but, per the SDK's ``NotificationsApi``,
+  "Channel Ids for other access tokens will not be shown"). So a channel
+  made with an earlier token cannot be found by id in any listing;
+  :meth:`GenesysRest.list_channels` returns the entries that have an id.
+* ``expand=presence,routingStatus`` on ``GET /api/v2/users`` is best effort
+  ("not guaranteed to be returned", ``UsersApi.get_users``):
+  :meth:`GenesysRest.current_changes` asks the single-user endpoints
+  (``/users/{id}/presences/purecloud``, ``/users/{id}/routingstatus``) for
+  every part an entity came back without.
 
 ``bridge_genesys_http_requests_total`` is labelled with the *templated*
 endpoint (``/api/v2/notifications/channels/{id}/subscriptions``), never a raw
@@ -63,7 +89,7 @@ from bridge.genesys.auth import ClientCredentialsAuth
 from bridge.genesys.protocol import normalise_status, presence_change, routing_change
 from bridge.genesys.regions import base_urls
 from bridge.genesys.retry import backoff_delays
-from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMITED
+from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMIT_REMAINING, GENESYS_RATE_LIMITED
 from bridge.model import Change, Origin
 from bridge.settings import (
     DEFAULT_BACKOFF_INITIAL_S,
@@ -84,12 +110,16 @@ __all__ = [
     "SUBSCRIPTIONS",
     "USERS",
     "USERS_MAX_IDS",
+    "USER_PRESENCE",
     "ChannelInfo",
+    "EndpointAllowances",
     "GenesysRest",
     "PresenceDefinition",
     "PresenceDefinitionRef",
+    "RejectedTopic",
     "RequestBudget",
     "RoutingStatus",
+    "SubscriptionResult",
     "User",
     "UserPresence",
     "UserWithStatus",
@@ -104,6 +134,7 @@ SUBSCRIPTIONS: Final = "/api/v2/notifications/channels/{id}/subscriptions"
 USERS: Final = "/api/v2/users"
 BULK_PRESENCE: Final = "/api/v2/users/presences/purecloud/bulk"
 ROUTING_STATUS: Final = "/api/v2/users/{id}/routingstatus"
+USER_PRESENCE: Final = "/api/v2/users/{id}/presences/purecloud"
 PRESENCE_DEFINITIONS: Final = "/api/v2/presence/definitions"
 
 #: The bulk presence API takes at most 50 ids a call.
@@ -126,6 +157,14 @@ DEFAULT_RETRY_AFTER_S: Final = 5.0
 ERROR_TEXT_LIMIT: Final = 300
 #: The label used when no HTTP status was received.
 NO_STATUS: Final = "error"
+#: ``ChannelTopic.state`` of a topic Genesys refused (the SDK's enum: Permitted, Rejected).
+REJECTED: Final = "Rejected"
+#: The ``includechannels`` values of the channel listing.
+INCLUDE_TOKEN: Final = "token"  # noqa: S105 - a parameter value, not a secret
+INCLUDE_OAUTH_CLIENT: Final = "oauthclient"
+RATELIMIT_ALLOWED: Final = "inin-ratelimit-allowed"
+RATELIMIT_COUNT: Final = "inin-ratelimit-count"
+RATELIMIT_RESET: Final = "inin-ratelimit-reset"
 
 T = TypeVar("T", bound=BaseModel)
 Sleep = Callable[[float], Awaitable[None]]
@@ -244,12 +283,36 @@ class _Page(_Model):
     page_count: int | None = None
 
 
-class _TopicRef(_Model):
+class _ChannelTopic(_Model):
     id: str
+    state: str | None = None
+    rejection_reason: str | None = None
+    missing_permissions: list[str] | None = None
 
 
-_TOPIC_REFS: Final = TypeAdapter(list[_TopicRef])
-_CHANNELS: Final = TypeAdapter(list[ChannelInfo])
+class _ListedChannel(_Model):
+    id: str | None = None
+    connect_uri: str | None = None
+    expires: datetime | None = None
+
+
+class RejectedTopic(_Model):
+    """A topic Genesys refused to subscribe (``ChannelTopic.state == "Rejected"``)."""
+
+    id: str
+    reason: str | None = None
+    missing_permissions: tuple[str, ...] = ()
+
+
+class SubscriptionResult(_Model):
+    """A subscription reply: the channel's permitted topics, and those rejected."""
+
+    permitted: tuple[str, ...] = ()
+    rejected: tuple[RejectedTopic, ...] = ()
+
+
+_TOPIC_REFS: Final = TypeAdapter(list[_ChannelTopic])
+_LISTED: Final = TypeAdapter(list[_ListedChannel])
 _PRESENCES: Final = TypeAdapter(list[UserPresence])
 
 
@@ -308,6 +371,57 @@ class RequestBudget:
     def pause_until(self, when: float) -> None:
         """Send nothing before the monotonic time ``when`` (Genesys said Retry-After)."""
         self._not_before = max(self._not_before, when)
+
+
+class EndpointAllowances:
+    """Genesys's per-endpoint allowance, as the ``inin-ratelimit-*`` headers of its replies state it.
+
+    For each endpoint the last reply said how many requests its window allows
+    and how many were made, and when the window resets. :meth:`acquire` lets
+    a request through while some are left (counting the ones in flight) and
+    otherwise waits for the reset; an endpoint never heard from, or whose
+    window has reset, is not held back. It only ever slows requests down:
+    the :class:`RequestBudget` ceiling applies on top.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        # endpoint -> [remaining after the last reply, reset (monotonic), requests in flight]
+        self._state: dict[str, list[float]] = {}
+
+    def remaining(self, endpoint: str) -> int | None:
+        """Requests left in the endpoint's window as last reported (None: unknown or reset)."""
+        state = self._state.get(endpoint)
+        if state is None or state[1] <= self._clock():
+            return None
+        return int(state[0])
+
+    async def acquire(self, endpoint: str) -> None:
+        """Wait, if the endpoint's window is spent, until it resets; then count one in flight."""
+        while True:
+            state = self._state.setdefault(endpoint, [0.0, 0.0, 0.0])
+            now = self._clock()
+            if state[1] <= now or state[0] - state[2] > 0:
+                state[2] += 1
+                return
+            await self._sleep(state[1] - now)
+
+    def release(self, endpoint: str, headers: Mapping[str, str] | None) -> None:
+        """One request ended; learn the endpoint's allowance from its reply's headers (if any)."""
+        state = self._state.setdefault(endpoint, [0.0, 0.0, 0.0])
+        state[2] = max(0.0, state[2] - 1)
+        if headers is None:
+            return
+        try:
+            allowed = int(headers[RATELIMIT_ALLOWED])
+            count = int(headers[RATELIMIT_COUNT])
+            reset_s = float(headers[RATELIMIT_RESET])
+        except (KeyError, ValueError):
+            return
+        state[0] = float(max(0, allowed - count))
+        state[1] = self._clock() + max(0.0, reset_s)
+        GENESYS_RATE_LIMIT_REMAINING.labels(endpoint=endpoint).set(state[0])
 
 
 # --------------------------------------------------------------------------- client
@@ -371,6 +485,7 @@ class GenesysRest:
             headers={"Accept": "application/json"},
         )
         self.budget = RequestBudget(budget_per_min, clock=clock, sleep=sleep)
+        self.allowances = EndpointAllowances(clock=clock, sleep=sleep)
         self._max_retries = max_retries
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -449,10 +564,13 @@ class GenesysRest:
         headers = None if content is None else {"Content-Type": "application/json"}
         delays = backoff_delays(self._retry_initial_s, self._retry_max_s, self._rng)
         attempt = 0
+        endpoint = f"{method} {template}"
         while True:
-            await self.budget.acquire()
+            await self.allowances.acquire(endpoint)
+            response: httpx.Response | None = None
             failure: GenesysError
             try:
+                await self.budget.acquire()
                 response = await self._client.request(
                     method, path, params=params, content=content, headers=headers
                 )
@@ -464,7 +582,9 @@ class GenesysRest:
             except httpx.HTTPError as exc:
                 GENESYS_HTTP_REQUESTS.labels(endpoint=template, status=NO_STATUS).inc()
                 raise RequestError(f"{method} {template}: {type(exc).__name__}", endpoint=template) from None
-            else:
+            finally:
+                self.allowances.release(endpoint, None if response is None else response.headers)
+            if response is not None:
                 status = response.status_code
                 GENESYS_HTTP_REQUESTS.labels(endpoint=template, status=str(status)).inc()
                 if status < httpx.codes.MULTIPLE_CHOICES or (allow_404 and status == httpx.codes.NOT_FOUND):
@@ -554,46 +674,65 @@ class GenesysRest:
         response = await self._call("HEAD", CHANNEL, ids={"id": channel_id}, allow_404=True)
         return response.status_code != httpx.codes.NOT_FOUND
 
-    async def list_channels(self) -> list[ChannelInfo]:
-        """The caller's channels (``GET /api/v2/notifications/channels``)."""
-        page = await self._get_model(_Page, CHANNELS)
-        result: list[ChannelInfo] = self._parse(_CHANNELS, page.entities, httpx.codes.OK, CHANNELS)
-        return result
+    async def list_channels(self, include: str = INCLUDE_TOKEN) -> list[ChannelInfo]:
+        """``GET /api/v2/notifications/channels?includechannels=…``: the listed channels that have an id.
+
+        ``include`` is ``token`` (the calling token's channels, Genesys's
+        default) or ``oauthclient`` (the OAuth client's channels; those of
+        other tokens come without an id and are left out here).
+        """
+        page = await self._get_model(_Page, CHANNELS, params={"includechannels": include})
+        listed: list[_ListedChannel] = self._parse(_LISTED, page.entities, httpx.codes.OK, CHANNELS)
+        return [
+            ChannelInfo(id=c.id, connect_uri=c.connect_uri or "", expires=c.expires)
+            for c in listed
+            if c.id is not None and c.expires is not None
+        ]
 
     # ------------------------------------------------------------------ subscriptions
 
     async def _subscriptions(
         self, method: str, channel_id: str, topics: Sequence[str] | None, ignore_errors: bool
-    ) -> list[str]:
+    ) -> SubscriptionResult:
         params = {"ignoreErrors": "true"} if ignore_errors else None
         body = None if topics is None else [{"id": t} for t in topics]
         response = await self._call(method, SUBSCRIPTIONS, ids={"id": channel_id}, params=params, json=body)
         if not response.content:
-            return []
+            return SubscriptionResult()
         status = response.status_code
         page: _Page = self._parse(_Page, self._json(response, SUBSCRIPTIONS), status, SUBSCRIPTIONS)
-        refs: list[_TopicRef] = self._parse(_TOPIC_REFS, page.entities, status, SUBSCRIPTIONS)
-        return [r.id for r in refs]
+        refs: list[_ChannelTopic] = self._parse(_TOPIC_REFS, page.entities, status, SUBSCRIPTIONS)
+        return SubscriptionResult(
+            permitted=tuple(r.id for r in refs if r.state != REJECTED),
+            rejected=tuple(
+                RejectedTopic(
+                    id=r.id, reason=r.rejection_reason, missing_permissions=tuple(r.missing_permissions or ())
+                )
+                for r in refs
+                if r.state == REJECTED
+            ),
+        )
 
     async def put_subscriptions(
         self, channel_id: str, topics: Sequence[str], ignore_errors: bool = False
-    ) -> list[str]:
-        """Replace the channel's whole topic list (also extends the channel); the topics now subscribed.
+    ) -> SubscriptionResult:
+        """Replace the channel's whole topic list (also extends the channel).
 
         Without ``ignore_errors`` one forbidden topic fails the request (403);
-        with it Genesys drops the bad topics and reports the rest.
+        with it the reply lists the refused topics as rejected, and only the
+        permitted ones are subscribed.
         """
         return await self._subscriptions("PUT", channel_id, topics, ignore_errors)
 
     async def post_subscriptions(
         self, channel_id: str, topics: Sequence[str], ignore_errors: bool = False
-    ) -> list[str]:
-        """Add topics to the channel; the topics now subscribed (as reported)."""
+    ) -> SubscriptionResult:
+        """Add topics to the channel; ``permitted`` is then every topic of the channel, not only these."""
         return await self._subscriptions("POST", channel_id, topics, ignore_errors)
 
     async def get_subscriptions(self, channel_id: str) -> list[str]:
         """The channel's subscribed topics."""
-        return await self._subscriptions("GET", channel_id, None, False)
+        return list((await self._subscriptions("GET", channel_id, None, False)).permitted)
 
     async def delete_subscriptions(self, channel_id: str) -> None:
         """Remove every subscription of the channel."""
@@ -623,9 +762,14 @@ class GenesysRest:
         return out
 
     async def routing_status(self, user_id: str) -> RoutingStatus:
-        """``GET /api/v2/users/{id}/routingstatus``."""
+        """``GET /api/v2/users/{id}/routingstatus`` (a user without one is ``OFF_QUEUE``, not a 404)."""
         status = await self._get_model(RoutingStatus, ROUTING_STATUS, ids={"id": user_id})
         return status if status.user_id else status.model_copy(update={"user_id": user_id})
+
+    async def user_presence(self, user_id: str) -> UserPresence:
+        """``GET /api/v2/users/{id}/presences/purecloud``: one user's Genesys Cloud presence."""
+        presence = await self._get_model(UserPresence, USER_PRESENCE, ids={"id": user_id})
+        return presence if presence.user_id else presence.model_copy(update={"user_id": user_id})
 
     async def presence_definitions(self) -> list[PresenceDefinition]:
         """The org's presence definitions, ``system_presence`` normalised, label from en_US."""

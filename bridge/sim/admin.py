@@ -18,7 +18,16 @@ from aiohttp import web
 from bridge.sim.api import error, json_response
 from bridge.sim.channels import CLOSE_EXPIRED, FRAME_FAULT_KINDS, Channel, FrameFault
 from bridge.sim.org import ROUTING_STATUSES, normalise_system_presence
-from bridge.sim.simulator import SIMULATOR_KEY, HttpFault, Simulator
+from bridge.sim.simulator import (
+    DEFAULT_MISSING_PERMISSIONS,
+    EXPAND_PARTS,
+    SIMULATOR_KEY,
+    SYSTEM_MESSAGE_REASONS,
+    SYSTEM_TOPIC_TYPES,
+    ExpandFault,
+    HttpFault,
+    Simulator,
+)
 
 __all__ = [
     "ADMIN_TOKEN_HEADER",
@@ -224,10 +233,88 @@ async def expire(request: web.Request) -> web.StreamResponse:
     return _affected(channels)
 
 
+def _end_channels(body: dict[str, Any]) -> bool | None:
+    value = body.get("endChannels")
+    if value is not None and not isinstance(value, bool):
+        raise _Invalid("endChannels must be a boolean")
+    return value
+
+
 async def revoke_tokens(request: web.Request) -> web.StreamResponse:
-    """``POST /sim/faults/revoke-tokens`` ``{"clientId"?}``: every live token stops working."""
-    client_id = (await _body(request)).get("clientId")
-    return json_response({"revoked": _sim(request).tokens.revoke(client_id)})
+    """``POST /sim/faults/revoke-tokens`` ``{"clientId"?, "endChannels"?}``: every live token stops working.
+
+    ``endChannels`` (default: the ``revoke_ends_channels`` switch) also ends
+    the channels created with those tokens, after a ``token_revoked`` message.
+    """
+    body = await _body(request)
+    client_id = body.get("clientId")
+    return json_response({"revoked": _sim(request).revoke_tokens(client_id, _end_channels(body))})
+
+
+async def system_fault(request: web.Request) -> web.StreamResponse:
+    """``POST /sim/faults/system`` ``{"type", "reason"?, "channelId"?, "endChannels"?}``: a system message.
+
+    ``type`` is a ``SystemMessageSystemMessage.systemTopicType``:
+    ``no_longer_subscribed`` / ``subscription_changed`` (the channel's
+    subscriptions are dropped, heartbeats go on) or ``token_revoked`` (the
+    channel's token is revoked; ``endChannels`` ends the channel too).
+    """
+    sim = _sim(request)
+    body = await _body(request)
+    topic_type = body.get("type")
+    if topic_type not in SYSTEM_TOPIC_TYPES:
+        raise _Invalid(f"type must be one of {', '.join(SYSTEM_TOPIC_TYPES)}")
+    reason = body.get("reason")
+    if reason is not None and reason not in SYSTEM_MESSAGE_REASONS:
+        raise _Invalid(f"reason must be one of {', '.join(SYSTEM_MESSAGE_REASONS)}")
+    end = _end_channels(body)
+    channels = _channels(sim, body)
+    switch = sim.revoke_ends_channels
+    if end is not None:
+        sim.revoke_ends_channels = end
+    try:
+        for channel in channels:
+            sim.system_message(channel, topic_type, reason)
+    finally:
+        sim.revoke_ends_channels = switch
+    return _affected(channels)
+
+
+async def expand_fault(request: web.Request) -> web.StreamResponse:
+    """``POST /sim/faults/expand`` ``{"part", "count"?}``: the next user entities lack an expanded part."""
+    body = await _body(request)
+    part = body.get("part")
+    if part not in EXPAND_PARTS:
+        raise _Invalid(f"part must be one of {', '.join(EXPAND_PARTS)}")
+    count = int(_number(body, "count", 1))
+    _sim(request).expand_faults.append(ExpandFault(part, count))
+    return json_response({"part": part, "count": count})
+
+
+async def restrict_user(request: web.Request) -> web.StreamResponse:
+    """``POST /sim/users/{id}/restrict`` ``{"restricted"?, "missingPermissions"?}``: reject its topics.
+
+    From then on every subscription to the agent's topics is Rejected with
+    ``missingPermissions`` (default ``["directory:user:view"]``), as for an
+    agent in a division the client cannot read; existing subscriptions stay.
+    ``{"restricted": false}`` lifts it.
+    """
+    sim = _sim(request)
+    user_id = request.match_info["user_id"]
+    if sim.org.active(user_id) is None:
+        return error(404, "user not found")
+    body = await _body(request)
+    restricted = body.get("restricted", True)
+    if not isinstance(restricted, bool):
+        raise _Invalid("restricted must be a boolean")
+    missing = body.get("missingPermissions", list(DEFAULT_MISSING_PERMISSIONS))
+    if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+        raise _Invalid("missingPermissions must be a list of strings")
+    if restricted:
+        sim.restricted[user_id] = missing
+    else:
+        sim.restricted.pop(user_id, None)
+    return json_response({"userId": user_id, "restricted": restricted, "missingPermissions": missing})
 
 
 async def http_fault(request: web.Request) -> web.StreamResponse:
@@ -275,3 +362,6 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post("/sim/faults/revoke-tokens", revoke_tokens)
     r.add_post("/sim/faults/http", http_fault)
     r.add_post("/sim/faults/frames", frame_fault)
+    r.add_post("/sim/faults/system", system_fault)
+    r.add_post("/sim/faults/expand", expand_fault)
+    r.add_post("/sim/users/{user_id}/restrict", restrict_user)

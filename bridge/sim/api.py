@@ -3,8 +3,28 @@
 Every ``/api/v2`` call needs a valid bearer token (401 ``bad.credentials``)
 and is counted against the token's rate limit (429
 ``too.many.requests.retry.after`` with ``Retry-After``); normal replies carry
-``inin-ratelimit-allowed/count/reset``. Error bodies are Genesys-shaped:
-``{"message", "code", "status", "contextId", "details", "errors"}``.
+``inin-ratelimit-allowed/count/reset`` (of the endpoint's own allowance
+where it has one, see :mod:`bridge.sim.ratelimit`). Error bodies are
+Genesys-shaped: ``{"message", "code", "status", "contextId", "details", "errors"}``.
+
+Shapes checked against the official SDK (PureCloudPlatformClientV2 269.0.0):
+
+* subscription replies are a ``ChannelTopicEntityListing``: ``{"entities":
+  [ChannelTopic]}``, each ``{id, state, rejectionReason?, missingPermissions?}``;
+* ``GET /api/v2/notifications/channels`` is a ``ChannelEntityListing``
+  (``{"entities": [Channel {id, connectUri, expires}]}``) and takes
+  ``includechannels``: ``token`` (the default) lists the calling token's
+  channels, ``oauthclient`` every channel of the token's OAuth client, where
+  "Channel Ids for other access tokens will not be shown, but will be
+  presented to show their existence" (``NotificationsApi``): those entries
+  carry only ``expires``;
+* ``GET /api/v2/users?expand=`` is best effort ("expand parameters are
+  resolved with a best effort approach and not guaranteed to be returned",
+  ``UsersApi.get_users``): the ``expand`` fault leaves a part out;
+* ``GET /api/v2/users/{id}/routingstatus`` is a ``RoutingStatus``
+  ``{userId, status, startTime}``;
+* presence definitions are ``OrganizationPresenceDefinition``s whose
+  ``systemPresence`` is the SDK enum (``OnQueue``, ``Available``…).
 """
 
 from __future__ import annotations
@@ -18,7 +38,7 @@ import orjson
 from aiohttp import web
 
 from bridge.sim.auth import parse_basic
-from bridge.sim.channels import Channel, SubscriptionError
+from bridge.sim.channels import PERMITTED, Channel, SubscriptionError
 from bridge.sim.org import User, UserState, iso_ms
 from bridge.sim.simulator import SIMULATOR_KEY, Simulator
 
@@ -26,6 +46,8 @@ __all__ = [
     "API_PREFIX",
     "BULK_PRESENCE_MAX_IDS",
     "DEFAULT_PAGE_SIZE",
+    "INCLUDE_OAUTH_CLIENT",
+    "INCLUDE_TOKEN",
     "MAX_PAGE_SIZE",
     "USERS_ID_FILTER_MAX",
     "add_routes",
@@ -54,6 +76,10 @@ _ERROR_CODES = {
 }
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLIENT_ID_KEY = web.RequestKey("client_id", str)
+TOKEN_KEY = web.RequestKey("token", str)
+#: ``includechannels`` values of the channel listing (``token`` is the default).
+INCLUDE_TOKEN = "token"  # noqa: S105 - a parameter value, not a secret
+INCLUDE_OAUTH_CLIENT = "oauthclient"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -110,7 +136,7 @@ async def _guarded(request: web.Request, handler: _Handler, sim: Simulator) -> w
     token = sim.tokens.validate(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
     if token is None:
         return error(401, "Authentication failed: missing, invalid, expired or revoked bearer token")
-    decision = sim.limiter.check(token.value)
+    decision = sim.limiter.check(token.value, _route(request))
     if not decision.allowed:
         return error(
             429,
@@ -118,6 +144,7 @@ async def _guarded(request: web.Request, handler: _Handler, sim: Simulator) -> w
             headers={"Retry-After": str(decision.reset_s), **decision.headers()},
         )
     request[CLIENT_ID_KEY] = token.client_id
+    request[TOKEN_KEY] = token.value
     response = await _call(request, handler)
     response.headers.update(decision.headers())
     return response
@@ -211,7 +238,7 @@ def _paged(request: web.Request, items: Sequence[Any], to_json: Callable[[Any], 
     return body
 
 
-def _user_entity(user: User, expand: Iterable[str]) -> dict[str, Any]:
+def _user_entity(user: User, expand: Iterable[str], drop: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": user.id,
         "name": user.name,
@@ -220,11 +247,11 @@ def _user_entity(user: User, expand: Iterable[str]) -> dict[str, Any]:
         "state": user.state,
         "selfUri": f"/api/v2/users/{user.id}",
     }
-    if "presence" in expand:
+    if "presence" in expand and drop != "presence":
         presence = user.presence_json()
         del presence["userId"]
         out["presence"] = presence
-    if "routingStatus" in expand:
+    if "routingStatus" in expand and drop != "routingStatus":
         out["routingStatus"] = user.routing_json()
     return out
 
@@ -266,7 +293,12 @@ async def list_users(request: web.Request) -> web.StreamResponse:
     else:
         candidates = list(org.users.values())
     users = [u for u in candidates if state in (UserState.ANY, u.state)]
-    return json_response(_paged(request, users, lambda u: _user_entity(u, expand)))
+    sim = _sim(request)
+
+    def entity(user: User) -> dict[str, Any]:
+        return _user_entity(user, expand, sim.take_expand_drop() if expand else None)
+
+    return json_response(_paged(request, users, entity))
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
@@ -322,14 +354,27 @@ def _owned(request: web.Request) -> Channel:
 
 async def create_channel(request: web.Request) -> web.StreamResponse:
     """``POST /api/v2/notifications/channels`` (evicts the client's least recently used beyond the limit)."""
-    channel, _evicted = _sim(request).registry.create(request[CLIENT_ID_KEY])
+    channel, _evicted = _sim(request).registry.create(request[CLIENT_ID_KEY], request[TOKEN_KEY])
     return json_response(_channel_json(request, channel))
 
 
 async def list_channels(request: web.Request) -> web.StreamResponse:
-    """``GET /api/v2/notifications/channels``: the caller's channels."""
-    channels = _sim(request).registry.of_client(request[CLIENT_ID_KEY])
-    return json_response({"entities": [_channel_json(request, c) for c in channels]})
+    """``GET /api/v2/notifications/channels?includechannels=token|oauthclient`` (token by default).
+
+    With ``oauthclient`` the channels of the client's other tokens are listed
+    without their id and connectUri.
+    """
+    include = request.query.get("includechannels", INCLUDE_TOKEN)
+    if include not in (INCLUDE_TOKEN, INCLUDE_OAUTH_CLIENT):
+        return error(400, f"includechannels must be {INCLUDE_TOKEN} or {INCLUDE_OAUTH_CLIENT}")
+    token = request[TOKEN_KEY]
+    entities: list[dict[str, Any]] = []
+    for channel in _sim(request).registry.of_client(request[CLIENT_ID_KEY]):
+        if channel.token == token:
+            entities.append(_channel_json(request, channel))
+        elif include == INCLUDE_OAUTH_CLIENT:
+            entities.append({"expires": iso_ms(channel.expires_ms)})
+    return json_response({"entities": entities})
 
 
 async def head_channel(request: web.Request) -> web.StreamResponse:
@@ -339,7 +384,7 @@ async def head_channel(request: web.Request) -> web.StreamResponse:
 
 
 def _topics_body(channel: Channel) -> dict[str, Any]:
-    return {"entities": [{"id": name} for name in channel.topics]}
+    return {"entities": [{"id": name, "state": PERMITTED} for name in channel.topics]}
 
 
 async def get_subscriptions(request: web.Request) -> web.StreamResponse:
@@ -358,10 +403,10 @@ async def _change_subscriptions(request: web.Request, *, replace: bool) -> web.S
     names = [t.get("id") if isinstance(t, dict) else None for t in body]
     ignore = request.query.get("ignoreErrors", "false").lower() == "true"
     try:
-        _sim(request).registry.subscribe(channel, names, replace=replace, ignore_errors=ignore)
+        results = _sim(request).registry.subscribe(channel, names, replace=replace, ignore_errors=ignore)
     except SubscriptionError as exc:
         return error(exc.status, exc.message, exc.code)
-    return json_response(_topics_body(channel))
+    return json_response({"entities": results})
 
 
 async def add_subscriptions(request: web.Request) -> web.StreamResponse:

@@ -3,8 +3,9 @@
 ``POST /oauth/token`` with HTTP Basic ``client_id:client_secret`` and form
 ``grant_type=client_credentials`` returns ``access_token``, ``token_type``
 ("bearer") and ``expires_in``. A token is valid until it expires or is revoked
-(admin fault ``revoke-tokens``). Revoking a token leaves existing channels
-and sockets alone: the socket is not tied to the token after it connects.
+(admin fault ``revoke-tokens``). Whether revoking a token also ends the
+channels created with it is a simulator switch (``revoke_ends_channels``):
+Genesys does not document it, but it has a ``token_revoked`` system message.
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ class TokenStore:
                 token.revoked = True
                 count += 1
         return count
+
+    def revoke_value(self, value: str) -> bool:
+        """Revoke one token by value; False if it was unknown or already revoked."""
+        token = self._tokens.get(value)
+        if token is None or token.revoked:
+            return False
+        token.revoked = True
+        return True
+
+    def is_revoked(self, value: str) -> bool:
+        """True for a known token that was revoked."""
+        token = self._tokens.get(value)
+        return token is not None and token.revoked
 
     def _purge(self) -> None:
         now = self._clock()

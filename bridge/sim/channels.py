@@ -6,6 +6,19 @@ OAuth client (creating one more evicts the least recently used, channels
 without a socket first), expiry after ``ttl_s`` unless a subscription
 request extends it, one socket per channel.
 
+Per-topic results: with ``ignoreErrors=true`` a subscription request does not
+fail on a bad topic; the reply lists every topic as the SDK's ``ChannelTopic``
+(``{id, state: "Permitted"|"Rejected", rejectionReason, missingPermissions}``,
+``NotificationsApi.post/put_notifications_channel_subscriptions`` return a
+``ChannelTopicEntityListing``). A rejected topic is not subscribed. Reasons
+here: an unknown or deleted user, an agent restricted by the admin API (as a
+division the client cannot see would be), an invalid topic name. The
+``rejectionReason`` texts are the simulator's own: the SDK types the field as
+a free string.
+
+A channel remembers the token that created it: ``GET /api/v2/notifications/channels``
+lists by token by default and by OAuth client with ``includechannels=oauthclient``.
+
 Sockets are represented by the :class:`Session` protocol; the aiohttp shell
 lives in :mod:`bridge.sim.sockets`.
 """
@@ -28,8 +41,13 @@ __all__ = [
     "CLOSE_MAINTENANCE",
     "CLOSE_REPLACED",
     "CLOSE_SHUTDOWN",
+    "CLOSE_TOKEN_REVOKED",
     "FRAME_FAULT_KINDS",
     "OUT_OF_ORDER_MAX_HOLD_S",
+    "PERMITTED",
+    "REJECTED",
+    "REJECTED_INVALID",
+    "REJECTED_NOT_FOUND",
     "Channel",
     "ChannelRegistry",
     "FrameFault",
@@ -43,6 +61,15 @@ CLOSE_EVICTED = (1000, "channel evicted: channel limit per client reached")
 CLOSE_REPLACED = (1000, "another socket connected to this channel")
 CLOSE_MAINTENANCE = (1001, "socket closing for maintenance")
 CLOSE_SHUTDOWN = (1001, "server shutting down")
+CLOSE_TOKEN_REVOKED = (1000, "the token that created this channel was revoked")
+
+# ChannelTopic.state values (the SDK's enum) and the simulator's rejection reasons.
+PERMITTED = "Permitted"
+REJECTED = "Rejected"
+REJECTED_NOT_FOUND = "Entity not found"
+REJECTED_INVALID = "Invalid topic"
+#: (rejectionReason, missingPermissions) for a user's topics, or None when permitted.
+Rejection = tuple[str, list[str]] | None
 
 #: ``drop`` loses the change frame while the socket stays healthy (heartbeats
 #: and pongs still flow): a loss no liveness check can see, as when Genesys
@@ -87,6 +114,10 @@ class Session(Protocol):
         """The ``/sim/stats`` view of the socket."""
 
 
+def _rejected(name: str, reason: str, missing: list[str]) -> dict[str, object]:
+    return {"id": name, "state": REJECTED, "rejectionReason": reason, "missingPermissions": list(missing)}
+
+
 class SubscriptionError(Exception):
     """A rejected subscription request (HTTP status, Genesys code, message)."""
 
@@ -108,6 +139,7 @@ class Channel:
     last_used: int
     topics: dict[str, Topic] = field(default_factory=dict)
     session: Session | None = None
+    token: str | None = None  # the bearer token that created it
 
 
 @dataclass(slots=True)
@@ -140,7 +172,7 @@ class ChannelRegistry:
         extend_on_subscribe: bool,
         max_channels: int,
         max_topics: int,
-        user_exists: Callable[[str], bool],
+        rejection: Callable[[str], Rejection],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], int] = wall_ms,
     ) -> None:
@@ -148,7 +180,7 @@ class ChannelRegistry:
         self.extend_on_subscribe = extend_on_subscribe
         self.max_channels = max_channels
         self.max_topics = max_topics
-        self._user_exists = user_exists
+        self._rejection = rejection
         self._clock = clock
         self._wall = wall
         self.channels: dict[str, Channel] = {}
@@ -169,8 +201,8 @@ class ChannelRegistry:
         channel.expires_mono = self._clock() + self.ttl_s
         channel.expires_ms = self._wall() + int(self.ttl_s * 1000)
 
-    def create(self, client_id: str) -> tuple[Channel, Channel | None]:
-        """A new channel for ``client_id``, and the channel evicted to make room (if any)."""
+    def create(self, client_id: str, token: str | None = None) -> tuple[Channel, Channel | None]:
+        """A new channel for ``client_id`` (made with ``token``), and the channel evicted to make room."""
         evicted = None
         owned = [c for c in self.channels.values() if c.client_id == client_id]
         if len(owned) >= self.max_channels:
@@ -178,7 +210,12 @@ class ChannelRegistry:
             self.remove(evicted, CLOSE_EVICTED)
         self._use += 1
         channel = Channel(
-            id=str(uuid.uuid4()), client_id=client_id, expires_mono=0.0, expires_ms=0, last_used=self._use
+            id=str(uuid.uuid4()),
+            client_id=client_id,
+            expires_mono=0.0,
+            expires_ms=0,
+            last_used=self._use,
+            token=token,
         )
         self._extend(channel)
         self.channels[channel.id] = channel
@@ -262,25 +299,28 @@ class ChannelRegistry:
                 subs = self._index[kind].setdefault(topic.user_id, {})
                 subs[channel] = subs.get(channel, 0) + 1
 
-    def _validate(self, names: Iterable[object], ignore_errors: bool) -> dict[str, Topic]:
+    def _validate(
+        self, names: Iterable[object], ignore_errors: bool
+    ) -> tuple[dict[str, Topic], list[dict[str, object]]]:
         valid: dict[str, Topic] = {}
-        forbidden: list[str] = []
+        rejected: list[dict[str, object]] = []
         for name in names:
             try:
                 topic = parse_topic(name)
             except TopicError as exc:
-                if ignore_errors:
-                    continue
-                raise SubscriptionError(400, "bad.request", str(exc)) from None
-            if not self._user_exists(topic.user_id):
-                forbidden.append(topic.name)
+                if not ignore_errors:
+                    raise SubscriptionError(400, "bad.request", str(exc)) from None
+                rejected.append(_rejected(str(name), REJECTED_INVALID, []))
+                continue
+            rejection = self._rejection(topic.user_id)
+            if rejection is not None:
+                rejected.append(_rejected(topic.name, *rejection))
                 continue
             valid[topic.name] = topic
-        if forbidden and not ignore_errors:
-            raise SubscriptionError(
-                403, "forbidden", f"Not authorized to subscribe to topics: {', '.join(forbidden[:10])}"
-            )
-        return valid
+        if rejected and not ignore_errors:
+            names_text = ", ".join(str(r["id"]) for r in rejected[:10])
+            raise SubscriptionError(403, "forbidden", f"Not authorized to subscribe to topics: {names_text}")
+        return valid, rejected
 
     def _apply(self, channel: Channel, topics: dict[str, Topic]) -> list[str]:
         if len(topics) > self.max_topics:
@@ -297,11 +337,18 @@ class ChannelRegistry:
 
     def subscribe(
         self, channel: Channel, names: Iterable[object], *, replace: bool, ignore_errors: bool
-    ) -> list[str]:
-        """POST (add) or PUT (replace) subscriptions; returns the channel's topic list."""
-        valid = self._validate(names, ignore_errors)
+    ) -> list[dict[str, object]]:
+        """POST (add) or PUT (replace) subscriptions.
+
+        Returns the reply's ``ChannelTopic`` list: every topic of the channel
+        (Permitted), then this request's rejected topics (only with
+        ``ignore_errors``; without it a rejected topic fails the request).
+        """
+        valid, rejected = self._validate(names, ignore_errors)
         topics = valid if replace else {**channel.topics, **valid}
-        return self._apply(channel, topics)
+        permitted = self._apply(channel, topics)
+        results: list[dict[str, object]] = [{"id": name, "state": PERMITTED} for name in permitted]
+        return results + rejected
 
     def unsubscribe(self, channel: Channel, names: Iterable[object]) -> list[str]:
         """Remove the named topics (unknown names are ignored)."""
@@ -312,6 +359,10 @@ class ChannelRegistry:
         """DELETE: remove every subscription (does not extend the channel)."""
         self._set_topics(channel, {})
         self._touch(channel)
+
+    def unsubscribe_all(self, channel: Channel) -> None:
+        """Drop every subscription without a client request (``no_longer_subscribed``)."""
+        self._set_topics(channel, {})
 
     # -- fan-out ----------------------------------------------------------------
 

@@ -11,7 +11,16 @@ from typing import Any
 
 from bridge.sim import config as c
 
-__all__ = ["READY_LINE", "add_arguments", "config_from_args", "main", "parse_clients", "register", "run"]
+__all__ = [
+    "READY_LINE",
+    "add_arguments",
+    "config_from_args",
+    "main",
+    "parse_clients",
+    "parse_endpoint_limit",
+    "register",
+    "run",
+]
 
 READY_LINE = "simulator listening on {base_url}"
 
@@ -74,6 +83,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=dict(c.DEFAULT_CLIENTS),
         help=f"OAuth clients as id:secret,... (default {c.DEFAULT_CLIENT_ID}:{c.DEFAULT_CLIENT_SECRET})",
     )
+    p.add_argument(
+        "--endpoint-rate-limit",
+        dest="endpoint_rate_limits",
+        type=parse_endpoint_limit,
+        action="append",
+        default=None,
+        metavar="'METHOD /route=N'",
+        help="an endpoint's own allowance per window (repeatable; default "
+        + ", ".join(f"'{k}={v}'" for k, v in c.DEFAULT_ENDPOINT_RATE_LIMITS.items())
+        + "; N=0 removes it)",
+    )
+    p.add_argument(
+        "--revoke-ends-channels",
+        action="store_true",
+        help="revoking a token also ends the channels created with it (after a token_revoked message)",
+    )
     p.add_argument("--seed", type=int, default=None, help="makes agents and their changes reproducible")
     p.add_argument(
         "--admin-token", default=None, help="serve /sim/ on any bind, guarded by X-Sim-Admin-Token"
@@ -101,7 +126,27 @@ def config_from_args(args: argparse.Namespace) -> c.SimConfig:
         clients=args.clients,
         seed=args.seed,
         admin_token=args.admin_token,
+        endpoint_rate_limits=_endpoint_limits(args.endpoint_rate_limits),
+        revoke_ends_channels=args.revoke_ends_channels,
     )
+
+
+def parse_endpoint_limit(text: str) -> tuple[str, int]:
+    """``GET /api/v2/users=180`` → ("GET /api/v2/users", 180)."""
+    route, sep, limit = text.rpartition("=")
+    if not sep or " " not in route.strip() or not limit.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'METHOD /route=N', got {text!r}")
+    return route.strip(), int(limit)
+
+
+def _endpoint_limits(items: list[tuple[str, int]] | None) -> dict[str, int]:
+    limits = dict(c.DEFAULT_ENDPOINT_RATE_LIMITS)
+    for route, limit in items or []:
+        if limit:
+            limits[route] = limit
+        else:
+            limits.pop(route, None)
+    return limits
 
 
 async def _main(config: c.SimConfig) -> None:

@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_CLIENTS",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_ENDPOINT_RATE_LIMITS",
     "DEFAULT_EVENTS_PER_SEC",
     "DEFAULT_EVENT_LOG_MAX",
     "DEFAULT_HEARTBEAT_S",
@@ -36,6 +37,10 @@ DEFAULT_CHANNEL_TTL_S = 24 * 3600.0
 DEFAULT_TOKEN_TTL_S = 86_400
 DEFAULT_RATE_LIMIT_PER_MIN = 300
 DEFAULT_RATE_LIMIT_WINDOW_S = 60.0
+#: Per-endpoint allowances (``"METHOD /route"`` → requests per window per
+#: token) below the token-wide one: Genesys's allowance differs per endpoint
+#: (a recorded trace shows ``inin-ratelimit-allowed: 180`` on ``GET /api/v2/users``).
+DEFAULT_ENDPOINT_RATE_LIMITS: dict[str, int] = {"GET /api/v2/users": 180}
 DEFAULT_SOCKET_CLOSING_GRACE_S = 60.0
 DEFAULT_MAX_CHANNELS_PER_CLIENT = 20
 DEFAULT_MAX_TOPICS_PER_CHANNEL = 1000
@@ -87,6 +92,11 @@ class SimConfig:
     admin_token: str | None = None
     event_log_max: int = DEFAULT_EVENT_LOG_MAX
     slow_consumer_limit_bytes: int = DEFAULT_SLOW_CONSUMER_LIMIT_BYTES
+    endpoint_rate_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_ENDPOINT_RATE_LIMITS))
+    #: Whether revoking a token (``revoke-tokens``, the ``token_revoked`` fault)
+    #: also ends the channels created with it. Genesys does not document which
+    #: it does, so it is a switch; a fault body can override it (``endChannels``).
+    revoke_ends_channels: bool = False
 
     @property
     def admin_enabled(self) -> bool:

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_TITLE_CASE_PROBABILITY",
     "ORG_DEFINED_PRESENCES",
     "ROUTING_STATUSES",
+    "SDK_ENUM",
     "SYSTEM_PRESENCES",
     "Change",
     "ChangeSink",
@@ -53,6 +54,12 @@ DEFAULT_TITLE_CASE_PROBABILITY = 0.5
 # Fixed namespace so presence definition ids are the same in every run.
 _DEFINITION_NAMESPACE = uuid.UUID("0b6f2c1e-6d1a-4f53-9a53-5e2f0c1f7d01")
 _TITLE = {sp: sp.replace("_", " ").title() for sp in SYSTEM_PRESENCES}
+#: How ``/api/v2/presence/definitions`` spells ``systemPresence``: the SDK's
+#: ``OrganizationPresenceDefinition.systemPresence`` enum (PureCloudPlatformClientV2
+#: 269.0.0) is ``Available, Away, Busy, Offline, Idle, OnQueue, Meal, Training,
+#: Meeting, Break``: CamelCase, no space.
+SDK_ENUM = {sp: sp.replace("_", " ").title().replace(" ", "") for sp in SYSTEM_PRESENCES}
+_SPELLINGS = {k: sp for sp in SYSTEM_PRESENCES for k in (sp, SDK_ENUM[sp].upper())}
 
 PRESENCE = "presence"
 ROUTING_STATUS = "routingStatus"
@@ -64,11 +71,8 @@ def title_case(system_presence: str) -> str:
 
 
 def normalise_system_presence(value: str) -> str:
-    """Any accepted spelling (``On Queue``, ``on_queue``) → ``ON_QUEUE``; KeyError if unknown."""
-    key = value.strip().upper().replace(" ", "_")
-    if key not in _TITLE:
-        raise KeyError(value)
-    return key
+    """Any accepted spelling (``On Queue``, ``on_queue``, ``OnQueue``) → ``ON_QUEUE``; KeyError if unknown."""
+    return _SPELLINGS[value.strip().upper().replace(" ", "_")]
 
 
 def wall_ms() -> int:
@@ -98,11 +102,12 @@ class PresenceDefinition:
     primary: bool
 
     def to_json(self) -> dict[str, object]:
-        """The Genesys-shaped entity (systemPresence in title case, as the API returns it)."""
+        """The Genesys-shaped entity (``OrganizationPresenceDefinition``; systemPresence as the SDK enum)."""
         return {
             "id": self.id,
+            "name": self.label,
             "languageLabels": {"en_US": self.label},
-            "systemPresence": _TITLE[self.system_presence],
+            "systemPresence": SDK_ENUM[self.system_presence],
             "primary": self.primary,
             "deactivated": False,
             "type": "System" if self.primary else "User",

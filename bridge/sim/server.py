@@ -12,7 +12,10 @@ Choices where Genesys's behaviour is undocumented (the strictest plausible one):
 
 - Tokens: only HTTP Basic client authentication is accepted at
   ``/oauth/token``; a form without ``grant_type=client_credentials`` is 400.
-  Revoking tokens leaves existing channels and sockets open.
+  Revoking tokens leaves existing channels and sockets open unless
+  ``revoke_ends_channels`` (``--revoke-ends-channels``, or ``endChannels`` in
+  the fault) says otherwise: then each channel created with a revoked token
+  gets a ``token_revoked`` system message and ends (close code 1000).
 - Rate limit: a fixed window per token (``rate_limit_window_s``, 60 s) starting
   at its first request; refused requests do not count; ``Retry-After`` is the
   whole seconds left (≥ 1). Only ``/api/v2`` calls count, and every one does.
@@ -24,12 +27,20 @@ Choices where Genesys's behaviour is undocumented (the strictest plausible one):
   most 100 ids (400 beyond); unknown ids are left out. ``pageSize`` 1..500
   (default 25), ``pageNumber`` ≥ 1, else 400. ``nextUri`` etc. are relative.
 - Bulk presence: 1..50 ids (400 otherwise); unknown or deleted ids are left out
-  of the list. REST bodies spell ``systemPresence`` in title case
-  ("On Queue") as ``/api/v2/presence/definitions`` does; stream frames use
-  upper snake case or title case at random (deterministic per seed).
+  of the list. REST presence bodies spell ``systemPresence`` in title case
+  ("On Queue"); ``/api/v2/presence/definitions`` uses the SDK enum
+  (``OnQueue``); stream frames use upper snake case or title case at random
+  (deterministic per seed).
+- Rate limit per endpoint: ``endpoint_rate_limits`` (default ``GET
+  /api/v2/users`` → 180) is a second fixed window per token and route; such a
+  reply's ``inin-ratelimit-*`` headers describe the endpoint's window.
 - Subscriptions: a malformed or unsupported topic is 400 ``bad.request``; a
-  well-formed topic for an unknown or deleted user is 403 ``forbidden``; with
-  ``ignoreErrors=true`` both are skipped silently. Only user presence and
+  well-formed topic for an unknown, deleted or restricted user is 403
+  ``forbidden``; with ``ignoreErrors=true`` the reply lists them ``Rejected``
+  (``rejectionReason`` "Invalid topic", "Entity not found" or "Missing
+  permissions" -- the SDK types it as free text -- and ``missingPermissions``)
+  after the channel's whole ``Permitted`` list, and nothing rejected is
+  subscribed. Only user presence and
   routing-status topics exist. More than 1,000 topics after the change is 400
   and nothing is applied. Identical topic strings count once; a combined topic
   and a plain topic for the same user are two topics, but a socket still gets
@@ -41,6 +52,14 @@ Choices where Genesys's behaviour is undocumented (the strictest plausible one):
   old socket with code 1000 and a reason; maintenance and shutdown with 1001.
   An expired channel is gone at once (HEAD 404) even between housekeeping
   ticks.
+- System messages arrive as ``{"topicName": "v2.system.<systemTopicType>",
+  "eventBody": SystemMessageSystemMessage}`` (the SDK models the body, not
+  the topic name). ``no_longer_subscribed`` and ``subscription_changed`` drop
+  every subscription of the channel: heartbeats go on, no change is
+  delivered until the client subscribes again.
+- Channel listing: ``includechannels=oauthclient`` lists the client's other
+  tokens' channels as ``{"expires"}`` only (the SDK: their ids "will not be
+  shown, but will be presented to show their existence").
 - Socket messages: subscribe/unsubscribe over the socket follow the REST
   limits (``"result"`` is the HTTP status as a string: "200", "400", "403");
   they extend the channel like POST. Unknown or non-JSON messages get

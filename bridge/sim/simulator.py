@@ -9,25 +9,64 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from bridge.sim.auth import TokenStore
-from bridge.sim.channels import CLOSE_SHUTDOWN, ChannelRegistry
+from bridge.sim.channels import (
+    CLOSE_SHUTDOWN,
+    CLOSE_TOKEN_REVOKED,
+    REJECTED_NOT_FOUND,
+    Channel,
+    ChannelRegistry,
+)
 from bridge.sim.config import SimConfig
-from bridge.sim.frames import ChangeEncoder, ws_text_frame
+from bridge.sim.frames import ChangeEncoder, encode, ws_text_frame
 from bridge.sim.generator import Generator, initial_state
 from bridge.sim.org import Change, Org, iso_ms, wall_ms
 from bridge.sim.ratelimit import RateLimiter
 
-__all__ = ["HOUSEKEEPING_INTERVAL_S", "SIMULATOR_KEY", "HttpFault", "Simulator"]
+__all__ = [
+    "DEFAULT_MISSING_PERMISSIONS",
+    "EXPAND_PARTS",
+    "HOUSEKEEPING_INTERVAL_S",
+    "SIMULATOR_KEY",
+    "SYSTEM_MESSAGE_REASONS",
+    "SYSTEM_TOPIC_TYPES",
+    "ExpandFault",
+    "HttpFault",
+    "Simulator",
+]
 
 # Resolution of heartbeats, expiry, maintenance closes and stall ends.
 HOUSEKEEPING_INTERVAL_S = 0.02
 _SEED_RANGE = 2**32
 _API_PATHS = ("/api/", "/oauth/")
+#: The simulated org's id (system messages carry it).
+ORGANIZATION_ID = "5e2f0c1f-7d01-4f53-9a53-0b6f2c1e6d1a"
+#: rejectionReason of a restricted agent's topics (the simulator's own text).
+REJECTED_MISSING_PERMISSIONS = "Missing permissions"
+_SYSTEM_TEXT = {
+    "no_longer_subscribed": "This channel is no longer subscribed to its topics",
+    "subscription_changed": "The subscriptions of this channel changed",
+    "token_revoked": "The token used with this channel was revoked",
+}
+#: ``SystemMessageSystemMessage.systemTopicType`` values (SDK enum) and ``reason`` values.
+SYSTEM_TOPIC_TYPES = ("no_longer_subscribed", "subscription_changed", "token_revoked")
+SYSTEM_MESSAGE_REASONS = ("another_channel_subscribed", "user_tokens_revoked")
+#: The reason a system message carries when the fault names none (None: no reason).
+_DEFAULT_REASONS: dict[str, str | None] = {
+    "no_longer_subscribed": "another_channel_subscribed",
+    "subscription_changed": None,
+    "token_revoked": "user_tokens_revoked",
+}
+#: What a restricted agent's topics report missing (a division-scoped user read).
+DEFAULT_MISSING_PERMISSIONS = ("directory:user:view",)
+#: The parts ``GET /api/v2/users?expand=`` can drop (best effort, per the SDK's UsersApi).
+EXPAND_PARTS = ("presence", "routingStatus")
 
 
 @dataclass(slots=True)
@@ -37,6 +76,14 @@ class HttpFault:
     status: int
     remaining: int
     path_prefix: str | None  # None: every OAuth and /api/v2 request
+
+
+@dataclass(slots=True)
+class ExpandFault:
+    """The next ``remaining`` user entities of ``GET /api/v2/users?expand=`` come without ``part``."""
+
+    part: str
+    remaining: int
 
 
 class Simulator:
@@ -53,18 +100,32 @@ class Simulator:
             extend_on_subscribe=config.extend_on_subscribe,
             max_channels=config.max_channels_per_client,
             max_topics=config.max_topics_per_channel,
-            user_exists=lambda uid: self.org.active(uid) is not None,
+            rejection=self._rejection,
         )
         self.generator = Generator(
             self.org, seed=self.seed, events_per_sec=config.events_per_sec, paused=config.generator_paused
         )
         self.tokens = TokenStore(config.clients, config.token_ttl_s)
-        self.limiter = RateLimiter(config.rate_limit_per_min, config.rate_limit_window_s)
+        self.limiter = RateLimiter(
+            config.rate_limit_per_min, config.rate_limit_window_s, endpoints=config.endpoint_rate_limits
+        )
         self.http_faults: list[HttpFault] = []
+        self.expand_faults: list[ExpandFault] = []
+        #: Agents whose topics are rejected, with the permissions they report missing.
+        self.restricted: dict[str, list[str]] = {}
+        self.revoke_ends_channels = config.revoke_ends_channels
         self.requests: Counter[tuple[str, int]] = Counter()
         self.changes_emitted = 0
         self.org.sink = self._on_change
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _rejection(self, user_id: str) -> tuple[str, list[str]] | None:
+        if self.org.active(user_id) is None:
+            return REJECTED_NOT_FOUND, []
+        missing = self.restricted.get(user_id)
+        if missing is not None:
+            return REJECTED_MISSING_PERMISSIONS, list(missing)
+        return None
 
     def _on_change(self, change: Change) -> None:
         self.changes_emitted += 1
@@ -116,6 +177,64 @@ class Simulator:
                     self.http_faults.remove(fault)
                 return fault.status
         return None
+
+    def take_expand_drop(self) -> str | None:
+        """The part to leave out of the next expanded user entity, consuming one use."""
+        if not self.expand_faults:
+            return None
+        fault = self.expand_faults[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            self.expand_faults.pop(0)
+        return fault.part
+
+    def system_message(self, channel: Channel, topic_type: str, reason: str | None) -> None:
+        """Send ``v2.system.<topic_type>`` to the channel's socket and apply its effect.
+
+        ``no_longer_subscribed`` and ``subscription_changed``: the channel's
+        subscriptions are gone (heartbeats go on, no event arrives until the
+        client subscribes again). ``token_revoked``: the token that created the
+        channel stops working and, if :attr:`revoke_ends_channels`, the
+        channel ends.
+        """
+        self.system_message_frame_only(channel, topic_type, reason)
+        if topic_type == "token_revoked":
+            if channel.token is not None:
+                self.tokens.revoke_value(channel.token)
+            if self.revoke_ends_channels:
+                self.registry.remove(channel, CLOSE_TOKEN_REVOKED)
+        else:
+            self.registry.unsubscribe_all(channel)
+
+    def _system_body(self, channel: Channel, topic_type: str, reason: str | None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "channelId": channel.id,
+            "systemTopicType": topic_type,
+            "correlationId": str(uuid.uuid4()),
+            "organizationId": ORGANIZATION_ID,
+            "oauthClientId": channel.client_id,
+            "message": _SYSTEM_TEXT[topic_type],
+        }
+        if reason is None:
+            reason = _DEFAULT_REASONS[topic_type]
+        if reason is not None:
+            body["reason"] = reason
+        return {"topicName": f"v2.system.{topic_type}", "version": "2", "eventBody": body}
+
+    def revoke_tokens(self, client_id: str | None, end_channels: bool | None) -> int:
+        """Revoke live tokens (of one client); end their channels if the switch says so."""
+        revoked = self.tokens.revoke(client_id)
+        if self.revoke_ends_channels if end_channels is None else end_channels:
+            for channel in list(self.registry.channels.values()):
+                if channel.token is not None and self.tokens.is_revoked(channel.token):
+                    self.system_message_frame_only(channel, "token_revoked", None)
+                    self.registry.remove(channel, CLOSE_TOKEN_REVOKED)
+        return revoked
+
+    def system_message_frame_only(self, channel: Channel, topic_type: str, reason: str | None) -> None:
+        """Send the system message without applying its effect."""
+        if channel.session is not None:
+            channel.session.enqueue(ws_text_frame(encode(self._system_body(channel, topic_type, reason))))
 
     def count_request(self, route: str, status: int) -> None:
         """Count one request by ``METHOD /route/{pattern}`` and status."""

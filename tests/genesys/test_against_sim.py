@@ -72,9 +72,9 @@ async def test_channel_subscribe_and_receive_presence(env: Env) -> None:
     user = env.users[0]
     channel = await env.rest.create_channel()
     assert channel.expires > now()
-    topics = await env.rest.put_subscriptions(channel.id, [protocol.user_topic(user)])
-    assert topics == [protocol.user_topic(user)]
-    assert await env.rest.get_subscriptions(channel.id) == topics
+    result = await env.rest.put_subscriptions(channel.id, [protocol.user_topic(user)])
+    assert result.permitted == (protocol.user_topic(user),) and result.rejected == ()
+    assert await env.rest.get_subscriptions(channel.id) == list(result.permitted)
     sock = NotificationSocket()
     await sock.connect(channel.connect_uri)
     try:
@@ -171,3 +171,55 @@ async def test_revoked_token_and_http_faults_recovered(env: Env) -> None:
     await env.rest.list_channels()
     assert env.sleeps[-1] == 1.0  # the simulator's Retry-After
     assert len(env.sleeps) == 3
+
+
+async def test_expand_gaps_are_filled_from_the_single_purpose_endpoints(env: Env) -> None:
+    """An expand that drops a part: current_changes still returns both parts of every user (missing
+    presences from the bulk presence API, missing routing statuses from the user's endpoint)."""
+    users = env.users[:5]
+    await env.admin.post("/sim/faults/expand", json={"part": "routingStatus", "count": 2})
+    await env.admin.post("/sim/faults/expand", json={"part": "presence", "count": 1})
+    changes = await env.rest.current_changes(users, observed_at=now())
+    assert {(c.user_id, c.kind) for c in changes} == {(u, k) for u in users for k in Kind}
+    requests = (await env.admin.get("/sim/stats")).json()["requests"]
+    assert requests["GET /api/v2/users/{user_id}/routingstatus"] == {"200": 2}
+    assert requests["GET /api/v2/users/presences/purecloud/bulk"] == {"200": 1}
+
+
+async def test_rejected_topics_and_token_scoped_listing(env: Env) -> None:
+    """A restricted agent's topic comes back rejected; the listing shows the channels of this token."""
+    a, b = env.users[:2]
+    await env.admin.post(f"/sim/users/{b}/restrict", json={})
+    channel = await env.rest.create_channel()
+    result = await env.rest.put_subscriptions(
+        channel.id, [protocol.user_topic(a), protocol.user_topic(b)], ignore_errors=True
+    )
+    assert result.permitted == (protocol.user_topic(a),)
+    assert [(r.id, r.missing_permissions) for r in result.rejected] == [
+        (protocol.user_topic(b), ("directory:user:view",))
+    ]
+    await env.rest.invalidate_token()  # the next call uses a new token
+    assert await env.rest.list_channels() == []
+    assert await env.rest.list_channels("oauthclient") == [], "another token's channel has no id"
+    assert await env.rest.channel_exists(channel.id)
+
+
+async def test_endpoint_allowance_is_followed_without_429s() -> None:
+    """With 2 requests per 1 s window on GET /users, a third waits for the reset instead of a 429."""
+    config = SimConfig(
+        port=0,
+        agents=5,
+        seed=2,
+        generator_paused=True,
+        rate_limit_window_s=1.0,
+        endpoint_rate_limits={"GET /api/v2/users": 2},
+    )
+    async with run_simulator(config) as handle:
+        auth = ClientCredentialsAuth(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, login_url=handle.base_url)
+        async with GenesysRest(handle.base_url, auth=auth) as rest:
+            started = asyncio.get_running_loop().time()
+            for _ in range(3):
+                assert len(await rest.active_users()) == 5
+            waited = asyncio.get_running_loop().time() - started
+        statuses = handle.simulator.stats()["requests"]["GET /api/v2/users"]  # type: ignore[index]
+    assert statuses == {"200": 3} and waited >= 0.5

@@ -113,10 +113,13 @@ def test_routing_event_from_design_payload() -> None:
         ("Available", "AVAILABLE"),
         ("Meal", "MEAL"),
         ("  on-queue ", "ON_QUEUE"),
+        ("OnQueue", "ON_QUEUE"),
+        ("NotResponding", "NOT_RESPONDING"),
+        ("NOT_RESPONDING", "NOT_RESPONDING"),
     ],
 )
 def test_system_presence_is_normalised(raw: str, expected: str) -> None:
-    """systemPresence in title, upper or lower case normalises to upper snake case."""
+    """systemPresence in title, upper, lower or CamelCase (the SDK enum) normalises to upper snake case."""
     doc = with_body(PRESENCE, presenceDefinition={"id": DEF_ID, "systemPresence": raw})
     assert parse(doc).change.value.system_presence == expected
 
@@ -430,3 +433,36 @@ def test_parser_throughput() -> None:
         parse_frame(frame, observed_at=OBSERVED, received_at=0.0)
     rate = len(frames) / (time.perf_counter() - start)
     assert rate > 10_000, f"{rate:.0f} frames/s"
+
+
+@pytest.mark.parametrize("topic_type", ["no_longer_subscribed", "subscription_changed", "token_revoked"])
+def test_system_messages_that_end_delivery_are_recognised(topic_type: str) -> None:
+    """A SystemMessageSystemMessage body names its systemTopicType, reason and channel."""
+    body = {"channelId": "ch-1", "systemTopicType": topic_type, "reason": "user_tokens_revoked", "data": {}}
+    msg = parse({"topicName": f"v2.system.{topic_type}", "eventBody": body})
+    assert msg == SystemMessage(
+        f"v2.system.{topic_type}",
+        system_topic_type=topic_type,
+        reason="user_tokens_revoked",
+        channel_id="ch-1",
+    )
+    assert msg.kind == "system"
+
+
+def test_system_topic_type_from_the_body_or_the_topic() -> None:
+    """The body's systemTopicType wins, else the topic's last segment; an unknown type is a plain message."""
+    from_body = parse(
+        {"topicName": "v2.system.notice", "eventBody": {"systemTopicType": "no_longer_subscribed"}}
+    )
+    assert from_body.system_topic_type == "no_longer_subscribed"
+    from_topic = parse({"topicName": "v2.system.token_revoked"})
+    assert from_topic.system_topic_type == "token_revoked"
+    other = parse({"topicName": "v2.system.notice", "eventBody": {"systemTopicType": "outdated_sdk_version"}})
+    assert other == SystemMessage("v2.system.notice")
+
+
+def test_system_message_with_a_bad_body_is_a_protocol_error() -> None:
+    """A system message whose eventBody is not an object goes to the DLQ like any malformed frame."""
+    with pytest.raises(ProtocolError) as info:
+        parse({"topicName": "v2.system.no_longer_subscribed", "eventBody": "gone"})
+    assert info.value.reason == "bad_type"

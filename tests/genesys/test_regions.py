@@ -11,7 +11,7 @@ from bridge.settings import Settings
 
 @pytest.mark.parametrize("domain", REGION_DOMAINS)
 def test_every_region_maps_to_login_and_api_hosts(domain: str) -> None:
-    """Each DESIGN §2 region gives https://login.D and https://api.D."""
+    """Each known region gives https://login.D and https://api.D."""
     assert region_urls(domain) == BaseUrls(f"https://login.{domain}", f"https://api.{domain}")
 
 
@@ -44,3 +44,9 @@ def test_region_from_settings() -> None:
     assert base_urls(Settings.model_construct(genesys_region="mypurecloud.de")).api_url == (
         "https://api.mypurecloud.de"
     )
+
+
+@pytest.mark.parametrize("domain", ["mxc1.pure.cloud", "apse1.pure.cloud", "edee1.eusc-pure.cloud"])
+def test_regions_the_sdk_knows_are_accepted(domain: str) -> None:
+    """Hosts in the SDK's PureCloudRegionHosts that older lists missed start the bridge."""
+    assert region_urls(domain).api_url == f"https://api.{domain}"

@@ -242,7 +242,8 @@ async def test_subscriptions_requests() -> None:
         post = await rest.post_subscriptions("ch/1", ["v2.users.a?presence&routingStatus"])
         got = await rest.get_subscriptions("ch/1")
         await rest.delete_subscriptions("ch/1")
-    assert put == post == got == ["v2.users.a?presence&routingStatus"]
+    assert put.permitted == post.permitted == ("v2.users.a?presence&routingStatus",)
+    assert got == ["v2.users.a?presence&routingStatus"]
     assert [r.method for r in seen] == ["PUT", "POST", "GET", "DELETE"]
     assert seen[0].url.raw_path.startswith(b"/api/v2/notifications/channels/ch%2F1/subscriptions")
     assert seen[0].url.params.get("ignoreErrors") == "true"
@@ -316,14 +317,17 @@ async def test_users_with_status_chunks_of_100_and_changes() -> None:
     """250 ids go out as 100, 100, 50 with expand=presence,routingStatus; a missing part is read again
     from its own API."""
     chunks: list[int] = []
+    singles: list[str] = []
 
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/routingstatus"):
+            singles.append(request.url.path)
             return json_response(200, {"status": "OFF_QUEUE", "startTime": "2024-05-01T08:00:00Z"})
         ids = request.url.params["id"].split(",")
         if request.url.path.endswith("/bulk"):
+            singles.append(f"{request.url.path}?id={','.join(ids)}")
             presence = {
-                "presenceDefinition": {"id": "d2", "systemPresence": "Break"},
+                "presenceDefinition": {"id": "d2", "systemPresence": "OnQueue"},
                 "modifiedDate": "2024-05-01T08:00:00Z",
             }
             return json_response(200, [{"userId": i, **presence} for i in ids])
@@ -359,6 +363,9 @@ async def test_users_with_status_chunks_of_100_and_changes() -> None:
         ("u1", Kind.PRESENCE),
         ("u2", Kind.ROUTING_STATUS),
     ]
+    assert singles == ["/api/v2/users/presences/purecloud/bulk?id=u1", "/api/v2/users/u2/routingstatus"]
+    assert changes[4].value.system_presence == "ON_QUEUE"  # type: ignore[union-attr]
+    assert changes[5].value.status == "OFF_QUEUE"  # type: ignore[union-attr]
 
 
 async def test_current_changes_skips_malformed_users() -> None:
@@ -536,3 +543,97 @@ async def test_current_changes_fills_a_missing_expansion_from_the_single_purpose
         (u, k) for u in ("whole", "no-presence", "no-routing") for k in (Kind.PRESENCE, Kind.ROUTING_STATUS)
     )
     assert paths.count("/api/v2/users") == 1 and len(paths) == 3
+
+
+async def test_subscription_reply_separates_rejected_topics() -> None:
+    """ChannelTopic results: Rejected topics are not permitted; they keep reason and missing permissions."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        return json_response(
+            200,
+            {
+                "entities": [
+                    {"id": "v2.users.a?presence&routingStatus", "state": "Permitted"},
+                    {"id": "v2.users.old?presence&routingStatus"},
+                    {
+                        "id": "v2.users.b?presence&routingStatus",
+                        "state": "Rejected",
+                        "rejectionReason": "Missing permissions",
+                        "missingPermissions": ["directory:user:view"],
+                    },
+                ]
+            },
+        )
+
+    async with make_rest(api) as rest:
+        result = await rest.post_subscriptions(
+            "c1", ["v2.users.b?presence&routingStatus"], ignore_errors=True
+        )
+    assert result.permitted == ("v2.users.a?presence&routingStatus", "v2.users.old?presence&routingStatus")
+    assert [(r.id, r.reason, r.missing_permissions) for r in result.rejected] == [
+        ("v2.users.b?presence&routingStatus", "Missing permissions", ("directory:user:view",))
+    ]
+
+
+async def test_channel_listing_scope_and_id_less_entries() -> None:
+    """list_channels sends includechannels (token by default) and leaves out entries without an id."""
+    seen: list[str | None] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params.get("includechannels"))
+        return json_response(200, {"entities": [CHANNEL_REPLY, {"expires": "2024-05-02T12:00:00.000Z"}]})
+
+    async with make_rest(api) as rest:
+        token_scoped = await rest.list_channels()
+        client_scoped = await rest.list_channels("oauthclient")
+    assert seen == ["token", "oauthclient"]
+    assert [c.id for c in token_scoped] == [c.id for c in client_scoped] == ["streaming-0-abc"]
+
+
+def _limited(allowed: int, count: int, reset: int) -> dict[str, str]:
+    return {
+        "inin-ratelimit-allowed": str(allowed),
+        "inin-ratelimit-count": str(count),
+        "inin-ratelimit-reset": str(reset),
+    }
+
+
+async def test_endpoint_allowance_from_headers_waits_for_the_reset() -> None:
+    """An endpoint whose window is spent waits for its reset; other endpoints are not held back."""
+    time = FakeTime()
+    calls: list[tuple[str, float]] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        calls.append((request.url.path, time.now))
+        if request.url.path == "/api/v2/users":
+            used = sum(1 for p, _ in calls if p == "/api/v2/users")
+            return json_response(200, {"entities": [], "pageCount": 1}, _limited(2, used, 30))
+        return json_response(200, {"entities": []}, _limited(300, 1, 60))
+
+    async with make_rest(api, time) as rest:
+        await rest.active_users()
+        await rest.active_users()
+        start = time.now
+        await rest.list_channels()
+        assert time.now == start, "another endpoint's allowance is its own"
+        assert rest.allowances.remaining("GET /api/v2/users") == 0
+        await rest.active_users()
+    users_calls = [t for p, t in calls if p == "/api/v2/users"]
+    assert users_calls[2] - users_calls[1] == pytest.approx(30.0)
+    gauge = REGISTRY.get_sample_value(
+        "bridge_genesys_rate_limit_remaining", {"endpoint": "GET /api/v2/users"}
+    )
+    assert gauge == 0.0
+
+
+async def test_configured_ceiling_still_applies_under_a_larger_allowance() -> None:
+    """Headers that allow more than the configured budget never raise it."""
+    time = FakeTime()
+
+    def api(request: httpx.Request) -> httpx.Response:
+        return json_response(200, {"entities": []}, _limited(10_000, 1, 60))
+
+    async with make_rest(api, time, budget_per_min=2) as rest:
+        for _ in range(3):
+            await rest.list_channels()
+    assert sum(time.sleeps) == pytest.approx(60.0)

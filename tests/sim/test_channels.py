@@ -86,11 +86,15 @@ async def test_invalid_topics_are_400_unless_ignore_errors(sim: Sim) -> None:
         "PUT", subs, params={"ignoreErrors": "true"}, json=[{"id": combined(a)}, {"id": "v2.nope"}]
     )
     assert r.status_code == 200
-    assert [t["id"] for t in r.json()["entities"]] == [combined(a)]
+    assert r.json()["entities"] == [
+        {"id": combined(a), "state": "Permitted"},
+        {"id": "v2.nope", "state": "Rejected", "rejectionReason": "Invalid topic", "missingPermissions": []},
+    ]
+    assert [t["id"] for t in (await sim.api("GET", subs)).json()["entities"]] == [combined(a)]
 
 
 async def test_unknown_user_topic_is_403_unless_ignore_errors(sim: Sim) -> None:
-    """A well-formed topic for an unknown user is forbidden; ignoreErrors skips it."""
+    """A well-formed topic for an unknown user is forbidden; ignoreErrors reports it Rejected."""
     a = sim.user_ids[0]
     ch = await sim.channel()
     subs = f"{CHANNELS}/{ch['id']}/subscriptions"
@@ -102,7 +106,9 @@ async def test_unknown_user_topic_is_403_unless_ignore_errors(sim: Sim) -> None:
         params={"ignoreErrors": "true"},
         json=[{"id": combined("unknown-user")}, {"id": combined(a)}],
     )
-    assert [t["id"] for t in r.json()["entities"]] == [combined(a)]
+    states = {t["id"]: t["state"] for t in r.json()["entities"]}
+    assert states == {combined(a): "Permitted", combined("unknown-user"): "Rejected"}
+    assert [t["id"] for t in (await sim.api("GET", subs)).json()["entities"]] == [combined(a)]
 
 
 async def test_21st_channel_evicts_least_recently_used_unconnected_first(sim: Sim) -> None:

@@ -119,4 +119,5 @@ async def test_presence_definitions_include_org_defined_labels(sim: Sim) -> None
         assert defs[label]["primary"] is True
     assert defs["Lunch"]["systemPresence"] == "Meal" and defs["Lunch"]["primary"] is False
     assert defs["Coaching"]["systemPresence"] == "Meeting"
+    assert defs["On Queue"]["systemPresence"] == "OnQueue", "the SDK enum spelling, no space"
     assert body["total"] == len(body["entities"])

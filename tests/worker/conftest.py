@@ -305,7 +305,9 @@ def per_user_ordered(records: list[dict[str, Any]]) -> bool:
     return True
 
 
-async def run_audit(settings: Settings, grace_s: float = 5.0) -> tuple[int, list[str]]:
+async def run_audit(
+    settings: Settings, grace_s: float = 5.0, *, allow_unobservable: bool = False
+) -> tuple[int, list[str]]:
     """Run the audit in-process; returns (mismatches, printed lines)."""
     from bridge.audit import audit
     from bridge.genesys.rest import GenesysRest
@@ -314,7 +316,9 @@ async def run_audit(settings: Settings, grace_s: float = 5.0) -> tuple[int, list
     rest = GenesysRest.from_settings(settings, clients[0])
     lines: list[str] = []
     try:
-        mismatches = await audit(settings, rest, grace_s=grace_s, out=lines.append)
+        mismatches = await audit(
+            settings, rest, grace_s=grace_s, out=lines.append, allow_unobservable=allow_unobservable
+        )
     finally:
         await rest.aclose()
     return mismatches, lines
