@@ -44,8 +44,8 @@ __all__ = [
     "SHARD_USERS",
     "STALE_EVENTS",
     "SUBSCRIBED_TOPICS",
-    "SWEEP_CORRECTIONS",
     "SUBSCRIPTION_REJECTED_TOPICS",
+    "SWEEP_CORRECTIONS",
     "BatchHistogram",
 ]
 
