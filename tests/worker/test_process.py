@@ -27,7 +27,7 @@ TOKEN_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"
 def _env(kafka: KafkaBroker, sim: SimProcess, port: int, **extra: str) -> dict[str, str]:
     settings = bridge_settings(kafka, sim, shard_capacity=50)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(exclude_unset=True).items():
         if value is None or name in {"genesys_extra_clients"}:
             continue
         plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
