@@ -63,6 +63,7 @@ EVAL_INTERVAL_S = 1.0
 PROMETHEUS_START_TIMEOUT_S = 30.0
 FLEET_SETTLE_TIMEOUT_S = 90.0
 SCRAPED_TIMEOUT_S = 30.0
+MAX_DRAINED_FAULTS = 10_000
 #: The simulated org: 250 agents on 3 shards of at most 100, a budget of 3
 #: channels (4 per client minus the rotation spare), so 300 agents fit.
 AGENTS = 250
@@ -223,6 +224,13 @@ class MonitoredFleet:
         response = self.sim.request(method, path, json=body if body else None)
         response.raise_for_status()
         return response.json() if response.content else None
+
+    def drain_http_faults(self, path: str, status: int) -> int:
+        """End an HTTP fault storm: consume the armed faults for ``path`` (they precede auth)."""
+        for drained in range(MAX_DRAINED_FAULTS):
+            if self.sim.get(path).status_code != status:
+                return drained
+        raise AssertionError(f"more than {MAX_DRAINED_FAULTS} HTTP {status} faults armed on {path}")
 
     def pod_name(self, worker: str) -> str:
         return f"{self.chart.deployment['metadata']['name']}-6f7d9c8b5-{worker}"

@@ -93,6 +93,7 @@ def test_every_variable_has_values(monitored: MonitoredFleet) -> None:
 
 def test_every_panel_answers_while_the_fleet_streams(monitored: MonitoredFleet) -> None:
     """Every query not listed as empty-when-healthy returns at least one series."""
+    monitored.settle()
     targets = [t for t in _targets(monitored) if _fault_of(t) is None]
     assert len(targets) > 20
     empty = _wait_answers(monitored, targets)
