@@ -12,7 +12,7 @@ export KAFKA_PORT
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint typecheck test pytest demo bench clean
-.PHONY: deploy-tools helm-docs
+.PHONY: deploy-tools helm-docs dashboard-png
 
 help:
 	@echo "make test        lint, type-check and run every test (starts its own Kafka)"
@@ -77,6 +77,13 @@ deploy-tools: $(HELM) $(PROMTOOL)
 # Regenerate the README's Helm values table from helm/presence-bridge/values.yaml.
 helm-docs: $(INSTALLED)
 	$(BIN)/python -m tests.deploy.values_doc --write
+
+# A PNG of the dashboard's main panels, drawn from a real Prometheus scraping a
+# demo fleet (about 2 minutes): tests/monitor/render_panels.py.
+DASHBOARD_PNG_ARGS ?=
+dashboard-png: $(INSTALLED) kafka-jars deploy-tools
+	$(BIN)/python -m pip install --quiet -e '.[plot]'
+	$(BIN)/python -m tests.monitor.render_panels $(DASHBOARD_PNG_ARGS)
 
 # The demo runs until Ctrl-C; `make demo DEMO_ARGS="--seconds 60"` makes it finite
 # (see `presence-bridge demo --help`). It ends with an audit: exit 0 only when it passes.

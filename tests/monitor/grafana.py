@@ -179,10 +179,10 @@ def _panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def panel_targets(
-    dashboard: dict[str, Any], values: dict[str, str], scrape_interval_s: float
+    dashboard: dict[str, Any], values: dict[str, str], scrape_interval_s: float, range_s: float | None = None
 ) -> list[Target]:
-    """Every Prometheus query of every panel, as Grafana would send it."""
-    range_s = dashboard_range_s(dashboard)
+    """Every panel query as Grafana sends it for a time range of ``range_s`` (default: the dashboard's)."""
+    range_s = dashboard_range_s(dashboard) if range_s is None else range_s
     out: list[Target] = []
     for panel in _panels(dashboard["panels"]):
         min_s = scrape_interval_s
