@@ -1,4 +1,9 @@
-"""One monitored fleet for the live monitoring tests (see :mod:`tests.monitor.stack`)."""
+"""One monitored fleet for the live monitoring tests (see :mod:`tests.monitor.stack`).
+
+test_dashboard_live.py runs first (files run in name order) on the healthy
+fleet; test_rules_live.py then breaks it on purpose, ending with every worker
+killed and restarted.
+"""
 
 from __future__ import annotations
 

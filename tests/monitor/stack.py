@@ -71,10 +71,12 @@ SHARD_CAPACITY = 100
 SHARDS = 3
 MAX_CHANNELS_PER_CLIENT = 4
 EVENTS_PER_SEC = 40
-#: Worker w2's watchdog is lax (heartbeat timeout 12 s, no ping), so a stalled
-#: socket stays "subscribed" long enough for BridgeHeartbeatStale; w1 keeps
-#: the production ratio (2.5 heartbeats, ping every second).
-LAX_WATCHDOG_ENV = {"BRIDGE_HEARTBEAT_TIMEOUT_FACTOR": "12", "BRIDGE_PING_INTERVAL_S": "3600"}
+#: Heartbeats 30x as often as Genesys's 30 s, matching rules.TIME_SCALE.
+HEARTBEAT_S = 1.0
+#: Worker w2's watchdog is lax (silence limit 20 heartbeats = 20 s, no ping), so a
+#: stalled socket stays "subscribed" long enough for BridgeHeartbeatStale; w1 keeps
+#: the production ratio (2.5 heartbeats).
+LAX_WATCHDOG_ENV = {"BRIDGE_HEARTBEAT_TIMEOUT_FACTOR": "20", "BRIDGE_PING_INTERVAL_S": "3600"}
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,7 @@ def monitored_fleet(tmp: Path, workers: int = 2) -> Iterator[MonitoredFleet]:
         kafka = KafkaBroker(bootstrap=broker.bootstrap, version="dedicated", admin=admin, data_dir=broker_dir)
         options = {
             **SIM_OPTIONS,
+            "heartbeat_s": HEARTBEAT_S,
             "agents": AGENTS,
             "events_per_sec": EVENTS_PER_SEC,
             "max_channels_per_client": MAX_CHANNELS_PER_CLIENT,
@@ -316,6 +319,7 @@ def monitored_fleet(tmp: Path, workers: int = 2) -> Iterator[MonitoredFleet]:
             shard_capacity=SHARD_CAPACITY,
             topic_partitions=SHARDS,
             genesys_max_channels_per_client=MAX_CHANNELS_PER_CLIENT,
+            heartbeat_interval_s=HEARTBEAT_S,
         )
         fleet = Fleet(settings, tmp)
         sd_file = tmp / "targets.json"

@@ -10,6 +10,7 @@ must then return a series.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,3 +112,22 @@ def test_empty_when_healthy_panels_answer_under_their_fault(monitored: Monitored
         empty = _wait_answers(monitored, depending)
         assert empty == [], f"{name} ({fault.why}) still empty: " + "; ".join(t.expr for t in empty)
     monitored.settle()
+
+
+_SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})")
+
+
+def test_alert_selectors_match_the_scraped_labels(monitored: MonitoredFleet) -> None:
+    """Every labelled selector of every rule finds series: the rules select the labels the chart scrapes."""
+    monitored.settle()
+    checked = []
+    for group in monitored.chart.rules["groups"]:
+        for rule in group["rules"]:
+            for name, matchers in _SELECTOR.findall(str(rule["expr"])):
+                if name in EMPTY_WHEN_HEALTHY:
+                    continue
+                checked.append(f"{name}{matchers}")
+                assert monitored.prometheus.query(f"{name}{matchers}"), (
+                    f"{rule['alert']}: {name}{matchers} is empty"
+                )
+    assert checked, "no rule has a labelled selector"
