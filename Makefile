@@ -19,6 +19,7 @@ help:
 	@echo "make demo        local Kafka + Genesys simulator + bridge fleet (DEMO_ARGS=\"--seconds 60\")"
 	@echo "make kafka-up    start the local Kafka broker on 127.0.0.1:\$$KAFKA_PORT (default 9092)"
 	@echo "make kafka-down  stop it"
+	@echo "make dashboard-png  redraw deploy/grafana/dashboard.png from a live Prometheus (about 2 minutes)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

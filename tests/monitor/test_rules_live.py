@@ -68,6 +68,8 @@ SLOW_BROKER_RUNNING_S = 1.0
 BROKER_DOWN_MIN_S = 6.0
 #: Shorter than w2's lax silence limit (20 s), longer than the scaled threshold (3 s) + for: (2 s).
 STALL_S = 8.0
+#: pytest-timeout counts the campaign (about 2.5 minutes here) against the first alert test.
+CAMPAIGN_TIMEOUT_S = 600
 CHANNELS_API = "/api/v2/notifications/channels"
 
 
@@ -467,6 +469,7 @@ def test_every_alert_has_a_scenario(monitored: MonitoredFleet) -> None:
     assert sorted(planned) == sorted(SCENARIOS) == sorted(_alerts(monitored))
 
 
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 @pytest.mark.parametrize("alert", sorted(SCENARIOS))
 def test_alert_fires_on_its_failure_and_resolves(campaign: dict[str, Outcome], alert: str) -> None:
     """The alert fires within for: + 2 evaluations of becoming active, and resolves once the failure ends."""
