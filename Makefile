@@ -12,13 +12,14 @@ export KAFKA_PORT
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint typecheck test pytest demo bench clean
-.PHONY: deploy-tools helm-docs lock
+.PHONY: deploy-tools helm-docs lock dashboard-png
 
 help:
 	@echo "make test        lint, type-check and run every test (starts its own Kafka)"
 	@echo "make demo        local Kafka + Genesys simulator + bridge fleet (DEMO_ARGS=\"--seconds 60\")"
 	@echo "make kafka-up    start the local Kafka broker on 127.0.0.1:\$$KAFKA_PORT (default 9092)"
 	@echo "make kafka-down  stop it"
+	@echo "make dashboard-png  redraw deploy/grafana/dashboard.png from a live Prometheus (about 2 minutes)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +89,13 @@ lock:
 	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION); }
 	$(PIP_COMPILE) --output-file deploy/requirements.lock pyproject.toml
 	$(PIP_COMPILE) --only-build-deps --build-deps-for wheel --output-file deploy/build-requirements.lock pyproject.toml
+
+# A PNG of the dashboard's main panels, drawn from a real Prometheus scraping a
+# demo fleet (about 2 minutes): tests/monitor/render_panels.py.
+DASHBOARD_PNG_ARGS ?=
+dashboard-png: $(INSTALLED) kafka-jars deploy-tools
+	$(BIN)/python -m pip install --quiet -e '.[plot]'
+	$(BIN)/python -m tests.monitor.render_panels $(DASHBOARD_PNG_ARGS)
 
 # The demo runs until Ctrl-C; `make demo DEMO_ARGS="--seconds 60"` makes it finite
 # (see `presence-bridge demo --help`). It ends with an audit: exit 0 only when it passes.

@@ -301,6 +301,17 @@ def read_map(
 # --------------------------------------------------------------------------- coordinator
 
 
+def _clear_roster_gauges() -> None:
+    """A worker that stops coordinating reports no roster: its last figures would go stale.
+
+    The alerts and the dashboard take ``max`` over the fleet, so a former
+    coordinator still exporting its last ``bridge_roster_unassigned_users``
+    would keep ``BridgeRosterUnassigned`` firing after the roster fits again.
+    """
+    metrics.ROSTER_USERS.set(0)
+    metrics.ROSTER_UNASSIGNED.set(0)
+
+
 class Coordinator:
     """Keeps the partition map in step with the roster while this worker owns partition 0.
 
@@ -975,6 +986,7 @@ class Fleet:
             # Another worker coordinates now; this one learns it lost partition 0 shortly.
             logger.error("%s; no longer coordinating", exc)
             self._coord_fenced = True
+            _clear_roster_gauges()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -990,6 +1002,7 @@ class Fleet:
             logger.info("no longer coordinating")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            _clear_roster_gauges()
 
     def _partitions_added(self, total: int) -> None:
         logger.info("partition map grew to %d shards; waiting for the rebalance", total)
