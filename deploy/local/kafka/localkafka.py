@@ -284,11 +284,10 @@ def _spawn(jvm: list[str], data_dir: Path, props: Path) -> subprocess.Popen[byte
     return proc
 
 
-def start(
+def start(  # noqa: PLR0917 - positional callers predate `extra`
     data_dir: Path,
     port: int | None = None,
     controller_port: int | None = None,
-    *,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
     quiet: bool = False,
     extra: Mapping[str, str | None] | None = None,
@@ -551,7 +550,25 @@ def cluster_down(root: Path, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
     cluster = Cluster.load(root)
     if cluster is None:
         return False
-    return any([stop(n.data_dir, timeout_s) for n in cluster.nodes])
+    # All at once: stopped one by one, the last nodes wait out the timeout
+    # for a quorum that the first ones took away.
+    pids = [pid for pid in (n.pid() for n in cluster.nodes) if pid is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        for pid in pids:
+            _reap(pid)
+        time.sleep(0.1)
+    for pid in pids:
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+    for n in cluster.nodes:
+        (n.data_dir / PID_FILE).unlink(missing_ok=True)
+    return bool(pids)
 
 
 def node_kill(root: Path, node_id: int) -> bool:
