@@ -146,7 +146,6 @@ async def test_sigkill_of_the_leader_and_transaction_coordinator_loses_nothing(
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - killed_at)))
         await asyncio.to_thread(cluster.start, victim)
         await asyncio.to_thread(cluster.wait_in_sync, topics_of(settings))
-        await asyncio.sleep(2)
         assert all(w.alive() for w in fleet.workers), dump_logs(fleet)
         await check_everything_arrived(cluster, sim, settings, since)
     finally:

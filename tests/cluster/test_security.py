@@ -24,7 +24,7 @@ pytestmark = pytest.mark.kafka
 #: Workers missing an ACL must all stop within this (started together on a 2-core machine).
 EXIT_TIMEOUT_S = 60.0
 #: How long a healthy worker streams before the check.
-STREAM_S = 3.0
+STREAM_S = 1.5
 #: The ACL list for default-shaped settings: the parametrization (the test rebuilds it for its own ids).
 TEMPLATE_ACLS = required_acls(
     Settings(
