@@ -16,7 +16,8 @@ know which library failed::
     ├── ProtocolError               a frame that cannot be understood (goes to the DLQ)
     └── SinkError                   Kafka side
         ├── FencedError             another owner took the shard's transactional.id
-        └── DeliveryError           records could not be committed (retried by the sink)
+        ├── DeliveryError           records could not be committed (retried by the sink)
+        └── AuthorizationError      an ACL the bridge needs is missing (fatal: the worker exits)
 
 Messages never contain secrets: bearer tokens and client secrets are never
 formatted into an exception (see ``bridge.genesys.auth``).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "AuthorizationError",
     "BridgeError",
     "ChannelClosedError",
     "ConfigError",
@@ -110,3 +112,21 @@ class FencedError(SinkError):
 
 class DeliveryError(SinkError):
     """A transaction could not be committed; the sink retries it."""
+
+
+class AuthorizationError(SinkError):
+    """Kafka refused an operation for lack of an ACL; retrying cannot help.
+
+    ``operation`` is the ACL operation (``WRITE``, ``READ``, ``CREATE``, ...),
+    ``resource`` the resource it is needed on (``TOPIC genesys.presence.v1``,
+    ``GROUP presence-bridge``, ``TRANSACTIONAL_ID presence-bridge-shard-0``).
+    """
+
+    def __init__(self, operation: str, resource: str, detail: str = "") -> None:
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(
+            f"Kafka authorization failed: {operation} on {resource} is not granted to the bridge's "
+            f'principal{suffix}; see README "Production Kafka" for the ACLs it needs'
+        )
+        self.operation = operation
+        self.resource = resource

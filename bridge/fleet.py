@@ -76,8 +76,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions
 
 from bridge import log, metrics
+from bridge.acl import authorization_error, reader_authorization_error
 from bridge.assign import assign, client_for_shard, shard_budget
-from bridge.errors import DeliveryError, FencedError, SinkError
+from bridge.errors import AuthorizationError, DeliveryError, FencedError, SinkError
 from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import Action, classify
@@ -220,6 +221,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
         "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
         "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+        **settings.kafka_passthrough(),  # last: may retune anything the bridge does not own
     }
     if settings.kafka_group_protocol == "consumer":
         # KIP-848: the broker assigns and its group.consumer.* settings rule the session.
@@ -293,6 +295,9 @@ def read_map(
                 remaining.discard(p)
         return len(partitions), records
     except KafkaException as exc:
+        forbidden = reader_authorization_error(exc.args[0], topic, f"{settings.id}-map-reader")
+        if forbidden is not None:
+            raise forbidden from None
         raise SinkError(f"cannot read the partition map: {exc.args[0].str()}") from None
     finally:
         consumer.close()
@@ -356,7 +361,7 @@ class Coordinator:
                     if self._producer is None:
                         self._producer = await asyncio.to_thread(self._start_producer)
                     await self.refresh()
-                except FencedError:
+                except (FencedError, AuthorizationError):
                     raise
                 except (SinkError, KafkaException) as exc:
                     logger.warning("roster refresh failed on Kafka (%s); retrying", exc)
@@ -382,12 +387,13 @@ class Coordinator:
                 "acks": "all",
                 "transaction.timeout.ms": COORDINATOR_TXN_TIMEOUT_MS,
                 "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+                **s.kafka_passthrough(),
             }
         )
         try:
             producer.init_transactions(CALL_TIMEOUT_S * 3)
         except KafkaException as exc:
-            raise _map_error(exc.args[0], "init_transactions") from None
+            raise _map_error(exc.args[0], "init_transactions", coordinator_transactional_id(s)) from None
         logger.info("coordinator: fenced any previous coordinator (%s)", coordinator_transactional_id(s))
         return producer
 
@@ -448,6 +454,9 @@ class Coordinator:
             try:
                 fut.result(timeout=DEFAULT_ADMIN_TIMEOUT_S)
             except KafkaException as exc:
+                forbidden = authorization_error(exc.args[0], "ALTER", f"TOPIC {s.topic_shard_map}")
+                if forbidden is not None:
+                    raise forbidden from None
                 if exc.args[0].code() != KafkaError.INVALID_PARTITIONS:  # already grown by someone
                     raise
         logger.info("control topic %s grown to %d partitions", s.topic_shard_map, total)
@@ -487,10 +496,14 @@ class Coordinator:
             if action is Action.ABORT:
                 with contextlib.suppress(KafkaException):
                     producer.abort_transaction(CALL_TIMEOUT_S)
-            raise _map_error(err, "map write") from None
+            raise _map_error(err, "map write", coordinator_transactional_id(self._settings), topic) from None
 
 
-def _map_error(err: KafkaError, what: str) -> SinkError:
+def _map_error(err: KafkaError, what: str, transactional_id: str, topic: str = "") -> SinkError:
+    if err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+        return AuthorizationError("WRITE", f"TRANSACTIONAL_ID {transactional_id}", err.name())
+    if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and topic:
+        return AuthorizationError("WRITE", f"TOPIC {topic}", err.name())
     action = classify(err)
     if action is Action.FENCED:
         metrics.FENCED.inc()
@@ -530,6 +543,7 @@ class _CaughtUp:
 @dataclass(frozen=True)
 class _Failed:
     error: str
+    forbidden: AuthorizationError | None = None
 
 
 _Event = _Assigned | _Revoked | _Record | _CaughtUp | _Failed
@@ -607,6 +621,9 @@ class Membership:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         self._post(_CaughtUp(msg.partition()))
+                    elif (forbidden := self._forbidden(err)) is not None:
+                        self._post(_Failed(str(forbidden), forbidden))
+                        return
                     elif err.fatal():
                         self._post(_Failed(err.str()))
                         return
@@ -633,6 +650,10 @@ class Membership:
             if loop is not None and not loop.is_closed() and self._ended is not None:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, self._ended)
+
+    def _forbidden(self, err: KafkaError) -> AuthorizationError | None:
+        """A missing ACL of the membership consumer, named (not worth a retry)."""
+        return reader_authorization_error(err, self._topic, self._settings.id)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Always from the beginning: the latest record is the shard's member list.
@@ -745,6 +766,8 @@ class Fleet:
         self._rebalance_pending_until: float | None = None
         self._shutting_down = False
         self.failure: str | None = None
+        #: A missing ACL met by any part of the fleet: it stops, and run() raises it.
+        self.forbidden: AuthorizationError | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # -- what the worker, /readyz and tests read ----------------------------------------
@@ -821,6 +844,8 @@ class Fleet:
             await self._shutdown()
             events.cancel()
             await asyncio.gather(events, return_exceptions=True)
+        if self.forbidden is not None:
+            raise self.forbidden
         if self.failure is not None:
             raise SinkError(f"fleet membership failed: {self.failure}")
 
@@ -870,6 +895,8 @@ class Fleet:
         else:
             logger.error("fleet membership failed: %s", event.error)
             self.failure = event.error
+            if event.forbidden is not None:
+                self.forbidden = event.forbidden
 
     def _gain(self, p: int) -> None:
         if p in self._slots:
@@ -987,6 +1014,8 @@ class Fleet:
             logger.error("%s; no longer coordinating", exc)
             self._coord_fenced = True
             _clear_roster_gauges()
+        except AuthorizationError as exc:
+            self._stop_for(exc)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -1095,8 +1124,18 @@ class Fleet:
             logger.error("shard %d was fenced by a newer owner; its channel is closed", slot.partition)
             return
         exc = task.exception() if not task.cancelled() else None
+        if isinstance(exc, AuthorizationError):
+            self._stop_for(exc)
+            return
         logger.error("shard %d ended unexpectedly (%r); restarting it", slot.partition, exc)
         self._wake_later(slot, SHARD_RESTART_DELAY_S)
+
+    def _stop_for(self, exc: AuthorizationError) -> None:
+        """A missing ACL: retrying cannot help; stop the whole worker (run() raises it)."""
+        if self.forbidden is not None:
+            return
+        logger.error("%s; stopping", exc)
+        self._events.put_nowait(_Failed(str(exc), exc))
 
     def _wake_later(self, slot: _Slot, delay: float) -> None:
         slot.not_before = self._clock() + delay

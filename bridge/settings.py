@@ -15,21 +15,26 @@ once; README "Configuration" lists them all (a test keeps it in step).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bridge.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BRIDGE_ID",
+    "DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_SECRETS_DIR",
     "DEFAULT_SHARD_CAPACITY",
     "ENV_PREFIX",
+    "KAFKA_CONFIG_ENV",
+    "MAX_AUTO_REPLICATION",
+    "OWNED_KAFKA_KEYS",
     "GenesysClient",
     "Settings",
     "load_settings",
@@ -84,7 +89,55 @@ DEFAULT_TXN_MAX_MS = 50
 DEFAULT_TXN_MAX_RECORDS = 5000
 DEFAULT_DRAIN_TIMEOUT_S = 8.0
 DEFAULT_TOPIC_PARTITIONS = 6
-DEFAULT_TOPIC_REPLICATION = 1
+#: None: ``min(MAX_AUTO_REPLICATION, brokers in the cluster's metadata)``, so one
+#: broker on a laptop and three replicas on a cluster, without a setting.
+DEFAULT_TOPIC_REPLICATION: int | None = None
+MAX_AUTO_REPLICATION = 3
+#: None: ``max(1, replication factor - 1)`` (2 of 3: one broker may be down
+#: while acks=all writes go on; 1 on a single broker).
+DEFAULT_TOPIC_MIN_INSYNC: int | None = None
+#: Create missing topics; False checks that a platform team provisioned them.
+DEFAULT_TOPIC_CREATE = True
+#: How long the transaction coordinator keeps a silent producer's open
+#: transaction: the broker outage a transaction survives without an abort.
+#: Well above the 20 s outages the sink is tested against, well below the
+#: broker's default ``transaction.max.timeout.ms`` of 15 min.
+DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS = 60_000
+#: librdkafka settings the bridge sets itself (its delivery promise rests on
+#: them) or that have a setting of their own: refused in BRIDGE_KAFKA_CONFIG.
+OWNED_KAFKA_KEYS: dict[str, str] = {
+    "bootstrap.servers": "BRIDGE_KAFKA_BOOTSTRAP_SERVERS",
+    "metadata.broker.list": "BRIDGE_KAFKA_BOOTSTRAP_SERVERS",
+    "security.protocol": "BRIDGE_KAFKA_SECURITY_PROTOCOL",
+    "sasl.mechanism": "BRIDGE_KAFKA_SASL_MECHANISM",
+    "sasl.mechanisms": "BRIDGE_KAFKA_SASL_MECHANISM",
+    "sasl.username": "BRIDGE_KAFKA_SASL_USERNAME",
+    "sasl.password": "BRIDGE_KAFKA_SASL_PASSWORD",
+    "ssl.ca.location": "BRIDGE_KAFKA_SSL_CA_LOCATION",
+    "ssl.certificate.location": "BRIDGE_KAFKA_SSL_CERTIFICATE_LOCATION",
+    "ssl.key.location": "BRIDGE_KAFKA_SSL_KEY_LOCATION",
+    "ssl.key.password": "BRIDGE_KAFKA_SSL_KEY_PASSWORD",
+    "transactional.id": "the bridge (<bridge-id>-shard-<p>, <bridge-id>-coordinator)",
+    "transaction.timeout.ms": "BRIDGE_KAFKA_TRANSACTION_TIMEOUT_MS",
+    "enable.idempotence": "the bridge (always true)",
+    "acks": "the bridge (always all)",
+    "isolation.level": "the bridge (always read_committed)",
+    "group.id": "the bridge (BRIDGE_ID)",
+    "group.instance.id": "the bridge (dynamic membership)",
+    "group.protocol": "BRIDGE_KAFKA_GROUP_PROTOCOL",
+    "partition.assignment.strategy": "the bridge (cooperative-sticky)",
+    "session.timeout.ms": "BRIDGE_KAFKA_SESSION_TIMEOUT_MS",
+    "heartbeat.interval.ms": "BRIDGE_KAFKA_HEARTBEAT_INTERVAL_MS",
+    "enable.auto.commit": "the bridge (never commits offsets)",
+    "enable.auto.offset.store": "the bridge (never commits offsets)",
+    "auto.offset.reset": "the bridge (reads from the beginning)",
+    "enable.partition.eof": "the bridge (detects the end of its reads)",
+    "client.id": "the bridge (one per producer and consumer)",
+    "logger": "the bridge (Python logging)",
+}
+KAFKA_CONFIG_ENV = "BRIDGE_KAFKA_CONFIG"
+#: Pass-through keys whose values are secrets (kept out of logs like the password).
+SECRET_KEY_MARKERS = ("password", "secret", "key.pem", "sasl.oauthbearer.config")
 DEFAULT_EVENT_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: The broker's default group.min.session.timeout.ms: the fastest takeover it allows
 #: (measured: median about 8 s from SIGKILL to the new owner's first record).
@@ -137,12 +190,11 @@ class Settings(BaseSettings):
     kafka_ssl_certificate_location: str | None = None
     kafka_ssl_key_location: str | None = None
     kafka_ssl_key_password: SecretStr | None = None
-    #: ``BRIDGE_KAFKA_CONFIG``: further librdkafka settings (a JSON object). The
-    #: field has another name because ``kafka_config()`` is the assembled client
-    #: configuration.
-    kafka_passthrough: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, validation_alias="BRIDGE_KAFKA_CONFIG"
+    #: ``BRIDGE_KAFKA_CONFIG`` (the method ``kafka_config()`` owns the plain name).
+    kafka_extra_config: SecretStr | None = Field(
+        None, validation_alias=AliasChoices(KAFKA_CONFIG_ENV, "kafka_extra_config")
     )
+    kafka_transaction_timeout_ms: int = Field(DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS, ge=1000)
     kafka_session_timeout_ms: int = Field(DEFAULT_KAFKA_SESSION_TIMEOUT_MS, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS, ge=100)
     kafka_group_protocol: Literal["classic", "consumer"] = DEFAULT_KAFKA_GROUP_PROTOCOL
@@ -152,10 +204,9 @@ class Settings(BaseSettings):
     topic_dlq: str = "bridge.dlq.v1"
     topic_shard_map: str = "bridge.shard-map.v1"
     topic_partitions: int = Field(DEFAULT_TOPIC_PARTITIONS, ge=1)
-    topic_replication_factor: int = Field(DEFAULT_TOPIC_REPLICATION, ge=1)
-    #: None: the replication factor minus one, at least 1.
-    topic_min_insync_replicas: int | None = Field(None, ge=1)
-    topic_create: bool = True
+    topic_replication_factor: int | None = Field(DEFAULT_TOPIC_REPLICATION, ge=1)
+    topic_min_insync_replicas: int | None = Field(DEFAULT_TOPIC_MIN_INSYNC, ge=1)
+    topic_create: bool = DEFAULT_TOPIC_CREATE
     event_retention_ms: int = DEFAULT_EVENT_RETENTION_MS
     txn_max_ms: int = Field(DEFAULT_TXN_MAX_MS, ge=1)
     txn_max_records: int = Field(DEFAULT_TXN_MAX_RECORDS, ge=1)
@@ -187,7 +238,53 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.genesys_client_secret is not None and not self.genesys_client_id:
             raise ValueError("BRIDGE_GENESYS_CLIENT_SECRET is set without BRIDGE_GENESYS_CLIENT_ID")
+        rf, min_isr = self.topic_replication_factor, self.topic_min_insync_replicas
+        if rf is not None and min_isr is not None and min_isr > rf:
+            raise ValueError(
+                f"BRIDGE_TOPIC_MIN_INSYNC_REPLICAS={min_isr} exceeds BRIDGE_TOPIC_REPLICATION_FACTOR={rf}: "
+                "no acks=all write could ever succeed"
+            )
+        self.kafka_passthrough()  # refuses a malformed or owned pass-through at start
         return self
+
+    def kafka_passthrough(self) -> dict[str, str]:
+        """``BRIDGE_KAFKA_CONFIG``: other librdkafka settings, applied to every client last.
+
+        A JSON object of scalar values (booleans become ``true``/``false``).
+        Raises ``ValueError`` (one line) for a key in :data:`OWNED_KAFKA_KEYS`.
+        """
+        if self.kafka_extra_config is None:
+            return {}
+        try:
+            data = json.loads(self.kafka_extra_config.get_secret_value())
+        except json.JSONDecodeError:
+            raise ValueError("BRIDGE_KAFKA_CONFIG is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError("BRIDGE_KAFKA_CONFIG must be a JSON object of librdkafka settings")
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            owner = OWNED_KAFKA_KEYS.get(key)
+            if owner is not None:
+                raise ValueError(f"BRIDGE_KAFKA_CONFIG may not set {key}: it belongs to {owner}")
+            if isinstance(value, bool):
+                out[key] = "true" if value else "false"
+            elif isinstance(value, str | int | float):
+                out[key] = str(value)
+            else:
+                raise ValueError(f"BRIDGE_KAFKA_CONFIG[{key!r}] must be a string, number or boolean")
+        return out
+
+    def kafka_secrets(self) -> list[str]:
+        """Every Kafka secret value (to keep out of logs)."""
+        values = [
+            v.get_secret_value()
+            for v in (self.kafka_sasl_password, self.kafka_ssl_key_password)
+            if v is not None
+        ]
+        values += [
+            v for k, v in self.kafka_passthrough().items() if any(m in k for m in SECRET_KEY_MARKERS) and v
+        ]
+        return values
 
     @property
     def login_url(self) -> str:
@@ -222,6 +319,13 @@ class Settings(BaseSettings):
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_ca_location:
             conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        if self.kafka_ssl_certificate_location:
+            conf["ssl.certificate.location"] = self.kafka_ssl_certificate_location
+        if self.kafka_ssl_key_location:
+            conf["ssl.key.location"] = self.kafka_ssl_key_location
+        if self.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        conf.update(self.kafka_passthrough())
         return conf
 
 
@@ -253,10 +357,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{ENV_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
     except SettingsError as exc:  # a JSON value (env or file) that does not parse
         raise ConfigError(f"invalid settings: {_env_name(str(exc))}: not valid JSON") from None
@@ -268,4 +369,14 @@ def _env_name(message: str) -> str:
     if m is None or m.group(1) not in Settings.model_fields:
         return "a setting"
     alias = Settings.model_fields[m.group(1)].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        alias = alias.choices[0]
     return alias.upper() if isinstance(alias, str) else f"{ENV_PREFIX}{m.group(1).upper()}"
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """One validation problem: the variable (when there is one) and pydantic's message."""
+    msg = msg.removeprefix("Value error, ")
+    if not loc:
+        return msg
+    return f"{ENV_PREFIX}{'_'.join(str(p) for p in loc).upper()}: {msg}"

@@ -71,6 +71,7 @@ from typing import Any
 
 from bridge import log, memory, metrics
 from bridge.errors import (
+    AuthorizationError,
     ChannelClosedError,
     FencedError,
     GenesysError,
@@ -371,7 +372,7 @@ class Shard:
             except (FencedError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every failure ends in the retry policy
-                if isinstance(self._sink.error, FencedError):
+                if isinstance(self._sink.error, FencedError | AuthorizationError):
                     raise self._sink.error from exc
                 if self._stopping.is_set():
                     break

@@ -61,7 +61,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bridge.errors import DeliveryError, FencedError, SinkError
+from bridge.acl import authorization_error
+from bridge.errors import AuthorizationError, DeliveryError, FencedError, SinkError
 from bridge.events import Accepted
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, EVENT_LAG, FENCED, PRODUCE_ERRORS, RECORDS_PRODUCED
 from bridge.model import Change, Kind
@@ -76,7 +77,7 @@ from bridge.records import (
     event_type,
     utc_now_ms,
 )
-from bridge.settings import Settings
+from bridge.settings import DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS, Settings
 
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL_S",
@@ -99,12 +100,11 @@ log = logging.getLogger(__name__)
 #: A transaction closes every ~100 ms anyway; a short linger only groups one burst.
 DEFAULT_LINGER_MS = 5
 DEFAULT_COMPRESSION = "lz4"
-#: How long the coordinator keeps an open transaction of a silent producer.
-#: It bounds the broker outage a transaction survives without an abort (and
-#: librdkafka lowers ``message.timeout.ms`` to it): well above the 20 s
-#: outages the sink is tested against, well below the broker's default
-#: ``transaction.max.timeout.ms`` of 15 min.
-DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
+#: How long the coordinator keeps an open transaction of a silent producer
+#: (``BRIDGE_KAFKA_TRANSACTION_TIMEOUT_MS``). It bounds the broker outage a
+#: transaction survives without an abort (and librdkafka lowers
+#: ``message.timeout.ms`` to it).
+DEFAULT_TRANSACTION_TIMEOUT_MS = DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS
 #: Reconnect quickly once the broker is back (librdkafka's default caps at 10 s).
 DEFAULT_RECONNECT_BACKOFF_MAX_MS = 1_000
 #: Timeout of one blocking commit/abort/init call; a retriable timeout is retried.
@@ -186,10 +186,12 @@ def producer_config(settings: Settings, shard: int) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": DEFAULT_LINGER_MS,
         "compression.type": DEFAULT_COMPRESSION,
-        "transaction.timeout.ms": DEFAULT_TRANSACTION_TIMEOUT_MS,
+        "transaction.timeout.ms": settings.kafka_transaction_timeout_ms,
         "reconnect.backoff.max.ms": DEFAULT_RECONNECT_BACKOFF_MAX_MS,
         # librdkafka's own log lines go to Python logging (served by poll()), not stderr.
         "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+        # BRIDGE_KAFKA_CONFIG last: it may retune linger, compression, ... (never an owned key).
+        **settings.kafka_passthrough(),
     }
 
 
@@ -686,6 +688,12 @@ class ShardSink:
         if producer is not None and err.code() == KafkaError._FATAL:
             err = _cause(producer, err, self._call_timeout)
         action = classify(err)
+        forbidden = self._forbidden(err)
+        if forbidden is not None:
+            PRODUCE_ERRORS.labels(reason=Action.FATAL.value).inc()
+            log.error("shard %d: %s", self.shard, forbidden)
+            self._fail(forbidden)
+            return Action.FATAL
         PRODUCE_ERRORS.labels(reason=action.value).inc()
         if action is Action.FENCED:
             FENCED.inc()
@@ -698,6 +706,21 @@ class ShardSink:
             self._committing_ok = False
             log.warning("shard %d: %s error during %s: %s", self.shard, action.value, op, err.str())
         return action
+
+    def _forbidden(self, err: KafkaError) -> AuthorizationError | None:
+        """A missing ACL, named: the transactional id, or the topics this sink writes."""
+        code = err.code()
+        if code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+            return authorization_error(err, "WRITE", f"TRANSACTIONAL_ID {self.transactional_id}")
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            s = self._settings
+            topics = ", ".join(
+                dict.fromkeys([s.topic_presence, s.topic_routing_status, s.topic_agent_state, s.topic_dlq])
+            )
+            return authorization_error(err, "WRITE", f"TOPIC (one of {topics})")
+        if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            return authorization_error(err, "IDEMPOTENT_WRITE", "CLUSTER kafka-cluster")
+        return None
 
     def _fail(self, err: SinkError) -> None:
         if self._failure is not None:

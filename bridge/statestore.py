@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from bridge.acl import reader_authorization_error
 from bridge.errors import SinkError
 from bridge.model import AgentState, PresenceValue, RoutingValue, VersionedPresence, VersionedRouting
 from bridge.settings import Settings
@@ -96,7 +97,7 @@ def load_states(
             consumer_factory({**config, "isolation.level": "read_uncommitted"}), topic, timeout_s
         )
     except KafkaException as exc:
-        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
+        raise _read_error(exc.args[0], topic, str(config["group.id"])) from None
     states: dict[str, AgentState] = {}
     if not assignment:
         return states
@@ -140,7 +141,7 @@ def load_states(
                     )
         return states
     except KafkaException as exc:
-        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
+        raise _read_error(exc.args[0], topic, str(config["group.id"])) from None
     finally:
         consumer.close()
 
@@ -208,3 +209,9 @@ def parse_state(user_id: str, value: bytes) -> AgentState:
 def _time(text: str) -> datetime:
     # Python 3.11's fromisoformat reads the trailing "Z" that format_time writes.
     return datetime.fromisoformat(text)
+
+
+def _read_error(err: KafkaError, topic: str, group: str) -> SinkError:
+    """A missing READ ACL (topic or group) named as such; anything else a plain :class:`SinkError`."""
+    forbidden = reader_authorization_error(err, topic, group)
+    return forbidden if forbidden is not None else SinkError(f"cannot read {topic}: {err.str()}")

@@ -29,8 +29,9 @@ from typing import Any
 import httpx
 
 from bridge import log, memory
+from bridge.acl import preflight
 from bridge.assign import shard_budget, shards_per_client
-from bridge.errors import ConfigError
+from bridge.errors import AuthorizationError, ConfigError
 from bridge.events import ShardState
 from bridge.fleet import ConsumerFactory, Coordinator, Fleet
 from bridge.genesys.rest import GenesysRest
@@ -89,9 +90,8 @@ class Worker:
     async def run(self, users: Sequence[str] | None = None) -> int:
         """Join the fleet, stream until stopped, drain and leave; returns the exit code."""
         s = self.settings
-        for password in (s.kafka_sasl_password, s.kafka_ssl_key_password):
-            if password is not None:
-                log.register_secret(password.get_secret_value())
+        for secret in s.kafka_secrets():
+            log.register_secret(secret)
         clients = s.clients()
         if not clients:
             raise ConfigError("no Genesys OAuth client configured (BRIDGE_GENESYS_CLIENT_ID / _SECRET)")
@@ -100,8 +100,13 @@ class Worker:
         await self.health.start()
         trimmer = asyncio.create_task(memory.trim_periodically())
         try:
-            # A new control topic starts with one partition; the coordinator grows it.
-            await asyncio.to_thread(ensure_topics, s, shard_map_partitions=1)
+            try:
+                # A new control topic starts with one partition; the coordinator grows it.
+                await asyncio.to_thread(ensure_topics, s, shard_map_partitions=1)
+                await asyncio.to_thread(preflight, s)
+            except (AuthorizationError, ConfigError) as exc:
+                logger.error("%s", exc)
+                raise
             primary = self._rests[0]
             self._labels.update({d.id: d.label for d in await primary.presence_definitions()})
             budget = shard_budget(len(clients), s.genesys_max_channels_per_client)
@@ -138,7 +143,7 @@ class Worker:
                 clients=len(clients),
                 **fleet_kwargs,
             )
-            await self.fleet.run(self._stop)
+            await self.fleet.run(self._stop)  # a missing ACL is logged there, then raised
             return 0
         finally:
             trimmer.cancel()

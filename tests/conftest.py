@@ -110,3 +110,145 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
         yield KafkaBroker(bootstrap=broker.bootstrap, version=version, admin=admin, data_dir=data_dir)
     finally:
         localkafka.stop(data_dir)
+
+
+# ----------------------------------------------------------------------------- the secured cluster
+
+CLUSTER_NODES = 3
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+#: The bridge's principals: a SCRAM user on the SASL_SSL listener, a certificate on the mTLS one.
+BRIDGE_USER = "bridge"
+MTLS_CN = "bridge-mtls"
+#: The data is thrown away: do not wait long for a clean shutdown.
+CLUSTER_STOP_TIMEOUT_S = 5.0
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@dataclass
+class SecureCluster:
+    """Three KRaft nodes with SASL_SSL (SCRAM-SHA-512) and mTLS listeners and ACLs enforced.
+
+    The PLAINTEXT listener carries replication and the test's own admin
+    client; its principal (``User:ANONYMOUS``) and ``User:admin`` are the
+    super users. The bridge's principals (``User:bridge`` over SASL_SSL,
+    ``User:bridge-mtls`` over mTLS) get nothing but the ACLs a test grants.
+    """
+
+    root: Path
+    cluster: Any
+    admin: AdminClient = field(repr=False)
+    tls: Any
+    password: str = field(repr=False)
+    cold_start_s: float = 0.0
+
+    @property
+    def bootstrap(self) -> str:
+        """The PLAINTEXT (super user) listener of every node."""
+        return str(self.cluster.bootstrap())
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, **extra}
+
+    def sasl_settings(self) -> dict[str, Any]:
+        """Settings fields for a worker over SASL_SSL as ``User:bridge``."""
+        return {
+            "kafka_bootstrap_servers": self.cluster.bootstrap("SASL_SSL"),
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": SCRAM_MECHANISM,
+            "kafka_sasl_username": BRIDGE_USER,
+            "kafka_sasl_password": self.password,
+            "kafka_ssl_ca_location": str(self.tls.ca),
+        }
+
+    def mtls_settings(self) -> dict[str, Any]:
+        """Settings fields for a worker over mTLS as ``User:bridge-mtls``."""
+        return {
+            "kafka_bootstrap_servers": self.cluster.bootstrap("MTLS"),
+            "kafka_security_protocol": "SSL",
+            "kafka_ssl_ca_location": str(self.tls.ca),
+            "kafka_ssl_certificate_location": str(self.tls.client_cert),
+            "kafka_ssl_key_location": str(self.tls.client_key),
+            "kafka_ssl_key_password": self.tls.client_key_password,
+        }
+
+    def grant(self, principal: str, bindings: list[Any]) -> None:
+        """Create ALLOW bindings and wait until every node enforces them."""
+        for fut in self.admin.create_acls(bindings, request_timeout=30).values():
+            fut.result(timeout=30)
+
+    def kill(self, node_id: int) -> None:
+        localkafka.node_kill(self.root, node_id)
+
+    def start(self, node_id: int) -> None:
+        localkafka.node_start(self.root, node_id)
+
+    def stop(self, node_id: int) -> None:
+        localkafka.node_stop(self.root, node_id)
+
+    def nodes(self) -> list[int]:
+        return [n.node_id for n in self.cluster.nodes]
+
+    def leaders(self, topic: str) -> dict[int, int]:
+        """partition → leader node id (-1 while there is none)."""
+        md = self.admin.list_topics(topic, timeout=10).topics[topic]
+        return {p: part.leader for p, part in md.partitions.items()}
+
+    def wait_in_sync(self, topics: list[str], timeout_s: float = 60.0) -> None:
+        """Until every partition of these topics has all its replicas in sync again."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            md = self.admin.list_topics(timeout=10).topics
+            if all(
+                t in md and all(len(p.isrs) == len(p.replicas) for p in md[t].partitions.values())
+                for t in topics
+            ):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"replicas of {topics} did not catch up in {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    """A real three-node cluster, secured; started once, only when a test asks for it."""
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    from tests.tlscerts import make_tls
+
+    root = tmp_path_factory.mktemp("kafka-cluster")
+    tls = make_tls(root / "tls", MTLS_CN, client_key_password=uuid.uuid4().hex)
+    password = uuid.uuid4().hex
+    extra = {
+        "authorizer.class.name": STANDARD_AUTHORIZER,
+        "super.users": "User:ANONYMOUS;User:admin",
+        "allow.everyone.if.no.acl.found": "false",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls.broker_keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls.ca),
+        "listener.name.mtls.ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
+    }
+    t0 = time.monotonic()
+    cluster = localkafka.cluster_up(
+        root, CLUSTER_NODES, listeners={"SASL_SSL": "SASL_SSL", "MTLS": "SSL"}, extra=extra, quiet=True
+    )
+    cold = time.monotonic() - t0
+    sys.stderr.write(f"\nkafka_cluster fixture: {CLUSTER_NODES} nodes ready in {cold:.1f} s\n")
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    try:
+        upsert = UserScramCredentialUpsertion(
+            BRIDGE_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+        )
+        for fut in admin.alter_user_scram_credentials([upsert], request_timeout=30).values():
+            fut.result(timeout=30)
+        yield SecureCluster(root, cluster, admin, tls, password, cold)
+    finally:
+        localkafka.cluster_down(root, timeout_s=CLUSTER_STOP_TIMEOUT_S)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import AliasChoices
 
 from bridge import log
 from bridge.errors import ConfigError
@@ -21,6 +22,8 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     text = README.read_text()
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            alias = str(alias.choices[0])
         env = alias.upper() if isinstance(alias, str) else f"BRIDGE_{name.upper()}"
         row = re.search(rf"^\| `{env}` \| (.+?) \|", text, re.MULTILINE)
         assert row, f"{env} missing from README Configuration"
@@ -133,3 +136,38 @@ def test_secret_files_in_the_kubernetes_volume_layout_are_read(
     assert s.kafka_ssl_key_password is not None
     assert s.kafka_ssl_key_password.get_secret_value() == "key-pass-4567"
     assert "key-pass-4567" not in repr(s)
+
+
+def test_kafka_config_passes_other_librdkafka_settings_through() -> None:
+    """BRIDGE_KAFKA_CONFIG reaches every client; booleans and numbers become librdkafka strings."""
+    s = load_settings(
+        BRIDGE_KAFKA_CONFIG='{"client.rack": "eu-1a", "socket.keepalive.enable": true, "x.ms": 5}'
+    )
+    conf = s.kafka_config()
+    assert (conf["client.rack"], conf["socket.keepalive.enable"], conf["x.ms"]) == ("eu-1a", "true", "5")
+
+
+@pytest.mark.parametrize("key", ["transactional.id", "isolation.level", "enable.idempotence", "group.id"])
+def test_kafka_config_refuses_keys_the_bridge_owns_in_one_line(key: str) -> None:
+    """An owned key is a ConfigError at start, one line naming the key."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(BRIDGE_KAFKA_CONFIG=f'{{"{key}": "x"}}')
+    assert key in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_kafka_config_secrets_are_masked_and_listed() -> None:
+    """The pass-through's repr is masked; its secret-looking values and the key password are secrets."""
+    s = Settings(
+        kafka_extra_config='{"sasl.oauthbearer.client.secret": "oidc-secret-1"}',
+        kafka_ssl_key_password="key-pass-2",
+    )
+    assert "oidc-secret-1" not in repr(s)
+    assert set(s.kafka_secrets()) == {"oidc-secret-1", "key-pass-2"}
+    assert s.kafka_config()["ssl.key.password"] == "key-pass-2"
+
+
+def test_min_insync_above_the_replication_factor_is_refused() -> None:
+    """No acks=all write could succeed: refused at start."""
+    with pytest.raises(ConfigError, match="MIN_INSYNC"):
+        load_settings(topic_replication_factor=2, topic_min_insync_replicas=3)

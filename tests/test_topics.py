@@ -8,8 +8,9 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from bridge.errors import ConfigError
 from bridge.settings import Settings
-from bridge.topics import ensure_topics
+from bridge.topics import ensure_topics, replication
 from tests.conftest import KafkaBroker
 
 pytestmark = pytest.mark.kafka
@@ -92,3 +93,47 @@ def test_wrong_policy_of_an_existing_topic_is_logged(
     with caplog.at_level(logging.WARNING, logger="bridge.topics"):
         ensure_topics(settings)
     assert f"topic {wrong} has cleanup.policy=delete, expected compact" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("brokers", "factor", "min_insync", "want"),
+    [(1, None, None, (1, 1)), (3, None, None, (3, 2)), (5, None, None, (3, 2)), (3, 2, None, (2, 1))],
+)
+def test_replication_defaults_follow_the_cluster(
+    brokers: int, factor: int | None, min_insync: int | None, want: tuple[int, int]
+) -> None:
+    """Unset: RF = min(3, brokers) and min.insync = RF - 1 (at least 1); explicit values win."""
+    s = Settings(topic_replication_factor=factor, topic_min_insync_replicas=min_insync)
+    got = replication(s, brokers)
+    assert (got.factor, got.min_insync) == want
+
+
+def test_created_topics_carry_min_insync_replicas(kafka: KafkaBroker) -> None:
+    """On one broker every topic gets RF 1 and min.insync.replicas 1 without any setting."""
+    settings = make_settings(kafka)
+    ensure_topics(settings, shard_map_partitions=1)
+    assert describe(kafka, settings.topic_agent_state)["min.insync.replicas"] == "1"
+
+
+def test_topic_create_false_names_what_is_missing_or_wrong(kafka: KafkaBroker) -> None:
+    """Without creation the bridge refuses, in one line, a missing topic and a wrong cleanup policy."""
+    provisioned = make_settings(kafka)
+    ensure_topics(provisioned, shard_map_partitions=1)
+    wrong_state = kafka.create_topic("state", config={"cleanup.policy": "delete"})
+    settings = provisioned.model_copy(
+        update={"topic_create": False, "topic_agent_state": wrong_state, "topic_dlq": "dlq-never-created"}
+    )
+    with pytest.raises(ConfigError) as err:
+        ensure_topics(settings, shard_map_partitions=1)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "dlq-never-created is missing" in message
+    assert f"{wrong_state} has cleanup.policy=delete, needs compact" in message
+    assert provisioned.topic_presence not in message
+
+
+def test_topic_create_false_accepts_provisioned_topics(kafka: KafkaBroker) -> None:
+    """Topics provisioned as the bridge would have made them pass the check; nothing is created."""
+    provisioned = make_settings(kafka)
+    ensure_topics(provisioned, shard_map_partitions=1)
+    assert ensure_topics(provisioned.model_copy(update={"topic_create": False}), shard_map_partitions=1) == []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 
 from bridge.fleet import MapRecord
 from bridge.settings import ENV_PREFIX, Settings
@@ -61,7 +61,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = json.dumps(
                 [{"clientId": c.client_id, "clientSecret": c.client_secret.get_secret_value()} for c in value]
             )
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        alias = type(settings).model_fields[name].validation_alias
+        env[str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"{ENV_PREFIX}{name.upper()}"] = (
+            str(value)
+        )
     return env
 
 
