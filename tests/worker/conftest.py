@@ -314,10 +314,10 @@ async def run_audit(settings: Settings, grace_s: float = 5.0) -> tuple[int, list
     rest = GenesysRest.from_settings(settings, clients[0])
     lines: list[str] = []
     try:
-        mismatches = await audit(settings, rest, grace_s=grace_s, out=lines.append)
+        report = await audit(settings, rest, grace_s=grace_s, out=lines.append)
     finally:
         await rest.aclose()
-    return mismatches, lines
+    return report.failures, lines
 
 
 @pytest.fixture
