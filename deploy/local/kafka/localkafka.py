@@ -198,8 +198,16 @@ def start(
     controller_port: int | None = None,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
     quiet: bool = False,
+    *,
+    extra_listeners: dict[str, tuple[int, int]] | None = None,
 ) -> Broker:
-    """Start (formatting first if new) and wait for a Metadata answer."""
+    """Start (formatting first if new) and wait for a Metadata answer.
+
+    ``extra_listeners`` maps a listener name (e.g. ``W0``) to ``(port,
+    advertised_port)``: one more PLAINTEXT listener on 127.0.0.1:port that
+    advertises 127.0.0.1:advertised_port, so that a client bootstrapping
+    through a TCP proxy on the advertised port keeps going through it.
+    """
     data_dir = data_dir.resolve()
     running = _read_running(data_dir)
     if running is not None:
@@ -229,6 +237,7 @@ def start(
         .replace("@CONTROLLER_PORT@", str(controller_port))
         .replace("@DATA_DIR@", str(data_dir))
     )
+    text = _with_listeners(text, extra_listeners or {})
     props.write_text(text)
     classpath = f"{libs}/*"
     jvm = [
@@ -281,6 +290,20 @@ def start(
         time.sleep(0.1)
     stop(data_dir)
     raise BrokerError(f"broker did not answer within {timeout_s} s; see {data_dir / LOG_FILE}")
+
+
+def _with_listeners(text: str, extra: dict[str, tuple[int, int]]) -> str:
+    """``text`` with the extra PLAINTEXT listeners appended to the three listener properties."""
+    add = {
+        "listeners=": [f"{name}://127.0.0.1:{port}" for name, (port, _) in extra.items()],
+        "advertised.listeners=": [f"{name}://127.0.0.1:{adv}" for name, (_, adv) in extra.items()],
+        "listener.security.protocol.map=": [f"{name}:PLAINTEXT" for name in extra],
+    }
+    lines = []
+    for line in text.splitlines():
+        items = next((v for prefix, v in add.items() if line.startswith(prefix)), [])
+        lines.append(",".join([line, *items]))
+    return "\n".join(lines) + "\n"
 
 
 def _kafka_uuid() -> str:
