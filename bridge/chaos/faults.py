@@ -4,7 +4,8 @@ Each function applies one :class:`~bridge.chaos.schedule.Fault` to the
 :class:`~bridge.chaos.env.Environment` and returns a short note for the
 timeline (what it hit). Faults with a duration undo themselves at its end
 (SIGCONT, restart, toxic removed) before returning, so the runner runs each
-as its own task. A target among several (a channel, agents to delete) is
+as its own task. A target among several (a connected channel with topics,
+agents to delete) is
 chosen with the fault's ``pick`` among what exists at that moment, sorted.
 """
 
@@ -32,7 +33,8 @@ STREAMS_BY_FAULT = {
 
 async def _connected_channel(env: Environment, fault: Fault) -> dict[str, Any] | None:
     stats = await env.sim_admin("GET", "/sim/stats")
-    channels = sorted((c for c in stats["channels"] if c["connected"]), key=lambda c: str(c["id"]))
+    live = (c for c in stats["channels"] if c["connected"] and c["topics"])
+    channels = sorted(live, key=lambda c: str(c["id"]))
     if not channels:
         return None
     channel: dict[str, Any] = channels[fault.pick % len(channels)]
