@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.audit import EventCheck, EventRecord, Mismatch, compare
@@ -93,7 +93,7 @@ async def state_mismatches(settings: Settings, rest: GenesysRest) -> tuple[int, 
     """(active agents, mismatches) of this fleet's state against Genesys, now, without grace."""
     roster = sorted({u.id for u in await rest.active_users()})
     states = await asyncio.to_thread(load_states, settings, None, bridge_id=settings.id)
-    truth = await rest.current_changes(roster, observed_at=datetime.now().astimezone())
+    truth = await rest.current_changes(roster, observed_at=datetime.now(UTC))
     return len(roster), compare(states, truth, roster)
 
 
