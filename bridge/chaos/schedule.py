@@ -119,12 +119,17 @@ def _number(value: float) -> str:
 
 
 def parse_faults(text: str | None) -> frozenset[str]:
-    """``--faults``: a comma list of fault names (``all`` or empty: every fault); ValueError if unknown."""
+    """``--faults``: a comma list of fault names; ``all`` (or none) is every fault, ``-name`` removes one.
+
+ValueError names any unknown fault.
+"""
     if not text or text.strip() == "all":
         return frozenset(FAULTS)
     names = {n.strip() for n in text.split(",") if n.strip()}
     excluded = {n[1:] for n in names if n.startswith("-")}
-    included = {n for n in names if not n.startswith("-")} or set(FAULTS)
+    included = {n for n in names if not n.startswith("-")}
+    if not included or "all" in included:
+        included = (included - {"all"}) | set(FAULTS)
     unknown = sorted((included | excluded) - set(FAULTS))
     if unknown:
         raise ValueError(f"unknown faults: {', '.join(unknown)} (known: {', '.join(sorted(FAULTS))})")

@@ -76,6 +76,7 @@ def test_parse_faults_accepts_lists_exclusions_and_rejects_unknown_names() -> No
     assert parse_faults("all") == EVERY == parse_faults(None)
     assert parse_faults("drop, kill") == {"drop", "kill"}
     assert parse_faults("-stall,-broker_restart") == EVERY - {"stall", "broker_restart"}
+    assert parse_faults("all,-stall") == EVERY - {"stall"}
     with pytest.raises(ValueError, match="nap"):
         parse_faults("drop,nap")
 
