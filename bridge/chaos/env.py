@@ -47,6 +47,8 @@ SIM_CLIENT_SECRET = "sim-secret"  # noqa: S105 - the simulator's documented publ
 SIM_READY_PREFIX = "simulator listening on "
 SIM_START_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
+#: With --bootstrap, the caller's settings under this prefix (security protocol, SASL, CA) reach the workers.
+KAFKA_ACCESS_PREFIX = "BRIDGE_KAFKA_"
 #: Settings that differ from production defaults in a chaos run, and why.
 WORKER_OVERRIDES: dict[str, str] = {
     # Roster changes must reach the fleet within the run, not after the default 5 minutes.
@@ -289,7 +291,13 @@ class Environment:
             await self.toxiproxy.proxy(f"w{i}-kafka", port, f"127.0.0.1:{self.listener_port(i)}")
 
     def make_workers(self, genesys_ports: list[int], kafka_ports: list[int]) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        # The caller's BRIDGE_* settings stay out, except how to reach a given cluster
+        # (SASL / TLS of a staging Kafka) when --bootstrap names one.
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("BRIDGE_") or (not self.own_broker and k.startswith(KAFKA_ACCESS_PREFIX))
+        }
         for i in range(self.workers):
             genesys = f"http://127.0.0.1:{genesys_ports[i]}"
             env = {
