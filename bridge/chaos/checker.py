@@ -113,6 +113,8 @@ class Verdict:
     recall_total: int = 0
     settle_s: float = 0.0
     settled: bool = False
+    #: Scheduled faults not applied because their worker was still busy with the previous one.
+    skipped: int = 0
 
     @property
     def passed(self) -> bool:
@@ -135,5 +137,6 @@ class Verdict:
             f"uncovered={len(self.coverage.uncovered)} "
             f"multiply_covered={len(self.coverage.multiply_covered)} "
             f"crashes={len(self.crashes)} harness_errors={len(self.harness_errors)} "
-            f"recall={share:.1f}% ({self.recall_found}/{self.recall_total}) settle={self.settle_s:.0f}s"
+            f"recall={share:.1f}% ({self.recall_found}/{self.recall_total}) settle={self.settle_s:.0f}s "
+            f"skipped={self.skipped}"
         )

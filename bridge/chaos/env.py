@@ -90,6 +90,14 @@ class WorkerProcess:
     crashes: list[int] = field(default_factory=list)
 
     def start(self) -> None:
+        """Start the process (never a second one: RuntimeError while one still runs).
+
+        Each start takes a fresh metrics port: a port freed by the previous
+        process may meanwhile be the local end of some outbound connection.
+        """
+        if self.alive():
+            raise RuntimeError(f"worker {self.index} is still running")
+        self.env["BRIDGE_METRICS_PORT"] = str(free_port())
         with self.log_path.open("ab") as log:
             log.write(f"--- chaos: worker {self.index} starting at {time.time():.3f}\n".encode())
             log.flush()
@@ -312,7 +320,6 @@ class Environment:
                 "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": (
                     f"127.0.0.1:{kafka_ports[i]}" if kafka_ports else self.broker_bootstrap
                 ),
-                "BRIDGE_METRICS_PORT": str(free_port()),
             }
             if self.shard_capacity is not None:
                 env["BRIDGE_SHARD_CAPACITY"] = str(self.shard_capacity)

@@ -70,6 +70,11 @@ class _Run:
         self.t0 = time.monotonic()
         self.errors: list[str] = []
         self.crashes: list[str] = []
+        self.applied = 0
+        self.skipped = 0
+        # A worker's process fault can outlast its schedule slot (a slow graceful stop):
+        # the next fault aimed at that worker is then skipped, never run on top of it.
+        self.busy: list[asyncio.Lock] = [asyncio.Lock() for _ in range(opts.workers)]
 
     def say(self, text: str) -> None:
         self.out(f"[{time.monotonic() - self.t0:7.1f}s] {text}")
@@ -120,6 +125,8 @@ class _Run:
 
     def watch_workers(self) -> None:
         for worker in self.env.worker_procs:
+            if self.busy[worker.index].locked():
+                continue  # a fault is stopping or restarting it
             code = worker.check_crash()
             if code is not None:
                 self.crashes.append(f"worker {worker.index} exited with {code}")
@@ -127,6 +134,19 @@ class _Run:
                 worker.start()
 
     async def one_fault(self, fault: Fault) -> None:
+        if fault.worker is None:
+            await self._apply(fault)
+            return
+        lock = self.busy[fault.worker]
+        if lock.locked():
+            self.skipped += 1
+            self.say(f"  skipped {fault.name}: worker {fault.worker} still busy with its previous fault")
+            return
+        async with lock:
+            await self._apply(fault)
+
+    async def _apply(self, fault: Fault) -> None:
+        self.applied += 1
         try:
             note = await apply_fault(self.env, fault)
         except Exception as exc:
@@ -232,6 +252,7 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
     finally:
         await env.close()
     verdict.crashes = run.crashes
+    verdict.faults, verdict.skipped = run.applied, run.skipped
     verdict.harness_errors = run.errors
     for line in _findings(verdict)[:MAX_PRINTED]:
         out(line)

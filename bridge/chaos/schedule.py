@@ -121,8 +121,8 @@ def _number(value: float) -> str:
 def parse_faults(text: str | None) -> frozenset[str]:
     """``--faults``: a comma list of fault names; ``all`` (or none) is every fault, ``-name`` removes one.
 
-ValueError names any unknown fault.
-"""
+    ValueError names any unknown fault.
+    """
     if not text or text.strip() == "all":
         return frozenset(FAULTS)
     names = {n.strip() for n in text.split(",") if n.strip()}
