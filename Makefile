@@ -10,9 +10,12 @@ export KAFKA_PORT
 # The install stamp depends on pyproject.toml: a changed dependency list
 # reinstalls, an unchanged one installs nothing.
 INSTALLED := $(VENV)/.installed
+# Shopify's Toxiproxy, for `make chaos` and its tests (built below).
+TOXIPROXY_VERSION := v2.5.0
+TOXIPROXY := .cache/bin/toxiproxy-server
 
 .PHONY: help venv kafka-jars kafka-up kafka-down kafka-status lint typecheck test pytest demo bench clean
-.PHONY: deploy-tools helm-docs lock dashboard-png
+.PHONY: deploy-tools helm-docs lock dashboard-png chaos
 
 help:
 	@echo "make test        lint, type-check and run every test (starts its own Kafka)"
@@ -20,6 +23,7 @@ help:
 	@echo "make kafka-up    start the local Kafka broker on 127.0.0.1:\$$KAFKA_PORT (default 9092)"
 	@echo "make kafka-down  stop it"
 	@echo "make dashboard-png  redraw deploy/grafana/dashboard.png from a live Prometheus (about 2 minutes)"
+	@echo "make chaos       composed-fault run: simulator + own Kafka + workers (CHAOS_ARGS=\"--seed 7 --minutes 3\")"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +56,7 @@ typecheck: $(INSTALLED)
 
 # pytest exits 5 when it collected no test; like any non-zero code that
 # fails the target, so an empty run never passes.
-pytest: $(INSTALLED) kafka-jars deploy-tools
+pytest: $(INSTALLED) kafka-jars deploy-tools $(TOXIPROXY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -74,6 +78,20 @@ $(PROMTOOL):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
 
 deploy-tools: $(HELM) $(PROMTOOL)
+
+# Shopify's Toxiproxy (TCP fault proxy) for `make chaos` and its tests: built once
+# from the Go module proxy into .cache/bin (about 15 s); `go install` names it `server`.
+$(TOXIPROXY):
+	@mkdir -p $(dir $@)
+	@echo "building toxiproxy $(TOXIPROXY_VERSION) into $(dir $@) (once, about 15 s)"
+	GOBIN=$(CURDIR)/.cache/bin go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv $(CURDIR)/.cache/bin/server $@
+
+# A seeded composed-fault run against its own Kafka broker (see `presence-bridge chaos --help`);
+# exit 0 only when every invariant holds.
+CHAOS_ARGS ?=
+chaos: $(INSTALLED) kafka-jars $(TOXIPROXY)
+	$(BIN)/python -m bridge chaos --toxiproxy $(TOXIPROXY) $(CHAOS_ARGS)
 
 # Regenerate the README's Helm values table from helm/presence-bridge/values.yaml.
 helm-docs: $(INSTALLED)

@@ -1,45 +1,109 @@
 """``presence-bridge audit``: does Kafka agree with Genesys?
 
-Reads the compacted agent-state topic (``read_committed``) and compares every
-agent's presence and routing status with Genesys's current state from the
-bulk REST APIs (a live org or the simulator). Active roster agents missing
-from Kafka are mismatches too. A mismatch whose Genesys change is younger
-than the grace period may simply not have arrived yet: it is re-checked
-after the grace, not counted. Prints one line per mismatch and last
-``audit: <N> agents, <M> mismatches``; exit 0 only when M is 0.
+State check. Reads the compacted agent-state topic (``read_committed``),
+only the records of this fleet (``bridge-id`` header equal to ``BRIDGE_ID``;
+a record without the header counts as this fleet's), and compares it with
+Genesys's current state from the REST APIs (a live org or the simulator).
+Each of these is a :class:`Mismatch` naming the agent:
+
+- ``missing``: an active roster agent with no state in Kafka;
+- ``not_tombstoned``: an agent with a live state in Kafka that Genesys does
+  not list as active (deleted, or never there): the fleet should have
+  written a tombstone;
+- ``presence``: a different ``systemPresence``;
+- ``presenceDefinitionId``: the same system presence under another of the
+  org's definitions (the org's "Lunch" shown as plain "Meal");
+- ``routingStatus``: a different routing status.
+
+A mismatch may simply not have arrived yet: one whose Genesys change is
+younger than the grace period, and any roster difference (``missing``,
+``not_tombstoned``: Genesys does not say when a user was added or deleted),
+is re-checked after the grace (up to :data:`MAX_RECHECKS` rounds) and
+counted only if it persists.
+
+Event check (``--events``). Reads the presence and routing-status event
+topics from ``--since`` (default: the whole retention) to their end as of
+the call, this fleet's records only, and reports
+
+- ``duplicate``: an ``eventId`` written twice in one topic (the same change
+  delivered twice);
+- ``order``: a record whose ``changedAt`` is older than the previous record
+  of the same agent in the same topic (Kafka order per key = offset order,
+  the agent's records all live in one partition).
+
+Records with ``origin: "reconcile"`` are held to the same order: a
+reconciliation writes the agent's current state with the Genesys time it
+took effect, and the bridge drops a value older than the one it already
+wrote, so a reconcile record older than its predecessor is a stale value
+made current, exactly what downstream consumers must never see. Records
+with the same ``changedAt`` are in order (a millisecond does not order
+them); the same change twice is caught by its ``eventId``.
 
 Agents Genesys will not let the bridge observe (their topic comes back
 ``Rejected`` from a subscription, e.g. for lack of division permissions) are
 found by :func:`unobservable`: a probe channel subscribed with
 ``ignoreErrors=true``. Each is printed as ``unobservable <id>: …`` and is a
 mismatch unless ``--allow-unobservable`` (then it is a note).
+
+Prints one line per finding and last
+``audit: <N> agents, <M> mismatches[, <D> duplicates, <O> order violations]``;
+exit 0 only when every count is 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from bridge.errors import SinkError
 from bridge.genesys import protocol
 from bridge.genesys.rest import GenesysRest, RejectedTopic
 from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 from bridge.settings import Settings
-from bridge.statestore import load_states
+from bridge.statestore import ConsumerFactory, load_states, written_by
 
-__all__ = ["DEFAULT_GRACE_S", "Mismatch", "audit", "compare", "unobservable", "unobservable_lines"]
+__all__ = [
+    "DEFAULT_GRACE_S",
+    "MAX_RECHECKS",
+    "ROSTER_FIELDS",
+    "AuditReport",
+    "EventCheck",
+    "EventRecord",
+    "Mismatch",
+    "audit",
+    "audit_state",
+    "check_events",
+    "compare",
+    "read_events",
+    "unobservable",
+    "unobservable_lines",
+]
 
 DEFAULT_GRACE_S = 10.0
 #: Re-check rounds for mismatches inside the grace period.
 MAX_RECHECKS = 3
 #: Topics per probe subscription (a channel's limit).
 PROBE_TOPICS = 1000
+#: Mismatch fields that are roster differences (no Genesys change time).
+ROSTER_FIELDS = frozenset({"missing", "not_tombstoned"})
+#: Bounds reading the event topics (a week of events of a large org is big).
+DEFAULT_EVENTS_TIMEOUT_S = 600.0
+CONSUME_BATCH = 10_000
+CONSUME_POLL_S = 0.5
+#: Findings printed one per line before the rest are only counted.
+MAX_PRINTED = 200
 
 
 @dataclass(frozen=True)
 class Mismatch:
-    """One field on which Kafka and Genesys disagree."""
+    """One agent on which Kafka and Genesys disagree, and in what."""
 
     user_id: str
     field: str
@@ -51,35 +115,65 @@ class Mismatch:
         return f"mismatch {self.user_id} {self.field}: kafka={self.kafka} genesys={self.genesys}"
 
 
-def _kafka_value(state: AgentState | None, kind: Kind) -> str | None:
-    if state is None:
-        return None
-    if kind is Kind.PRESENCE:
-        return state.presence.value.system_presence if state.presence else None
-    return state.routing.value.status if state.routing else None
+def _presence(state: AgentState | None) -> PresenceValue | None:
+    return state.presence.value if state is not None and state.presence is not None else None
 
 
-def _truth_value(change: Change) -> str:
-    value = change.value
-    if isinstance(value, PresenceValue):
-        return value.system_presence
-    assert isinstance(value, RoutingValue)
-    return value.status
+def _routing(state: AgentState | None) -> str | None:
+    return state.routing.value.status if state is not None and state.routing is not None else None
 
 
-def compare(states: dict[str, AgentState], truth: list[Change], users: list[str]) -> list[Mismatch]:
-    """Every field where Kafka's last state differs from Genesys's current one."""
+def compare(states: dict[str, AgentState], truth: list[Change], users: Iterable[str]) -> list[Mismatch]:
+    """Every disagreement between Kafka's states and Genesys's current changes.
+
+    ``users`` is Genesys's active roster (or the part of it being re-checked);
+    ``truth`` holds its current presence and routing status (a kind Genesys
+    did not return is not compared). Agents in ``states`` outside ``users``
+    are ``not_tombstoned``.
+    """
     by_user: dict[tuple[str, Kind], Change] = {(c.user_id, c.kind): c for c in truth}
+    roster = set(users)
     out: list[Mismatch] = []
-    for user in users:
-        for kind in (Kind.PRESENCE, Kind.ROUTING_STATUS):
-            current = by_user.get((user, kind))
-            kafka = _kafka_value(states.get(user), kind)
-            genesys = _truth_value(current) if current else None
-            if genesys is not None and kafka != genesys:
+    for user in sorted(roster):
+        state = states.get(user)
+        if state is None:
+            out.append(Mismatch(user, "missing", None, "active", None))
+            continue
+        presence = by_user.get((user, Kind.PRESENCE))
+        if presence is not None:
+            want = presence.value
+            assert isinstance(want, PresenceValue)
+            have = _presence(state)
+            if have is None or have.system_presence != want.system_presence:
                 out.append(
-                    Mismatch(user, kind.value, kafka, genesys, current.changed_at if current else None)
+                    Mismatch(
+                        user,
+                        "presence",
+                        have.system_presence if have else None,
+                        want.system_presence,
+                        presence.changed_at,
+                    )
                 )
+            elif have.presence_definition_id != want.presence_definition_id:
+                out.append(
+                    Mismatch(
+                        user,
+                        "presenceDefinitionId",
+                        have.presence_definition_id,
+                        want.presence_definition_id,
+                        presence.changed_at,
+                    )
+                )
+        routing = by_user.get((user, Kind.ROUTING_STATUS))
+        if routing is not None:
+            assert isinstance(routing.value, RoutingValue)
+            have_status = _routing(state)
+            if have_status != routing.value.status:
+                out.append(
+                    Mismatch(user, "routingStatus", have_status, routing.value.status, routing.changed_at)
+                )
+    for user in sorted(set(states) - roster):
+        out.append(Mismatch(user, "not_tombstoned", "live state", "not active", None))
     return out
 
 
@@ -119,42 +213,261 @@ async def unobservable_lines(rest: GenesysRest, users: list[str], *, allowed: bo
     return (0 if allowed else len(rejected)), lines
 
 
+def _may_be_in_flight(mismatch: Mismatch, cutoff: datetime) -> bool:
+    if mismatch.field in ROSTER_FIELDS:
+        return True
+    return mismatch.genesys_changed_at is not None and mismatch.genesys_changed_at > cutoff
+
+
+async def audit_state(
+    settings: Settings,
+    rest: GenesysRest,
+    *,
+    grace_s: float = DEFAULT_GRACE_S,
+    now: Callable[[], datetime] | None = None,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+) -> tuple[int, list[Mismatch]]:
+    """(active agents, mismatches that persisted past the grace) for this fleet's state."""
+    clock = now or (lambda: datetime.now(UTC))
+    roster = sorted({u.id for u in await rest.active_users()})
+    users = roster
+    mismatches: list[Mismatch] = []
+    for attempt in range(MAX_RECHECKS + 1):
+        states = await asyncio.to_thread(load_states, settings, None, bridge_id=settings.id)
+        if attempt > 0:
+            # A re-check: the roster may have moved too; only re-examine the suspects.
+            roster = sorted({u.id for u in await rest.active_users()})
+            suspects = {m.user_id for m in mismatches}
+            states = {u: s for u, s in states.items() if u in suspects}
+            users = [u for u in roster if u in suspects]
+        truth = await rest.current_changes(users, observed_at=clock())
+        mismatches = compare(states, truth, users)
+        cutoff = clock() - timedelta(seconds=grace_s)
+        if attempt == MAX_RECHECKS or not any(_may_be_in_flight(m, cutoff) for m in mismatches):
+            break
+        await sleep(grace_s)
+    return len(roster), mismatches
+
+
+# -- event topics --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """What the event check needs of one event-topic record."""
+
+    topic: str
+    partition: int
+    offset: int
+    user_id: str
+    event_id: str
+    changed_at: datetime
+    origin: str
+
+
+@dataclass
+class EventCheck:
+    """Findings of :func:`check_events`."""
+
+    records: int = 0
+    duplicates: list[EventRecord] = field(default_factory=list)
+    order_violations: list[tuple[EventRecord, EventRecord]] = field(default_factory=list)
+
+    def lines(self) -> Iterator[str]:
+        for rec in self.duplicates:
+            yield f"duplicate {rec.user_id} {rec.topic}: eventId {rec.event_id} again at offset {rec.offset}"
+        for prev, rec in self.order_violations:
+            yield (
+                f"order {rec.user_id} {rec.topic}: changedAt {rec.changed_at.isoformat()} ({rec.origin}, "
+                f"offset {rec.offset}) after {prev.changed_at.isoformat()} "
+                f"({prev.origin}, offset {prev.offset})"
+            )
+
+
+def check_events(records: Iterable[EventRecord]) -> EventCheck:
+    """Duplicated event ids and per-agent order violations, records taken in offset order per partition."""
+    result = EventCheck()
+    seen: set[tuple[str, str]] = set()
+    last: dict[tuple[str, str], EventRecord] = {}
+    for rec in records:
+        result.records += 1
+        key = (rec.topic, rec.event_id)
+        if key in seen:
+            result.duplicates.append(rec)
+            continue
+        seen.add(key)
+        agent = (rec.topic, rec.user_id)
+        prev = last.get(agent)
+        if prev is not None and rec.changed_at < prev.changed_at:
+            result.order_violations.append((prev, rec))
+        if prev is None or rec.changed_at >= prev.changed_at:
+            last[agent] = rec
+    return result
+
+
+def read_events(
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    consumer_factory: ConsumerFactory = Consumer,
+    timeout_s: float = DEFAULT_EVENTS_TIMEOUT_S,
+) -> list[EventRecord]:
+    """This fleet's committed records of both event topics from ``since`` to their end as of the call.
+
+    Per partition in offset order. Raises :class:`SinkError` when Kafka fails
+    or the read does not finish within ``timeout_s``.
+    """
+    out: list[EventRecord] = []
+    for topic in (settings.topic_presence, settings.topic_routing_status):
+        out.extend(_read_topic(settings, topic, since, consumer_factory, timeout_s))
+    return out
+
+
+def _read_topic(
+    settings: Settings,
+    topic: str,
+    since: datetime | None,
+    consumer_factory: ConsumerFactory,
+    timeout_s: float,
+) -> list[EventRecord]:
+    config: dict[str, Any] = {
+        **settings.kafka_config(),
+        "group.id": f"{settings.id}-audit",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_uncommitted",
+    }
+    deadline = time.monotonic() + timeout_s
+    probe = consumer_factory(config)
+    try:
+        metadata = probe.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise SinkError(f"event topic {topic} is not available")
+        ends: dict[int, int] = {}
+        assignment: list[TopicPartition] = []
+        for partition in sorted(metadata.partitions):
+            low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            start = low
+            if since is not None:
+                found = probe.offsets_for_times(
+                    [TopicPartition(topic, partition, int(since.timestamp() * 1000))], timeout=timeout_s
+                )[0].offset
+                start = high if found < 0 else max(low, found)
+            if high > start:
+                ends[partition] = high
+                assignment.append(TopicPartition(topic, partition, start))
+    except KafkaException as exc:
+        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
+    finally:
+        probe.close()
+    records: list[EventRecord] = []
+    if not assignment:
+        return records
+    consumer = consumer_factory({**config, "isolation.level": "read_committed"})
+    try:
+        consumer.assign(assignment)
+        while ends:
+            if time.monotonic() > deadline:
+                raise SinkError(f"reading {topic} did not finish within {timeout_s} s")
+            for msg in consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_POLL_S):
+                err = msg.error()
+                partition = msg.partition()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= ends.get(partition, 0):
+                            ends.pop(partition, None)
+                        continue
+                    raise KafkaException(err)
+                end = ends.get(partition)
+                if end is None or msg.offset() >= end:
+                    continue
+                if msg.offset() >= end - 1:
+                    ends.pop(partition, None)
+                value = msg.value()
+                if value is None or not written_by(msg.headers(), settings.id):
+                    continue
+                try:
+                    doc = orjson.loads(value)
+                    records.append(
+                        EventRecord(
+                            topic,
+                            partition,
+                            msg.offset(),
+                            str(doc["userId"]),
+                            str(doc["eventId"]),
+                            datetime.fromisoformat(doc["changedAt"]),
+                            str(doc.get("origin")),
+                        )
+                    )
+                except (ValueError, KeyError, TypeError):
+                    continue  # not an event record of ours; the schema tests guard the encoding
+        return records
+    except KafkaException as exc:
+        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
+    finally:
+        consumer.close()
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+@dataclass
+class AuditReport:
+    """What one audit found."""
+
+    agents: int
+    mismatches: list[Mismatch]
+    events: EventCheck | None = None
+    #: Agents Genesys will not let the bridge observe that count as mismatches
+    #: (0 with ``--allow-unobservable``).
+    unobservable: int = 0
+
+    @property
+    def failures(self) -> int:
+        events = self.events
+        extra = 0 if events is None else len(events.duplicates) + len(events.order_violations)
+        return len(self.mismatches) + self.unobservable + extra
+
+    def summary(self) -> str:
+        text = f"audit: {self.agents} agents, {len(self.mismatches) + self.unobservable} mismatches"
+        if self.events is not None:
+            text += (
+                f", {self.events.records} events, {len(self.events.duplicates)} duplicates, "
+                f"{len(self.events.order_violations)} order violations"
+            )
+        return text
+
+
 async def audit(
     settings: Settings,
     rest: GenesysRest,
     *,
     grace_s: float = DEFAULT_GRACE_S,
+    events: bool = False,
+    since: datetime | None = None,
     out: Callable[[str], None] = print,
     now: Callable[[], datetime] | None = None,
     allow_unobservable: bool = False,
-) -> int:
-    """Run the audit; returns the number of mismatches (unobservable agents count unless allowed)."""
-    clock = now or (lambda: datetime.now(UTC))
-    roster = [u.id for u in await rest.active_users()]
-    pending: list[Mismatch] = []
-    users = roster
-    states: dict[str, AgentState] = {}
-    for attempt in range(MAX_RECHECKS + 1):
-        states = await asyncio.to_thread(load_states, settings, None)
-        if attempt == 0:
-            users = sorted(set(roster))
-        truth = await rest.current_changes(users, observed_at=clock())
-        mismatches = compare(states, truth, users)
-        cutoff = clock() - timedelta(seconds=grace_s)
-        young = [m for m in mismatches if m.genesys_changed_at is not None and m.genesys_changed_at > cutoff]
-        settled = [m for m in mismatches if m not in young]
-        if not young or attempt == MAX_RECHECKS:
-            pending = settled + (young if attempt == MAX_RECHECKS else [])
-            break
-        users = sorted({m.user_id for m in mismatches})
-        await asyncio.sleep(grace_s)
-    for mismatch in pending:
-        out(mismatch.line())
-    extra = sorted(set(states) - set(roster))
-    if extra:
-        out(f"note: {len(extra)} agents in Kafka are not in the active roster (tombstoned by the fleet)")
-    hidden, hidden_lines = await unobservable_lines(rest, sorted(set(roster)), allowed=allow_unobservable)
-    for line in hidden_lines:
+) -> AuditReport:
+    """Run the audit, print its findings and summary line, and return the report.
+
+    Unobservable agents count as mismatches unless ``allow_unobservable``.
+    """
+    agents, mismatches = await audit_state(settings, rest, grace_s=grace_s, now=now)
+    report = AuditReport(agents, mismatches)
+    if events:
+        report.events = check_events(await asyncio.to_thread(read_events, settings, since=since))
+    roster = sorted({u.id for u in await rest.active_users()})
+    report.unobservable, hidden_lines = await unobservable_lines(rest, roster, allowed=allow_unobservable)
+    lines: list[str] = [m.line() for m in mismatches]
+    lines.extend(hidden_lines)
+    if report.events is not None:
+        lines.extend(report.events.lines())
+    for line in lines[:MAX_PRINTED]:
         out(line)
-    out(f"audit: {len(roster)} agents, {len(pending) + hidden} mismatches")
-    return len(pending) + hidden
+    if len(lines) > MAX_PRINTED:
+        out(f"... and {len(lines) - MAX_PRINTED} more")
+    out(report.summary())
+    return report

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "bridge.sim.cli",
     "bridge.tail",
     "bridge.demo",
+    "bridge.chaos.cli",
 )
 
 

@@ -1,4 +1,4 @@
-"""The worker's subcommands: ``run`` (the production process) and ``audit``."""
+"""The worker's subcommands: ``run`` (the production process) and ``audit`` (see :mod:`bridge.audit`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge import log
@@ -38,11 +39,40 @@ def register(subparsers: Any) -> None:
         help="changes younger than this are re-checked, not counted (default 10)",
     )
     audit.add_argument(
+        "--events",
+        action="store_true",
+        help="also read the event topics: fail on a duplicated eventId or an agent's change "
+        "older than its previous record in the same topic",
+    )
+    audit.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="WHEN",
+        help="with --events: start at this ISO-8601 time or this long ago (e.g. 30m, 6h, 2d); "
+        "default the whole retention",
+    )
+    audit.add_argument(
         "--allow-unobservable",
         action="store_true",
         help="agents whose topics Genesys rejects are a note, not a mismatch",
     )
     audit.set_defaults(handler=_audit)
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> datetime:
+    """``--since``: an ISO-8601 time (UTC when naive) or a duration back from now (``90s``, ``30m``)."""
+    unit = _SINCE_UNITS.get(text[-1:])
+    if unit is not None and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * unit)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time or a duration like 30m: {text!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _serve(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
@@ -85,11 +115,16 @@ def _audit(args: argparse.Namespace) -> int:
         log.register_secret(clients[0].client_secret.get_secret_value())
         rest = GenesysRest.from_settings(settings, clients[0])
         try:
-            mismatches = await audit(
-                settings, rest, grace_s=grace, allow_unobservable=args.allow_unobservable
+            report = await audit(
+                settings,
+                rest,
+                grace_s=grace,
+                events=args.events,
+                since=args.since,
+                allow_unobservable=args.allow_unobservable,
             )
         finally:
             await rest.aclose()
-        return 0 if mismatches == 0 else 1
+        return 0 if report.failures == 0 else 1
 
     return _serve(main)

@@ -20,6 +20,11 @@ The latest record of each key wins; a tombstone (null value) deletes the
 agent. Values are the :class:`~bridge.records.AgentStateRecord` encoding
 written by :func:`~bridge.records.encode_state`; a value that cannot be parsed
 is logged and skipped (the next reconciliation repairs that agent).
+
+With ``bridge_id``, only the records of that fleet are applied (the
+``bridge-id`` header; a record without the header is taken as the fleet's
+own, as records written before the header existed carry none): several
+fleets may share the state topic, each auditing only its own agents.
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ from bridge.model import AgentState, PresenceValue, RoutingValue, VersionedPrese
 from bridge.settings import Settings
 
 __all__ = [
+    "BRIDGE_ID_HEADER",
     "DEFAULT_LOAD_TIMEOUT_S",
     "ConsumerFactory",
     "load_states",
     "parse_state",
+    "written_by",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,16 @@ _NOT_READY = frozenset(
 FETCH_WAIT_MAX_MS = 50
 
 ConsumerFactory = Callable[[dict[str, Any]], Any]
+#: The record header naming the fleet (``BRIDGE_ID``) that wrote a record.
+BRIDGE_ID_HEADER = "bridge-id"
+
+
+def written_by(headers: list[tuple[str, bytes | None]] | None, bridge_id: str) -> bool:
+    """True when a record with ``headers`` belongs to fleet ``bridge_id`` (no header: yes)."""
+    for name, value in headers or ():
+        if name == BRIDGE_ID_HEADER:
+            return value is not None and value.decode(errors="replace") == bridge_id
+    return True
 
 
 def load_states(
@@ -73,6 +90,7 @@ def load_states(
     consumer_factory: ConsumerFactory = Consumer,
     *,
     timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+    bridge_id: str | None = None,
 ) -> dict[str, AgentState]:
     """user id → last committed state, for every agent (or only ``user_ids``) in the state topic.
 
@@ -128,6 +146,8 @@ def load_states(
                     continue
                 user_id = key.decode()
                 if wanted is not None and user_id not in wanted:
+                    continue
+                if bridge_id is not None and not written_by(msg.headers(), bridge_id):
                     continue
                 value = msg.value()
                 if value is None:

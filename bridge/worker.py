@@ -20,9 +20,11 @@ drain budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +33,11 @@ import httpx
 from bridge import log, memory
 from bridge.acl import preflight
 from bridge.assign import shard_budget, shards_per_client
-from bridge.errors import AuthorizationError, ConfigError
+from bridge.errors import AuthorizationError, ConfigError, RateLimitedError, TransientError
 from bridge.events import ShardState
 from bridge.fleet import ConsumerFactory, Coordinator, Fleet
 from bridge.genesys.rest import GenesysRest
+from bridge.genesys.retry import backoff_delays
 from bridge.genesys.socket import NotificationSocket
 from bridge.health import HealthServer
 from bridge.model import AgentState
@@ -44,7 +47,7 @@ from bridge.sink import ProducerFactory, ShardSink
 from bridge.statestore import load_states
 from bridge.topics import ensure_topics
 
-__all__ = ["Worker", "install_signal_handlers"]
+__all__ = ["Worker", "install_signal_handlers", "presence_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +111,11 @@ class Worker:
                 logger.error("%s", exc)
                 raise
             primary = self._rests[0]
-            self._labels.update({d.id: d.label for d in await primary.presence_definitions()})
+            delays = backoff_delays(s.backoff_initial_s, s.backoff_max_s, random.Random())
+            labels = await presence_labels(primary, self._stop, delays)
+            if labels is None:
+                return 0
+            self._labels.update(labels)
             budget = shard_budget(len(clients), s.genesys_max_channels_per_client)
             logger.info(
                 "joining fleet %s: %d OAuth clients, up to %d shards of %d agents (%d per client)",
@@ -172,6 +179,29 @@ class Worker:
 
     async def _load(self, users: Sequence[str]) -> Mapping[str, AgentState]:
         return await asyncio.to_thread(load_states, self.settings, users)
+
+
+async def presence_labels(
+    rest: GenesysRest, stop: asyncio.Event, delays: Iterator[float]
+) -> dict[str, str] | None:
+    """The org's presence labels (definition id → label); None if ``stop`` is set first.
+
+    A start-up that meets a 429 or 5xx storm (or a token request refused
+    with one) waits and asks again, as every other call does: a worker that
+    exited instead would crash-loop for as long as Genesys is busy.
+    """
+    while True:
+        try:
+            return {d.id: d.label for d in await rest.presence_definitions()}
+        except (RateLimitedError, TransientError) as exc:
+            delay = next(delays)
+            if isinstance(exc, RateLimitedError):
+                delay = max(delay, exc.retry_after)
+            logger.warning("presence definitions not available yet (%s); retrying in %.1f s", exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return None
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from tests.conftest import KafkaBroker
+from tests.conftest import KafkaBroker, localkafka
 
 pytestmark = pytest.mark.kafka
 
@@ -168,3 +168,14 @@ def test_compacted_topic_reports_its_cleanup_policy(kafka: KafkaBroker) -> None:
     plain = kafka.create_topic("events")
     res2 = ConfigResource(ResourceType.TOPIC, plain)
     assert kafka.admin.describe_configs([res2])[res2].result(timeout=30)["cleanup.policy"].value == "delete"
+
+
+def test_extra_listeners_are_added_and_advertised_at_their_own_port() -> None:
+    """localkafka's extra listeners bind one port, advertise another, and map to PLAINTEXT."""
+    template = localkafka.TEMPLATE.read_text()
+    text = localkafka._with_listeners(template, {"W0": (1111, 2222), "W1": (3333, 4444)})
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    assert props["listeners"].endswith(",W0://127.0.0.1:1111,W1://127.0.0.1:3333")
+    assert props["advertised.listeners"].endswith(",W0://127.0.0.1:2222,W1://127.0.0.1:4444")
+    assert props["listener.security.protocol.map"].endswith(",W0:PLAINTEXT,W1:PLAINTEXT")
+    assert localkafka._with_listeners(template, {}).splitlines() == template.splitlines()

@@ -49,9 +49,13 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``BRIDGE_*`` environment that reproduces ``settings`` in a worker process."""
+    """The ``BRIDGE_*`` environment that reproduces ``settings`` in a worker process.
+
+    Only the settings chosen explicitly: the others keep the worker's own
+    defaults (an explicit ``BRIDGE_SECRETS_DIR``, say, must exist).
+    """
     env: dict[str, str] = {}
-    for name in type(settings).model_fields:
+    for name in sorted(settings.model_fields_set):
         value = getattr(settings, name)
         if value is None:
             continue

@@ -316,12 +316,12 @@ async def run_audit(
     rest = GenesysRest.from_settings(settings, clients[0])
     lines: list[str] = []
     try:
-        mismatches = await audit(
+        report = await audit(
             settings, rest, grace_s=grace_s, out=lines.append, allow_unobservable=allow_unobservable
         )
     finally:
         await rest.aclose()
-    return mismatches, lines
+    return report.failures, lines
 
 
 @pytest.fixture

@@ -291,10 +291,16 @@ def start(  # noqa: PLR0917 - positional callers predate `extra`
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
     quiet: bool = False,
     extra: Mapping[str, str | None] | None = None,
+    *,
+    extra_listeners: dict[str, tuple[int, int]] | None = None,
 ) -> Broker:
     """Start one node (formatting first if new) and wait for a Metadata answer.
 
     ``extra``: broker properties on top of the template (None removes one).
+    ``extra_listeners`` maps a listener name (e.g. ``W0``) to ``(port,
+    advertised_port)``: one more PLAINTEXT listener on 127.0.0.1:port that
+    advertises 127.0.0.1:advertised_port, so that a client bootstrapping
+    through a TCP proxy on the advertised port keeps going through it.
     """
     data_dir = data_dir.resolve()
     running = _read_running(data_dir)
@@ -316,7 +322,8 @@ def start(  # noqa: PLR0917 - positional callers predate `extra`
             controller_port = int(saved[1])
     controller_port = controller_port or free_port()
     props = data_dir / "server.properties"
-    props.write_text(render_properties(port, controller_port, data_dir, extra))
+    text = render_properties(port, controller_port, data_dir, extra)
+    props.write_text(_with_listeners(text, extra_listeners or {}))
     jvm = _jvm(libs, data_dir, DEFAULT_HEAP)
     _format(jvm, data_dir, props, _kafka_uuid(), standalone=True)
     ports_file.write_text(f"{port} {controller_port}\n")
@@ -331,6 +338,20 @@ def start(  # noqa: PLR0917 - positional callers predate `extra`
         time.sleep(0.1)
     stop(data_dir)
     raise BrokerError(f"broker did not answer within {timeout_s} s; see {data_dir / LOG_FILE}")
+
+
+def _with_listeners(text: str, extra: dict[str, tuple[int, int]]) -> str:
+    """``text`` with the extra PLAINTEXT listeners appended to the three listener properties."""
+    add = {
+        "listeners=": [f"{name}://127.0.0.1:{port}" for name, (port, _) in extra.items()],
+        "advertised.listeners=": [f"{name}://127.0.0.1:{adv}" for name, (_, adv) in extra.items()],
+        "listener.security.protocol.map=": [f"{name}:PLAINTEXT" for name in extra],
+    }
+    lines = []
+    for line in text.splitlines():
+        items = next((v for prefix, v in add.items() if line.startswith(prefix)), [])
+        lines.append(",".join([line, *items]))
+    return "\n".join(lines) + "\n"
 
 
 def _kafka_uuid() -> str:

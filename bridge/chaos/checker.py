@@ -1,0 +1,142 @@
+"""The chaos run's invariants and its verdict.
+
+The state and event checks are the audit's own (:mod:`bridge.audit`); the
+simulator adds what only it can see:
+
+- coverage: every active agent's presence and routing status each
+  subscribed on exactly one connected channel (``GET /sim/stats`` lists the
+  channels with their topics and a ``connected`` flag; ``GET /sim/truth``
+  the active agents). ``uncovered``: on none; ``multiply_covered``: on
+  more than one (two shards would write the same agent);
+- recall: the share of the simulator's change log during the run found in
+  the event topics (same agent, kind and change time). Changes made while
+  a socket was down are lost by Genesys's design and only their final state
+  is recovered, so this is a figure, not an invariant.
+
+The pure parts (:func:`coverage`, :func:`recall`, :class:`Verdict`) take
+plain values and are unit-tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.audit import EventCheck, EventRecord, Mismatch, compare
+from bridge.genesys.rest import GenesysRest
+from bridge.settings import Settings
+from bridge.sim.topics import TopicError, parse_topic
+from bridge.statestore import load_states
+
+__all__ = ["Coverage", "Verdict", "coverage", "recall", "state_mismatches"]
+
+#: The simulator's kind names for the two subscriptions of an agent.
+KINDS = ("presence", "routingStatus")
+
+
+@dataclass
+class Coverage:
+    """Active agents subscribed on no connected channel, or on several."""
+
+    agents: int = 0
+    uncovered: list[str] = field(default_factory=list)
+    multiply_covered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.uncovered and not self.multiply_covered
+
+
+def coverage(active: Iterable[str], channels: Iterable[dict[str, Any]]) -> Coverage:
+    """Coverage of ``active`` agents by the ``channels`` of ``/sim/stats``."""
+    counts: dict[tuple[str, str], int] = {}
+    for channel in channels:
+        if not channel.get("connected"):
+            continue
+        for name in channel.get("topicNames", ()):
+            try:
+                topic = parse_topic(name)
+            except TopicError:
+                continue
+            for kind in topic.kinds:
+                key = (topic.user_id, kind)
+                counts[key] = counts.get(key, 0) + 1
+    result = Coverage()
+    for user in sorted(set(active)):
+        result.agents += 1
+        seen = [counts.get((user, kind), 0) for kind in KINDS]
+        if min(seen) == 0:
+            result.uncovered.append(user)
+        elif max(seen) > 1:
+            result.multiply_covered.append(user)
+    return result
+
+
+def recall(
+    log: Iterable[dict[str, Any]], records: Iterable[EventRecord], topics: dict[str, str]
+) -> tuple[int, int]:
+    """(changes found in Kafka, changes in the simulator's ``log``); ``topics`` maps topic → sim kind."""
+    seen = {(r.user_id, topics.get(r.topic), r.changed_at) for r in records}
+    total = found = 0
+    for entry in log:
+        total += 1
+        when = datetime.fromisoformat(str(entry["changedAt"]))
+        if (entry["userId"], entry["kind"], when) in seen:
+            found += 1
+    return found, total
+
+
+async def state_mismatches(settings: Settings, rest: GenesysRest) -> tuple[int, list[Mismatch]]:
+    """(active agents, mismatches) of this fleet's state against Genesys, now, without grace."""
+    roster = sorted({u.id for u in await rest.active_users()})
+    states = await asyncio.to_thread(load_states, settings, None, bridge_id=settings.id)
+    truth = await rest.current_changes(roster, observed_at=datetime.now(UTC))
+    return len(roster), compare(states, truth, roster)
+
+
+@dataclass
+class Verdict:
+    """Everything the run checked; :attr:`passed` only when every invariant holds."""
+
+    seed: int
+    faults: int
+    agents: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    events: EventCheck = field(default_factory=EventCheck)
+    coverage: Coverage = field(default_factory=Coverage)
+    crashes: list[str] = field(default_factory=list)
+    harness_errors: list[str] = field(default_factory=list)
+    recall_found: int = 0
+    recall_total: int = 0
+    settle_s: float = 0.0
+    settled: bool = False
+    #: Scheduled faults not applied because their worker was still busy with the previous one.
+    skipped: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.settled
+            and not self.mismatches
+            and not self.events.duplicates
+            and not self.events.order_violations
+            and self.coverage.ok
+            and not self.crashes
+            and not self.harness_errors
+        )
+
+    def line(self) -> str:
+        share = 100.0 * self.recall_found / self.recall_total if self.recall_total else 100.0
+        return (
+            f"chaos verdict: {'PASS' if self.passed else 'FAIL'} seed={self.seed} faults={self.faults} "
+            f"agents={self.agents} mismatches={len(self.mismatches)} "
+            f"duplicates={len(self.events.duplicates)} order_violations={len(self.events.order_violations)} "
+            f"uncovered={len(self.coverage.uncovered)} "
+            f"multiply_covered={len(self.coverage.multiply_covered)} "
+            f"crashes={len(self.crashes)} harness_errors={len(self.harness_errors)} "
+            f"recall={share:.1f}% ({self.recall_found}/{self.recall_total}) settle={self.settle_s:.0f}s "
+            f"skipped={self.skipped}"
+        )

@@ -1,0 +1,83 @@
+"""The chaos checker's pure parts: coverage, recall and the verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bridge.audit import EventCheck, EventRecord, Mismatch
+from bridge.chaos.checker import Coverage, Verdict, coverage, recall
+
+T = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def channel(connected: bool, *topics: str) -> dict[str, object]:
+    return {"id": "c", "connected": connected, "topicNames": list(topics)}
+
+
+def combined(user: str) -> str:
+    return f"v2.users.{user}?presence&routingStatus"
+
+
+def test_every_agent_on_one_connected_channel_is_covered() -> None:
+    """Combined or split topics, one connected channel each: nothing to report."""
+    result = coverage(
+        ["a", "b"],
+        [channel(True, combined("a")), channel(True, "v2.users.b.presence", "v2.users.b.routingStatus")],
+    )
+    assert result.ok and result.agents == 2
+
+
+def test_disconnected_or_half_subscribed_agents_are_uncovered() -> None:
+    """A channel without a socket covers nobody; an agent missing one kind is uncovered."""
+    result = coverage(
+        ["a", "b", "c"], [channel(False, combined("a")), channel(True, "v2.users.b.presence", combined("x"))]
+    )
+    assert result.uncovered == ["a", "b", "c"]
+    assert result.multiply_covered == []
+
+
+def test_agent_on_two_connected_channels_is_multiply_covered() -> None:
+    """Two connected channels with one agent's topics: two shards would write it."""
+    result = coverage(["a"], [channel(True, combined("a")), channel(True, "v2.users.a.routingStatus")])
+    assert result.multiply_covered == ["a"]
+    assert not result.ok
+
+
+def test_recall_matches_agent_kind_and_change_time() -> None:
+    """A log entry counts as found when a record of its kind's topic has the agent and time."""
+    log = [
+        {"userId": "a", "kind": "presence", "changedAt": "2026-01-01T09:00:00.000Z"},
+        {"userId": "a", "kind": "routingStatus", "changedAt": "2026-01-01T09:00:00.000Z"},
+        {"userId": "b", "kind": "presence", "changedAt": "2026-01-01T09:00:00.000Z"},
+    ]
+    records = [
+        EventRecord("pres", 0, 0, "a", "e", T, "stream"),
+        EventRecord("pres", 0, 1, "b", "f", T, "reconcile"),
+    ]
+    assert recall(log, records, {"pres": "presence", "rout": "routingStatus"}) == (2, 3)
+
+
+def test_verdict_passes_only_when_every_invariant_holds() -> None:
+    """Any mismatch, duplicate, disorder, coverage gap, crash, harness error or unsettled fleet fails."""
+    good = Verdict(7, 53, agents=3000, settled=True)
+    assert good.passed
+    assert good.line().startswith(
+        "chaos verdict: PASS seed=7 faults=53 agents=3000 mismatches=0 duplicates=0 "
+        "order_violations=0 uncovered=0"
+    )
+    rec = EventRecord("t", 0, 0, "a", "e", T, "stream")
+    failing = [
+        Verdict(7, 1, settled=False),
+        Verdict(
+            7, 1, settled=True, mismatches=[Mismatch("a", "not_tombstoned", "live state", "not active", None)]
+        ),
+        Verdict(7, 1, settled=True, events=EventCheck(1, duplicates=[rec])),
+        Verdict(7, 1, settled=True, events=EventCheck(2, order_violations=[(rec, rec)])),
+        Verdict(7, 1, settled=True, coverage=Coverage(1, uncovered=["a"])),
+        Verdict(7, 1, settled=True, coverage=Coverage(1, multiply_covered=["a"])),
+        Verdict(7, 1, settled=True, crashes=["worker 0 exited with 1"]),
+        Verdict(7, 1, settled=True, harness_errors=["boom"]),
+    ]
+    for verdict in failing:
+        assert not verdict.passed
+        assert verdict.line().startswith("chaos verdict: FAIL")
