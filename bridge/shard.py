@@ -36,7 +36,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,13 +59,19 @@ from bridge.records import utc_now_ms
 from bridge.settings import Settings
 from bridge.sink import ShardSink
 
-__all__ = ["Shard", "ShardStats", "SocketFactory", "StateLoader"]
+__all__ = ["OrphanFinder", "OwnedElsewhere", "Shard", "ShardStats", "SocketFactory", "StateLoader"]
 
 logger = logging.getLogger(__name__)
 
 SocketFactory = Callable[[], NotificationSocket]
 #: Reads the users' last states from the compacted state topic.
 StateLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, AgentState]]]
+#: Called once the states are loaded, with the member list: the agents whose
+#: latest state record this fleet wrote for this shard, that are not members
+#: and that no other shard of the fleet owns now (they are tombstoned).
+OrphanFinder = Callable[[Sequence[str]], Awaitable[Sequence[str]]]
+#: The given agents that another shard of this fleet owns now: a move, never tombstoned.
+OwnedElsewhere = Callable[[Sequence[str]], Awaitable[Collection[str]]]
 #: How often the watchdog looks at the socket's silence and the gauges.
 WATCHDOG_TICK_S = 0.25
 #: Never extend later than a third of the channel's lifetime before it ends
@@ -132,6 +138,8 @@ class Shard:
         settings: Settings,
         socket_factory: SocketFactory,
         load_states: StateLoader | None = None,
+        find_orphans: OrphanFinder | None = None,
+        owned_elsewhere: OwnedElsewhere | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utc_now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -146,6 +154,8 @@ class Shard:
         self._settings = settings
         self._socket_factory = socket_factory
         self._load_states = load_states
+        self._find_orphans = find_orphans
+        self._owned_elsewhere = owned_elsewhere
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -209,8 +219,9 @@ class Shard:
                 if self._load_states is not None:
                     self._state.load(await self._load_states(self.users))
                 self._loaded = True
-                self._tombstone(sorted(self._removed_early - self._member_set))
+                await self._tombstone_removed(sorted(self._removed_early - self._member_set))
                 self._removed_early.clear()
+                await self._tombstone_orphans()
                 await self._run_loop()
             except FencedError:
                 self._on_fenced()
@@ -227,7 +238,9 @@ class Shard:
         """Change the member list in place (no reconnect); returns (added, removed).
 
         Added users are subscribed with POST and reconciled; removed ones are
-        unsubscribed with a PUT of the remaining list and tombstoned.
+        unsubscribed with a PUT of the remaining list and tombstoned, unless
+        another shard of the fleet owns them now (a move: its tombstone could
+        commit after the new shard's state).
         """
         new = list(dict.fromkeys(users))
         old = set(self.users)
@@ -237,7 +250,7 @@ class Shard:
         self._member_set = set(new)
         metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
         if self._loaded:
-            self._tombstone(removed)
+            await self._tombstone_removed(removed)
         else:
             # The states are not loaded yet: tombstone once they are, or the
             # removed agents' last states would stay in the compacted topic.
@@ -254,6 +267,37 @@ class Shard:
             if added:
                 await self._reconcile_users(added)
         return added, removed
+
+    async def _tombstone_removed(self, removed: Sequence[str]) -> None:
+        """Tombstone agents that left the shard, except those another shard owns now."""
+        if not removed:
+            return
+        if self._owned_elsewhere is not None:
+            try:
+                moved = set(await self._owned_elsewhere(removed))
+            except Exception as exc:
+                logger.warning("cannot tell moved from removed agents (%s); no tombstones now", exc)
+                return
+            removed = [u for u in removed if u not in moved]
+        self._tombstone(removed)
+
+    async def _tombstone_orphans(self) -> None:
+        """Tombstone agents this fleet wrote for this shard that the map no longer gives it.
+
+        Their removal may have been written while the previous owner was
+        frozen: the map this shard started from no longer names them.
+        """
+        if self._find_orphans is None:
+            return
+        try:
+            orphans = [u for u in await self._find_orphans(self.users) if u not in self._member_set]
+        except Exception as exc:
+            logger.warning("cannot look for removed agents left in the state topic (%s)", exc)
+            return
+        if orphans:
+            logger.info("tombstoning %d agents removed from this shard while it had no owner", len(orphans))
+            metrics.ORPHANS_TOMBSTONED.inc(len(orphans))
+            self._tombstone(orphans)
 
     def _tombstone(self, users: Iterable[str]) -> None:
         """Forget agents that left the shard and delete their compacted state.

@@ -20,13 +20,21 @@ The latest record of each key wins; a tombstone (null value) deletes the
 agent. Values are the :class:`~bridge.records.AgentStateRecord` encoding
 written by :func:`~bridge.records.encode_state`; a value that cannot be parsed
 is logged and skipped (the next reconciliation repairs that agent).
+
+:func:`load_shard_states` reads the same way and also names the shard's
+*orphans*: agents whose latest record is a state this fleet wrote for this
+shard (``bridge-id`` header equal to ``settings.id`` and ``shard`` field equal
+to the shard) but that are not among the given members. A record without the
+``bridge-id`` header, or another fleet's, never makes an orphan.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,8 +46,11 @@ from bridge.model import AgentState, PresenceValue, RoutingValue, VersionedPrese
 from bridge.settings import Settings
 
 __all__ = [
+    "BRIDGE_ID_HEADER",
     "DEFAULT_LOAD_TIMEOUT_S",
     "ConsumerFactory",
+    "ShardLoad",
+    "load_shard_states",
     "load_states",
     "parse_state",
 ]
@@ -63,7 +74,51 @@ _NOT_READY = frozenset(
 #: Don't let the broker hold a fetch for its full default wait at a partition's end.
 FETCH_WAIT_MAX_MS = 50
 
+#: The header naming the fleet (``settings.id``) that wrote a record.
+BRIDGE_ID_HEADER = "bridge-id"
+
 ConsumerFactory = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class ShardLoad:
+    """What :func:`load_shard_states` found: the members' states and the shard's orphans."""
+
+    states: dict[str, AgentState]
+    orphans: list[str]
+
+
+def load_shard_states(
+    settings: Settings,
+    user_ids: Collection[str],
+    shard: int,
+    consumer_factory: ConsumerFactory = Consumer,
+    *,
+    timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+) -> ShardLoad:
+    """The members' last committed states and the shard's orphans (see the module docstring)."""
+    own = settings.id.encode()
+    mine: dict[str, bool] = {}
+    wanted = frozenset(user_ids)
+
+    def owner(user_id: str, value: bytes | None, headers: Any) -> None:
+        if user_id in wanted:
+            return
+        written_here = False
+        if value is not None and _header(headers, BRIDGE_ID_HEADER) == own:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                written_here = orjson.loads(value).get("shard") == shard
+        mine[user_id] = written_here
+
+    states = load_states(settings, user_ids, consumer_factory, timeout_s=timeout_s, observe=owner)
+    return ShardLoad(states, sorted(u for u, here in mine.items() if here))
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return bytes(value) if value is not None else None
+    return None
 
 
 def load_states(
@@ -72,11 +127,14 @@ def load_states(
     consumer_factory: ConsumerFactory = Consumer,
     *,
     timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+    observe: Callable[[str, bytes | None, Any], None] | None = None,
 ) -> dict[str, AgentState]:
     """user id → last committed state, for every agent (or only ``user_ids``) in the state topic.
 
-    Raises :class:`SinkError` when the topic is missing or Kafka fails, or the
-    read does not finish within ``timeout_s``.
+    ``observe`` is called with (user id, value, headers) for every record
+    read, in topic order, whatever ``user_ids`` is. Raises
+    :class:`SinkError` when the topic is missing or Kafka fails, or the read
+    does not finish within ``timeout_s``.
     """
     topic = settings.topic_agent_state
     wanted = None if user_ids is None else frozenset(user_ids)
@@ -126,6 +184,8 @@ def load_states(
                 if key is None:
                     continue
                 user_id = key.decode()
+                if observe is not None:
+                    observe(user_id, msg.value(), msg.headers())
                 if wanted is not None and user_id not in wanted:
                     continue
                 value = msg.value()

@@ -32,7 +32,7 @@ from bridge import log, memory
 from bridge.assign import shard_budget, shards_per_client
 from bridge.errors import ConfigError
 from bridge.events import ShardState
-from bridge.fleet import ConsumerFactory, Coordinator, Fleet
+from bridge.fleet import ConsumerFactory, Coordinator, Fleet, read_map
 from bridge.genesys.rest import GenesysRest
 from bridge.genesys.socket import NotificationSocket
 from bridge.health import HealthServer
@@ -40,7 +40,7 @@ from bridge.model import AgentState
 from bridge.settings import GenesysClient, Settings
 from bridge.shard import Shard, SocketFactory
 from bridge.sink import ProducerFactory, ShardSink
-from bridge.statestore import load_states
+from bridge.statestore import load_shard_states, load_states
 from bridge.topics import ensure_topics
 
 __all__ = ["Worker", "install_signal_handlers"]
@@ -153,6 +153,31 @@ class Worker:
             if self.producer_factory is None
             else ShardSink(s, shard_id, producer_factory=self.producer_factory)
         )
+        # The first load (takeover) also names the shard's orphans; later ones
+        # (agents added in place) only read states.
+        orphans: list[str] | None = None
+
+        async def load(members: Sequence[str]) -> Mapping[str, AgentState]:
+            nonlocal orphans
+            if orphans is not None:
+                return await asyncio.to_thread(load_states, s, members)
+            loaded = await asyncio.to_thread(load_shard_states, s, members, shard_id)
+            orphans = loaded.orphans
+            return loaded.states
+
+        async def owned_elsewhere(candidates: Sequence[str]) -> set[str]:
+            # Read after the states: the map is at least as new as any state the load saw.
+            _count, records = await asyncio.to_thread(read_map, s, **self._map_kwargs())
+            others = {u for p, r in records.items() if p != shard_id for u in r.users}
+            return {u for u in candidates if u in others}
+
+        async def find_orphans(members: Sequence[str]) -> list[str]:
+            candidates = [u for u in orphans or () if u not in set(members)]
+            if not candidates:
+                return []
+            moved = await owned_elsewhere(candidates)
+            return [u for u in candidates if u not in moved]
+
         return Shard(
             shard_id,
             users,
@@ -161,11 +186,13 @@ class Worker:
             state=state,
             settings=s,
             socket_factory=self.socket_factory,
-            load_states=self._load,
+            load_states=load,
+            find_orphans=find_orphans,
+            owned_elsewhere=owned_elsewhere,
         )
 
-    async def _load(self, users: Sequence[str]) -> Mapping[str, AgentState]:
-        return await asyncio.to_thread(load_states, self.settings, users)
+    def _map_kwargs(self) -> dict[str, Any]:
+        return {} if self.consumer_factory is None else {"consumer_factory": self.consumer_factory}
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:

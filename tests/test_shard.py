@@ -112,3 +112,56 @@ async def test_a_task_that_ignores_cancellation_does_not_hold_the_shard(
     assert "['reader']" in caplog.text
     release.set()
     await stuck
+
+
+async def test_a_move_to_another_shard_is_never_tombstoned() -> None:
+    """A removed agent that another shard owns now keeps its state; a deleted one is tombstoned."""
+    sink = FakeSink()
+    asked: list[list[str]] = []
+
+    async def elsewhere(users: Sequence[str]) -> set[str]:
+        asked.append(sorted(users))
+        return {"b"}
+
+    async def no_orphans(_members: Sequence[str]) -> list[str]:
+        return []
+
+    shard = Shard(
+        0,
+        ["a", "b", "c"],
+        rest=Any,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=Any,  # type: ignore[arg-type]
+        owned_elsewhere=elsewhere,
+        find_orphans=no_orphans,
+    )
+    await shard.set_users(["a"])
+    await shard.stop()
+    await shard.run()
+    assert asked == [["b", "c"]]
+    assert sink.tombstones == ["c"]
+
+
+async def test_orphans_found_after_the_load_are_tombstoned_but_never_members() -> None:
+    """The orphan finder's agents are tombstoned once the states are loaded, members never."""
+    sink = FakeSink()
+
+    async def orphans(members: Sequence[str]) -> list[str]:
+        assert list(members) == ["a"]
+        return ["gone", "a"]
+
+    shard = Shard(
+        0,
+        ["a"],
+        rest=Any,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=Any,  # type: ignore[arg-type]
+        find_orphans=orphans,
+    )
+    await shard.stop()
+    await shard.run()
+    assert sink.tombstones == ["gone"]
