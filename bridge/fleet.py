@@ -5,7 +5,18 @@
     control topic  settings.topic_shard_map  (compacted, one partition per shard)
       key    shard-<p>
       value  {"schema": "bridge.shard-map.v1", "epoch": n, "shard": p,
-              "clientIndex": i, "users": [...], "writtenAt": "<ISO-8601>"}
+              "clientIndex": i, "users": [...], "writtenAt": "<ISO-8601>",
+              "bridgeId": "<settings.id>"}
+      header bridge-id: <settings.id>
+
+The control topic belongs to one fleet (its name derives from ``BRIDGE_ID``
+by default). A record whose ``bridgeId`` is another fleet's is never
+applied: the workers and the coordinator log an ERROR, count
+``bridge_foreign_map_records_total`` and report not ready, and the
+coordinator writes nothing while the topic holds another fleet's records
+(first come, first served: the fleet that was there keeps working). Records
+without ``bridgeId`` (written before it existed) count as this fleet's and
+are rewritten with it at the next refresh.
 
 Every worker joins the consumer group ``settings.id`` on the control topic.
 Kafka's group protocol decides which worker owns which partitions, i.e.
@@ -77,7 +88,7 @@ from confluent_kafka.cimpl import NewPartitions
 
 from bridge import log, metrics
 from bridge.assign import assign, client_for_shard, shard_budget
-from bridge.errors import DeliveryError, FencedError, SinkError
+from bridge.errors import ConfigError, DeliveryError, FencedError, SinkError
 from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import Action, classify
@@ -165,6 +176,8 @@ class MapRecord:
     client_index: int
     users: tuple[str, ...]
     written_at: str = field(default_factory=_iso_now)
+    #: The fleet that wrote it (``settings.id``); None on records older than the field.
+    bridge_id: str | None = None
 
     @property
     def key(self) -> bytes:
@@ -179,8 +192,13 @@ class MapRecord:
                 "clientIndex": self.client_index,
                 "users": list(self.users),
                 "writtenAt": self.written_at,
+                "bridgeId": self.bridge_id,
             }
         )
+
+    def foreign_to(self, bridge_id: str) -> bool:
+        """Written by another fleet (records without a bridge id count as ours)."""
+        return self.bridge_id is not None and self.bridge_id != bridge_id
 
     @classmethod
     def decode(cls, value: bytes) -> MapRecord:
@@ -201,6 +219,7 @@ class MapRecord:
                 client_index=int(data.get("clientIndex", 0)),
                 users=tuple(users),
                 written_at=str(data.get("writtenAt", "")),
+                bridge_id=str(data["bridgeId"]) if data.get("bridgeId") is not None else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete map record: {exc}") from None
@@ -236,12 +255,15 @@ def read_map(
     consumer_factory: ConsumerFactory = Consumer,
     *,
     timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    foreign: list[MapRecord] | None = None,
 ) -> tuple[int, dict[int, MapRecord]]:
     """(partition count, partition → latest committed map record) of the control topic.
 
     Reads every partition from the beginning to its end (read_committed, no
     group joined). Per partition the record with the highest epoch wins (the
     latest on ties); records that do not parse are logged and skipped.
+    Records another fleet wrote are never returned: each is logged as an
+    ERROR, counted, and appended to ``foreign`` when given.
     Raises :class:`SinkError` when the topic is missing or Kafka fails.
     """
     topic = settings.topic_shard_map
@@ -287,7 +309,11 @@ def read_map(
                 except ValueError as exc:
                     logger.warning("skipping control record at %s[%d]@%d: %s", topic, p, msg.offset(), exc)
                 else:
-                    if p not in records or record.epoch >= records[p].epoch:
+                    if record.foreign_to(settings.id):
+                        _log_foreign(record, settings, p)
+                        if foreign is not None:
+                            foreign.append(record)
+                    elif p not in records or record.epoch >= records[p].epoch:
                         records[p] = record
             if msg.offset() + 1 >= ends[p]:
                 remaining.discard(p)
@@ -296,6 +322,19 @@ def read_map(
         raise SinkError(f"cannot read the partition map: {exc.args[0].str()}") from None
     finally:
         consumer.close()
+
+
+def _log_foreign(record: MapRecord, settings: Settings, partition: int) -> None:
+    metrics.FOREIGN_MAP_RECORDS.inc()
+    logger.error(
+        "control topic %s partition %d holds a map record of fleet %r (epoch %d), not of %r: "
+        "never applied; give every fleet its own BRIDGE_ID and control topic",
+        settings.topic_shard_map,
+        partition,
+        record.bridge_id,
+        record.epoch,
+        settings.id,
+    )
 
 
 # --------------------------------------------------------------------------- coordinator
@@ -335,6 +374,8 @@ class Coordinator:
         self.refreshes = 0
         self.last_epoch: int | None = None
         self.last_unassigned = 0
+        #: Set while the control topic holds another fleet's records (nothing is written then).
+        self.conflict: str | None = None
 
     async def run(self) -> None:
         """Fence the previous coordinator, then refresh until cancelled."""
@@ -350,6 +391,10 @@ class Coordinator:
                 except (SinkError, KafkaException) as exc:
                     logger.warning("roster refresh failed on Kafka (%s); retrying", exc)
                     self._producer = None
+                    await self._sleep(COORDINATOR_RETRY_S)
+                    continue
+                except ConfigError as exc:  # another fleet's records: never overwrite them
+                    logger.error("%s; retrying", exc)
                     await self._sleep(COORDINATOR_RETRY_S)
                     continue
                 except Exception as exc:  # Genesys trouble: the map stays as it is
@@ -384,7 +429,15 @@ class Coordinator:
         """List the roster, compute the new map, add partitions, write the changed records."""
         s = self._settings
         roster = await self._roster()
-        partitions, current = await asyncio.to_thread(read_map, s, self._consumer_factory)
+        foreign: list[MapRecord] = []
+        partitions, current = await asyncio.to_thread(
+            functools.partial(read_map, s, self._consumer_factory, foreign=foreign)
+        )
+        if foreign:
+            fleets = sorted({r.bridge_id or "" for r in foreign})
+            self.conflict = f"control topic {s.topic_shard_map} is shared with fleet(s) {fleets}"
+            raise ConfigError(f"{self.conflict}; not writing the partition map")
+        self.conflict = None
         previous = {p: (current[p].users if p in current else ()) for p in range(partitions)}
         budget = shard_budget(self._clients, s.genesys_max_channels_per_client)
         result = assign(previous, roster, capacity=s.shard_capacity, budget=budget)
@@ -395,8 +448,10 @@ class Coordinator:
             old = current.get(p)
             if old is None and not users:
                 continue
-            if old is None or old.users != users or old.client_index != client:
-                changed.append(MapRecord(shard=p, epoch=epoch, client_index=client, users=users))
+            if old is None or old.users != users or old.client_index != client or old.bridge_id is None:
+                changed.append(
+                    MapRecord(shard=p, epoch=epoch, client_index=client, users=users, bridge_id=s.id)
+                )
         if result.shard_count > partitions:
             await asyncio.to_thread(self._add_partitions, result.shard_count)
             if self._on_partitions_added is not None:
@@ -461,7 +516,7 @@ class Coordinator:
                     key=record.key,
                     value=record.encode(),
                     partition=record.shard,
-                    headers=[("schema", MAP_SCHEMA.encode())],
+                    headers=[("schema", MAP_SCHEMA.encode()), ("bridge-id", self._settings.id.encode())],
                 )
             for attempt in range(COMMIT_RETRIES):
                 try:
@@ -734,6 +789,8 @@ class Fleet:
         self._rebalance_pending_until: float | None = None
         self._shutting_down = False
         self.failure: str | None = None
+        #: Control records of another fleet seen on this worker's partitions (never applied).
+        self.foreign_records = 0
         self._background: set[asyncio.Task[None]] = set()
 
     # -- what the worker, /readyz and tests read ----------------------------------------
@@ -756,11 +813,15 @@ class Fleet:
         return self._coord_task is not None and not self._coord_task.done()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready: joined, no rebalance pending, every owned partition read and its shard ready."""
+        """Ready: joined, no rebalance pending, every owned partition read and its shard ready.
+
+        Never ready while the control topic shows another fleet's records.
+        """
         now = self._clock()
         pending = self._rebalance_pending_until is not None and now < self._rebalance_pending_until
-        coordinator_ok = not self.is_coordinator or (
-            self.coordinator is not None and self.coordinator.refreshes > 0
+        conflict = self.coordinator.conflict if self.coordinator is not None and self.is_coordinator else None
+        coordinator_ok = conflict is None and (
+            not self.is_coordinator or (self.coordinator is not None and self.coordinator.refreshes > 0)
         )
         slots = list(self._slots.values())
         ready = (
@@ -768,6 +829,7 @@ class Fleet:
             and not pending
             and not self._lost
             and coordinator_ok
+            and self.foreign_records == 0
             and all(s.ready() for s in slots)
         )
         wall = time.time()
@@ -790,6 +852,9 @@ class Fleet:
             "joined": self.joined,
             "shards": shards,
         }
+        if self.foreign_records or conflict is not None:
+            details["foreignMapRecords"] = self.foreign_records
+            details["conflict"] = conflict or "another fleet's map records on this worker's partitions"
         if self.coordinator is not None and self.is_coordinator:
             details["refreshes"] = self.coordinator.refreshes
             details["unassigned"] = self.coordinator.last_unassigned
@@ -936,6 +1001,10 @@ class Fleet:
         if slot is None or slot.revoked:
             return
         record = event.record
+        if record.foreign_to(self._settings.id):
+            _log_foreign(record, self._settings, event.partition)
+            self.foreign_records += 1
+            return
         if record.shard != event.partition:
             logger.warning("control record for shard %d found in partition %d", record.shard, event.partition)
             return

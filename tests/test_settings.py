@@ -66,3 +66,11 @@ def test_invalid_settings_raise_config_error_without_values(monkeypatch: pytest.
     with pytest.raises(ConfigError) as excinfo:
         load_settings()
     assert "leak-me-please" not in str(excinfo.value)
+
+
+def test_the_control_topic_derives_from_the_bridge_id() -> None:
+    """One control topic per fleet by default; an explicit name is kept as given."""
+    assert Settings(id="org-a").topic_shard_map == "org-a.shard-map.v1"
+    assert Settings().topic_shard_map == "presence-bridge.shard-map.v1"
+    assert Settings(id="org-b", topic_shard_map="ctl.<bridge-id>").topic_shard_map == "ctl.org-b"
+    assert Settings(id="org-c", topic_shard_map="shared-map").topic_shard_map == "shared-map"
