@@ -209,9 +209,14 @@ class Shard:
         }
 
     async def run(self) -> None:
-        """Stream until :meth:`stop` is called or the shard is fenced."""
+        """Stream until :meth:`stop` is called or the shard is fenced.
+
+        Raises the sink's error when its producer failed for good (not
+        fenced): the shard cannot write again and must be started anew.
+        """
         with log.bind(shard=self.shard_id):
             metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
+            drained = False
             try:
                 # Fencing first: it also ends the previous owner's open
                 # transaction, so the state read next is the final one.
@@ -222,12 +227,16 @@ class Shard:
                 await self._tombstone_removed(sorted(self._removed_early - self._member_set))
                 self._removed_early.clear()
                 await self._tombstone_orphans()
+                drained = True  # from here on _run_loop drains, or its sink is dead
                 await self._run_loop()
             except FencedError:
                 self._on_fenced()
             finally:
                 self._set_disconnected()
                 await self._close_socket()
+                if not drained:  # failed before serving (e.g. the state load): no producer left behind
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._sink.close(), timeout=self._settings.drain_timeout_s)
                 self._forget_gauges()
 
     async def stop(self) -> None:
@@ -320,7 +329,9 @@ class Shard:
             except (FencedError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every failure ends in the retry policy
-                if isinstance(self._sink.error, FencedError):
+                if self._sink.error is not None:
+                    # Fenced, or a fatal producer error: this sink never writes
+                    # again. End the shard (the fleet restarts it with a new one).
                     raise self._sink.error from exc
                 if self._stopping.is_set():
                     break

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bridge.errors import DeliveryError, SinkError
 from bridge.events import ShardState
 from bridge.model import AgentState
 from bridge.settings import Settings
@@ -165,3 +166,59 @@ async def test_orphans_found_after_the_load_are_tombstoned_but_never_members() -
     await shard.stop()
     await shard.run()
     assert sink.tombstones == ["gone"]
+
+
+class FailingRest:
+    """A Genesys whose channel creation always fails (the shard keeps retrying)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def create_channel(self) -> Any:
+        self.attempts += 1
+        raise ConnectionError("no route to Genesys")
+
+    async def invalidate_token(self) -> None:
+        return None
+
+
+async def test_a_fatal_sink_error_ends_the_shard_instead_of_reconnecting_forever() -> None:
+    """A producer that failed for good (not fenced) ends the shard, so the fleet restarts it anew."""
+    sink = FakeSink()
+    rest = FailingRest()
+    shard = Shard(
+        0,
+        ["a"],
+        rest=rest,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(backoff_initial_s=0.01, backoff_max_s=0.01),
+        socket_factory=Any,  # type: ignore[arg-type]
+    )
+    sink.error = DeliveryError("shard 0: fatal Kafka error during commit")  # type: ignore[assignment]
+    with pytest.raises(DeliveryError):
+        await asyncio.wait_for(shard.run(), 5)
+    assert rest.attempts == 1
+    assert not shard.fenced
+
+
+async def test_a_failed_state_load_closes_the_sink() -> None:
+    """The producer started for fencing is closed when the state load fails (no leaked thread)."""
+    sink = FakeSink()
+
+    async def load(_users: Sequence[str]) -> Mapping[str, AgentState]:
+        raise SinkError("cannot read the state topic")
+
+    shard = Shard(
+        0,
+        ["a"],
+        rest=Any,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=Any,  # type: ignore[arg-type]
+        load_states=load,
+    )
+    with pytest.raises(SinkError):
+        await shard.run()
+    assert sink.closed
