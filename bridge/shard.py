@@ -156,6 +156,8 @@ class Shard:
         self._load_states = load_states
         self._find_orphans = find_orphans
         self._owned_elsewhere = owned_elsewhere
+        self._members_version = 0
+        self._resync = asyncio.Event()
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -246,10 +248,13 @@ class Shard:
     async def set_users(self, users: Iterable[str]) -> tuple[list[str], list[str]]:
         """Change the member list in place (no reconnect); returns (added, removed).
 
-        Added users are subscribed with POST and reconciled; removed ones are
-        unsubscribed with a PUT of the remaining list and tombstoned, unless
-        another shard of the fleet owns them now (a move: its tombstone could
-        commit after the new shard's state).
+        Added users get their last states loaded, then are subscribed with
+        POST and reconciled (an unchanged state is not written again); removed
+        ones are unsubscribed with a PUT of the remaining list and tombstoned,
+        unless another shard of the fleet owns them now (a move: its tombstone
+        could commit after the new shard's state). A subscription change that
+        fails makes the shard reconnect and subscribe its whole list again; one
+        that overlaps a (re)connect's PUT is included by a second PUT.
         """
         new = list(dict.fromkeys(users))
         old = set(self.users)
@@ -257,24 +262,37 @@ class Shard:
         removed = [u for u in self.users if u not in set(new)]
         self.users = new
         self._member_set = set(new)
+        self._members_version += 1
         metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
         if self._loaded:
             await self._tombstone_removed(removed)
+            if added and self._load_states is not None:
+                # Before subscribing: a stream change must never be replaced by an older state.
+                try:
+                    self._state.load(await self._load_states(added))
+                except Exception as exc:
+                    logger.warning("loading the added agents' states failed (%s); reconnecting", exc)
+                    self._resync.set()
+                    return added, removed
         else:
             # The states are not loaded yet: tombstone once they are, or the
             # removed agents' last states would stay in the compacted topic.
             self._removed_early.update(removed)
         if self.channel is not None and self._connected:
-            if removed:
-                await self._subscribe_all()
-            elif added:
-                accepted = await self._rest.post_subscriptions(
-                    self.channel.id, [protocol.user_topic(u) for u in added], ignore_errors=True
-                )
-                self._subscribed += len(accepted)
-                metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
-            if added:
-                await self._reconcile_users(added)
+            try:
+                if removed:
+                    await self._subscribe_all()
+                elif added:
+                    accepted = await self._rest.post_subscriptions(
+                        self.channel.id, [protocol.user_topic(u) for u in added], ignore_errors=True
+                    )
+                    self._subscribed += len(accepted)
+                    metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self._subscribed)
+                if added:
+                    await self._reconcile_users(added)
+            except Exception as exc:
+                logger.warning("changing the subscriptions failed (%s); resubscribing everything", exc)
+                self._resync.set()
         return added, removed
 
     async def _tombstone_removed(self, removed: Sequence[str]) -> None:
@@ -376,8 +394,12 @@ class Shard:
         self._last_frame = self._clock()
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self.stats.connects += 1
-        await self._subscribe_all()
+        version = -1
+        while version != self._members_version:  # set_users ran during the PUT: again
+            version = self._members_version
+            await self._subscribe_all()
         self._connected = True
+        self._resync.clear()
         self.stats.last_connected = self._clock()
         self._backoff.healthy()
         logger.info("connected and subscribed to %d topics", self._subscribed)
@@ -423,6 +445,7 @@ class Shard:
         extender = asyncio.create_task(self._extender())
         stop_waiter = asyncio.create_task(_wait(self._stopping))
         maint_waiter = asyncio.create_task(_wait(self._maintenance))
+        resync_waiter = asyncio.create_task(_wait(self._resync))
         failed = self._sink.failed
         assert failed is not None, "the sink is started before the shard serves"
         try:
@@ -433,6 +456,7 @@ class Shard:
                     extender,
                     stop_waiter,
                     maint_waiter,
+                    resync_waiter,
                     failed,
                 }
                 done, _ = await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
@@ -440,6 +464,8 @@ class Shard:
                     raise failed.result()
                 if stop_waiter in done:
                     return
+                if resync_waiter in done:
+                    raise ChannelClosedError("a subscription change failed; subscribing everything again")
                 if maint_waiter in done:
                     self._maintenance.clear()
                     reader = await self._handover(reader, reason="maintenance")
@@ -465,6 +491,7 @@ class Shard:
                     "extender": extender,
                     "stop_waiter": stop_waiter,
                     "maint_waiter": maint_waiter,
+                    "resync_waiter": resync_waiter,
                 }
             )
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from bridge.errors import DeliveryError, SinkError
+from bridge.errors import DeliveryError, GenesysError, SinkError
 from bridge.events import ShardState
-from bridge.model import AgentState
+from bridge.genesys.protocol import user_topic
+from bridge.genesys.rest import ChannelInfo
+from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
 from bridge.settings import Settings
 from bridge.shard import Shard
 
@@ -20,6 +23,7 @@ class FakeSink:
 
     def __init__(self) -> None:
         self.tombstones: list[str] = []
+        self.submitted: list[str] = []
         self.started = False
         self.closed = False
         self.failed: asyncio.Future[Any] | None = None
@@ -30,6 +34,9 @@ class FakeSink:
     async def start(self) -> None:
         self.started = True
         self.failed = asyncio.get_running_loop().create_future()
+
+    def submit(self, accepted: Any, _channel_id: str | None) -> None:
+        self.submitted.append(accepted.change.user_id)
 
     def submit_tombstone(self, user_id: str) -> None:
         assert self.started, "nothing is written before the sink fenced the previous owner"
@@ -222,3 +229,127 @@ async def test_a_failed_state_load_closes_the_sink() -> None:
     with pytest.raises(SinkError):
         await shard.run()
     assert sink.closed
+
+
+CHANNEL = ChannelInfo(id="chan-1", connect_uri="wss://sim/chan-1", expires=datetime(2099, 1, 1, tzinfo=UTC))
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def routing(user: str, status: str = "IDLE") -> Change:
+    return Change(
+        user_id=user,
+        kind=Kind.ROUTING_STATUS,
+        changed_at=T0,
+        value=RoutingValue(status),
+        observed_at=T0,
+        origin=Origin.RECONCILE,
+    )
+
+
+class SubscribingRest:
+    """A Genesys that records subscription calls; a PUT can be held open, a POST can fail."""
+
+    def __init__(self) -> None:
+        self.puts: list[list[str]] = []
+        self.posts: list[list[str]] = []
+        self.hold_put: asyncio.Event | None = None
+        self.put_started = asyncio.Event()
+        self.fail_post = False
+        self.current: list[Change] = []
+
+    async def create_channel(self) -> ChannelInfo:
+        return CHANNEL
+
+    async def put_subscriptions(
+        self, _channel: str, topics: Sequence[str], ignore_errors: bool = False
+    ) -> list[str]:
+        self.puts.append(list(topics))
+        self.put_started.set()
+        hold, self.hold_put = self.hold_put, None
+        if hold is not None:
+            await hold.wait()
+        return list(topics)
+
+    async def post_subscriptions(
+        self, _channel: str, topics: Sequence[str], ignore_errors: bool = False
+    ) -> list[str]:
+        self.posts.append(list(topics))
+        if self.fail_post:
+            raise GenesysError("service unavailable", status=503)
+        return list(topics)
+
+    async def current_changes(self, user_ids: Sequence[str], *, observed_at: datetime) -> list[Change]:
+        return [c for c in self.current if c.user_id in user_ids]
+
+
+class IdleSocket:
+    async def connect(self, _uri: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _shard(rest: SubscribingRest, sink: FakeSink, users: list[str], **kwargs: Any) -> Shard:
+    return Shard(
+        0,
+        users,
+        rest=rest,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=IdleSocket,  # type: ignore[arg-type]
+        **kwargs,
+    )
+
+
+async def test_users_added_while_the_shard_subscribes_are_subscribed_too() -> None:
+    """A member list changed during the connect's PUT is PUT again before the shard counts as connected."""
+    rest, sink = SubscribingRest(), FakeSink()
+    await sink.start()
+    shard = _shard(rest, sink, ["a"])
+    gate = rest.hold_put = asyncio.Event()
+    connecting = asyncio.create_task(shard._connect("start"))
+    await rest.put_started.wait()
+    await shard.set_users(["a", "b"])
+    gate.set()
+    await connecting
+    shard._set_disconnected()
+    assert rest.puts[-1] == [user_topic("a"), user_topic("b")]
+
+
+async def test_a_failed_subscription_change_resubscribes_everything() -> None:
+    """A POST that fails is not lost: the shard asks its serving loop to subscribe the whole list again."""
+    rest, sink = SubscribingRest(), FakeSink()
+    await sink.start()
+    shard = _shard(rest, sink, ["a"])
+    await shard._connect("start")
+    rest.fail_post = True
+    added, _removed = await shard.set_users(["a", "b"])
+    assert added == ["b"]
+    assert shard._resync.is_set()
+    shard._set_disconnected()
+
+
+async def test_added_users_are_reconciled_against_their_loaded_state() -> None:
+    """An agent added in place whose state did not change is not written again."""
+    rest, sink = SubscribingRest(), FakeSink()
+    await sink.start()
+    known = ShardState()
+    assert known.apply(routing("b")) is not None
+    loads: list[list[str]] = []
+
+    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
+        loads.append(list(users))
+        state = known.get("b")
+        assert state is not None
+        return {"b": state} if "b" in users else {}
+
+    shard = _shard(rest, sink, ["a"], load_states=load)
+    shard._loaded = True
+    await shard._connect("start")
+    rest.current = [routing("b")]
+    await shard.set_users(["a", "b"])
+    shard._set_disconnected()
+    assert loads == [["b"]]
+    assert sink.submitted == []
