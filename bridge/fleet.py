@@ -94,8 +94,10 @@ from bridge.shard import Shard
 from bridge.sink import Action, classify
 
 __all__ = [
+    "COORDINATOR_FENCED_SESSIONS",
     "COORDINATOR_SUFFIX",
     "MAP_SCHEMA",
+    "SHARD_RESTART_DEADLINE_S",
     "AdminFactory",
     "ConsumerFactory",
     "Coordinator",
@@ -105,6 +107,7 @@ __all__ = [
     "ProducerFactory",
     "ShardFactory",
     "consumer_config",
+    "coordinator_fenced_retry_s",
     "coordinator_transactional_id",
     "read_map",
     "shard_key",
@@ -133,6 +136,10 @@ REBALANCE_PENDING_MAX_S = 30.0
 LOST_GRACE_S = 60.0
 #: A shard that ended by itself (neither stopped nor fenced) is started again after this.
 SHARD_RESTART_DELAY_S = 1.0
+#: Session timeouts after which a fenced coordinator still owning partition 0 restarts.
+COORDINATOR_FENCED_SESSIONS = 2
+#: A mapped shard not running for this long (restarts failing) fails /healthz.
+SHARD_RESTART_DEADLINE_S = 60.0
 #: A failed roster refresh (Genesys or Kafka trouble) is retried after this.
 COORDINATOR_RETRY_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 30.0
@@ -322,6 +329,15 @@ def read_map(
         raise SinkError(f"cannot read the partition map: {exc.args[0].str()}") from None
     finally:
         consumer.close()
+
+
+def coordinator_fenced_retry_s(settings: Settings) -> float:
+    """After its coordinator was fenced, a worker still owning partition 0 this long coordinates again.
+
+    Two session timeouts: a worker that was fenced because it was frozen
+    learns of its lost partitions well within that.
+    """
+    return COORDINATOR_FENCED_SESSIONS * settings.kafka_session_timeout_ms / 1000
 
 
 def _log_foreign(record: MapRecord, settings: Settings, partition: int) -> None:
@@ -730,6 +746,8 @@ class _Slot:
         self.wake = asyncio.Event()
         self.driver: asyncio.Task[None] | None = None
         self.not_before = 0.0
+        #: Since when the slot has had members but no shard that connected (None: fine).
+        self.down_since: float | None = None
 
     @property
     def users(self) -> tuple[str, ...]:
@@ -738,6 +756,19 @@ class _Slot:
     @property
     def running(self) -> bool:
         return self.shard is not None and self.task is not None and not self.task.done()
+
+    def down_for(self, now: float) -> float:
+        """How long the slot's members have had no running shard that connected."""
+        if not self.caught_up or self.fenced or self.revoked or not self.users:
+            self.down_since = None
+            return 0.0
+        shard = self.shard
+        if self.running and shard is not None and shard.stats.last_connected is not None:
+            self.down_since = None
+            return 0.0
+        if self.down_since is None:
+            self.down_since = now
+        return 0.0 if self.running else now - self.down_since
 
     def ready(self) -> bool:
         if not self.caught_up or self.fenced:
@@ -815,14 +846,18 @@ class Fleet:
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready: joined, no rebalance pending, every owned partition read and its shard ready.
 
-        Never ready while the control topic shows another fleet's records.
+        Never ready while the control topic shows another fleet's records, nor
+        while this worker owns partition 0 and no coordinator runs (or it has
+        not refreshed yet).
         """
         now = self._clock()
         pending = self._rebalance_pending_until is not None and now < self._rebalance_pending_until
         conflict = self.coordinator.conflict if self.coordinator is not None and self.is_coordinator else None
-        coordinator_ok = conflict is None and (
-            not self.is_coordinator or (self.coordinator is not None and self.coordinator.refreshes > 0)
-        )
+        refreshed = self.is_coordinator and self.coordinator is not None and self.coordinator.refreshes > 0
+        if 0 in self._slots:
+            coordinator_ok = conflict is None and refreshed
+        else:
+            coordinator_ok = conflict is None and (refreshed or not self.is_coordinator)
         slots = list(self._slots.values())
         ready = (
             self.joined
@@ -859,6 +894,24 @@ class Fleet:
             details["refreshes"] = self.coordinator.refreshes
             details["unassigned"] = self.coordinator.last_unassigned
         return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Alive unless a mapped shard has not been running for :data:`SHARD_RESTART_DEADLINE_S`.
+
+        A shard counts as down from the moment its slot has members and no
+        shard of it has connected, and stays down while its restarts end
+        before connecting; it is up again once a started shard connects. A
+        running shard that is still reconnecting (Genesys down) is alive.
+        Failing /healthz makes Kubernetes replace the pod.
+        """
+        now = self._clock()
+        down = sorted(
+            slot.partition for slot in self._slots.values() if slot.down_for(now) > SHARD_RESTART_DEADLINE_S
+        )
+        details: dict[str, object] = {"down": down}
+        if self.failure is not None:
+            details["failure"] = self.failure
+        return not down and self.failure is None, details
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -929,12 +982,25 @@ class Fleet:
         if p in self._slots:
             return
         held = self._lost.pop(p, None)
-        if held is not None:
+        if held is not None and not (held.fenced or (held.shard is not None and held.shard.fenced)):
             # Given back after a lost session: the shard never stopped; the
             # partition is read again from the beginning (same or newer epoch).
             self._slots[p] = held
             logger.info("partition %d is ours again; its shard kept running", p)
+            if p == 0 and not self.is_coordinator:  # fenced while the session was lost
+                self._coord_fenced = False
+                self._start_coordinator()
             return
+        if held is not None:
+            # Another worker owned it meanwhile and fenced this shard: retire the
+            # old slot; the new one starts when it has stopped (its new sink
+            # fences that interim owner, which no longer owns the partition).
+            logger.info("partition %d is ours again; its shard was fenced meanwhile: restarting it", p)
+            held.revoked = True
+            held.wake.set()
+            if held.driver is not None:
+                self._stopping[p] = held.driver
+                held.driver.add_done_callback(functools.partial(self._forget_stopping, p))
         slot = _Slot(p)
         self._slots[p] = slot
         if self._shutting_down:
@@ -1041,9 +1107,12 @@ class Fleet:
         try:
             await coordinator.run()
         except FencedError as exc:
-            # Another worker coordinates now; this one learns it lost partition 0 shortly.
-            logger.error("%s; no longer coordinating", exc)
+            # Another worker coordinates now; this one learns it lost partition 0
+            # shortly. If it does not, the group says it is ours: coordinate again.
+            retry_s = coordinator_fenced_retry_s(self._settings)
+            logger.error("%s; no longer coordinating (again in %.0f s if partition 0 stays)", exc, retry_s)
             self._coord_fenced = True
+            asyncio.get_running_loop().call_later(retry_s, self._retry_fenced_coordinator)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -1052,6 +1121,12 @@ class Fleet:
             if 0 in self._slots and not self._shutting_down:
                 self._coord_task = None
                 self._start_coordinator()
+
+    def _retry_fenced_coordinator(self) -> None:
+        if 0 in self._slots and self._coord_fenced and not self.is_coordinator and not self._shutting_down:
+            logger.warning("partition 0 is still ours after the coordinator was fenced; coordinating again")
+            self._coord_fenced = False
+            self._start_coordinator()
 
     async def _stop_coordinator(self) -> None:
         task, self._coord_task = self._coord_task, None
@@ -1146,6 +1221,7 @@ class Fleet:
             return
         slot.shard, slot.task = None, None
         self._owned_changed()
+        slot.down_for(self._clock())
         if shard.fenced:
             slot.fenced = True
             logger.error("shard %d was fenced by a newer owner; its channel is closed", slot.partition)

@@ -9,7 +9,10 @@ assigned. A worker alone in its group owns every shard; when it owns
 partition 0 it also coordinates the partition map.
 
 Readiness (``/readyz``): joined the group, every owned partition read, and
-every owned shard connected, subscribed and its producer healthy.
+every owned shard connected, subscribed and its producer healthy; when it
+owns partition 0, its coordinator runs and has refreshed the map. Liveness
+(``/healthz``): no owned shard has been unable to (re)start for
+:data:`~bridge.fleet.SHARD_RESTART_DEADLINE_S` (Kubernetes then replaces the pod).
 
 Shutdown (SIGTERM/SIGINT): every owned shard stops reading, commits what it
 read and closes its socket; then the consumer closes, leaving the group so
@@ -82,6 +85,12 @@ class Worker:
             return False, {"shards": {}}
         return self.fleet.readiness()
 
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """For /healthz: alive unless an owned shard could not restart within the deadline."""
+        if self.fleet is None:
+            return True, {}
+        return self.fleet.liveness()
+
     def _rest_for(self, client: GenesysClient) -> GenesysRest:
         log.register_secret(client.client_secret.get_secret_value())
         return GenesysRest.from_settings(self.settings, client, transport=self.transport)
@@ -95,7 +104,7 @@ class Worker:
         if not clients:
             raise ConfigError("no Genesys OAuth client configured (BRIDGE_GENESYS_CLIENT_ID / _SECRET)")
         self._rests = [self._rest_for(c) for c in clients]
-        self.health = HealthServer(s.metrics_host, s.metrics_port, self.readiness)
+        self.health = HealthServer(s.metrics_host, s.metrics_port, self.readiness, self.liveness)
         await self.health.start()
         trimmer = asyncio.create_task(memory.trim_periodically())
         try:
