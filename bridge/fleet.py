@@ -89,6 +89,7 @@ from confluent_kafka.cimpl import NewPartitions
 from bridge import log, metrics
 from bridge.assign import assign, client_for_shard, shard_budget
 from bridge.errors import ConfigError, DeliveryError, FencedError, SinkError
+from bridge.rosterguard import RosterGuard
 from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import Action, classify
@@ -392,6 +393,7 @@ class Coordinator:
         self.last_unassigned = 0
         #: Set while the control topic holds another fleet's records (nothing is written then).
         self.conflict: str | None = None
+        self._guard = RosterGuard()
 
     async def run(self) -> None:
         """Fence the previous coordinator, then refresh until cancelled."""
@@ -455,6 +457,9 @@ class Coordinator:
             raise ConfigError(f"{self.conflict}; not writing the partition map")
         self.conflict = None
         previous = {p: (current[p].users if p in current else ()) for p in range(partitions)}
+        if not self._guard.accept({u for users in previous.values() for u in users}, roster):
+            self.refreshes += 1  # the map is as current as Genesys lets us know
+            return
         budget = shard_budget(self._clients, s.genesys_max_channels_per_client)
         result = assign(previous, roster, capacity=s.shard_capacity, budget=budget)
         epoch = max((r.epoch for r in current.values()), default=0) + 1
