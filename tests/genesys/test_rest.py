@@ -475,3 +475,17 @@ async def test_from_settings_uses_overrides() -> None:
         await rest.create_channel()
     assert rest.budget.per_window == 5 and login.calls == 1
     assert SECRET not in repr(rest)
+
+
+async def test_a_roster_whose_pages_disagree_with_total_is_an_error() -> None:
+    """Paging that shifted (a user seen twice, another never) is not taken for the whole roster."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["pageNumber"])
+        ids = {1: ["a", "b"], 2: ["b", "c"]}[number]  # "d" shifted out of sight
+        users = [{"id": i, "name": "N", "state": "active", "email": "x"} for i in ids]
+        return json_response(200, {"entities": users, "pageNumber": number, "pageCount": 2, "total": 4})
+
+    async with make_rest(api) as rest:
+        with pytest.raises(GenesysError, match="total is 4"):
+            await rest.active_users(page_size=2)
