@@ -164,3 +164,19 @@ async def test_a_shard_that_cannot_restart_within_the_deadline_fails_liveness() 
     assert not alive
     assert details["down"] == [1]
     await _close(fleet)
+
+
+async def test_partition_0_given_back_after_a_lost_session_coordinates_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coordinator was fenced while the session was lost; regaining partition 0 restarts it."""
+    monkeypatch.setattr(FakeCoordinator, "runs", 0)
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards)
+    _own(fleet, 0)
+    await _until(lambda: FakeCoordinator.runs == 1 and not fleet.is_coordinator)
+    fleet._handle(_Revoked([0], lost=True, done=None))
+    _own(fleet, 0)
+    await _until(lambda: fleet.is_coordinator, timeout_s=1.0)
+    assert len(shards) == 1, "the shard kept running"
+    await _close(fleet)
