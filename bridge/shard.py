@@ -70,7 +70,8 @@ StateLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, AgentState]]]
 #: latest state record this fleet wrote for this shard, that are not members
 #: and that no other shard of the fleet owns now (they are tombstoned).
 OrphanFinder = Callable[[Sequence[str]], Awaitable[Sequence[str]]]
-#: The given agents that another shard of this fleet owns now: a move, never tombstoned.
+#: The given (removed) agents that must keep their state: another shard of this
+#: fleet owns them now (a move), or another fleet wrote their latest state.
 OwnedElsewhere = Callable[[Sequence[str]], Awaitable[Collection[str]]]
 #: How often the watchdog looks at the socket's silence and the gauges.
 WATCHDOG_TICK_S = 0.25

@@ -53,6 +53,7 @@ __all__ = [
     "load_shard_states",
     "load_states",
     "parse_state",
+    "written_by_other_fleets",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,30 @@ def load_shard_states(
 
     states = load_states(settings, user_ids, consumer_factory, timeout_s=timeout_s, observe=owner)
     return ShardLoad(states, sorted(u for u, here in mine.items() if here))
+
+
+def written_by_other_fleets(
+    settings: Settings,
+    user_ids: Collection[str],
+    consumer_factory: ConsumerFactory = Consumer,
+    *,
+    timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+) -> set[str]:
+    """The given agents whose latest record carries another fleet's ``bridge-id`` (never tombstoned).
+
+    A record without the header (written before it existed) counts as this fleet's.
+    """
+    own = settings.id.encode()
+    wanted = frozenset(user_ids)
+    foreign: dict[str, bool] = {}
+
+    def writer(user_id: str, _value: bytes | None, headers: Any) -> None:
+        if user_id in wanted:
+            header = _header(headers, BRIDGE_ID_HEADER)
+            foreign[user_id] = header is not None and header != own
+
+    load_states(settings, [], consumer_factory, timeout_s=timeout_s, observe=writer)
+    return {u for u, other in foreign.items() if other}
 
 
 def _header(headers: Any, name: str) -> bytes | None:

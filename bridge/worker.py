@@ -43,7 +43,7 @@ from bridge.model import AgentState
 from bridge.settings import GenesysClient, Settings
 from bridge.shard import Shard, SocketFactory
 from bridge.sink import ProducerFactory, ShardSink
-from bridge.statestore import load_shard_states, load_states
+from bridge.statestore import load_shard_states, load_states, written_by_other_fleets
 from bridge.topics import ensure_topics
 
 __all__ = ["Worker", "install_signal_handlers"]
@@ -174,18 +174,26 @@ class Worker:
             orphans = loaded.orphans
             return loaded.states
 
-        async def owned_elsewhere(candidates: Sequence[str]) -> set[str]:
+        async def moved(candidates: Sequence[str]) -> set[str]:
             # Read after the states: the map is at least as new as any state the load saw.
             _count, records = await asyncio.to_thread(read_map, s, **self._map_kwargs())
             others = {u for p, r in records.items() if p != shard_id for u in r.users}
             return {u for u in candidates if u in others}
 
+        async def owned_elsewhere(removed: Sequence[str]) -> set[str]:
+            """Removed agents that must keep their state: moved, or last written by another fleet."""
+            keep = await moved(removed)
+            rest = [u for u in removed if u not in keep]
+            if rest:
+                keep |= await asyncio.to_thread(written_by_other_fleets, s, rest)
+            return keep
+
         async def find_orphans(members: Sequence[str]) -> list[str]:
             candidates = [u for u in orphans or () if u not in set(members)]
             if not candidates:
                 return []
-            moved = await owned_elsewhere(candidates)
-            return [u for u in candidates if u not in moved]
+            kept = await moved(candidates)
+            return [u for u in candidates if u not in kept]
 
         return Shard(
             shard_id,
