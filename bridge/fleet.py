@@ -53,6 +53,14 @@ writes are fenced too: a transactional producer with ``transactional.id``
 ``<id>-coordinator`` whose ``init_transactions()`` on gaining partition 0
 fences any previous (possibly frozen, "zombie") coordinator.
 
+A coordinator fenced while this worker still owns partition 0 (or gets it
+back after a lost session) coordinates again after
+:func:`coordinator_fenced_retry_s`; /readyz fails meanwhile. A shard whose
+slot has had no running, connected shard for :data:`SHARD_RESTART_DEADLINE_S`
+fails :meth:`Fleet.liveness` (/healthz). A partition given back after a lost
+session keeps its running shard, unless that shard was fenced meanwhile:
+then a new one starts.
+
 Failure detection bounds takeover: with the classic protocol the client's
 ``session.timeout.ms`` (``BRIDGE_KAFKA_SESSION_TIMEOUT_MS``) must lie within
 the broker's ``group.min.session.timeout.ms`` (6 s default) and
