@@ -265,21 +265,20 @@ class Shard:
         self._member_set = set(new)
         self._members_version += 1
         metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
-        if self._loaded:
-            await self._tombstone_removed(removed)
-            if added and self._load_states is not None:
-                # Before subscribing: a stream change must never be replaced by an older state.
-                try:
-                    self._state.load(await self._load_states(added))
-                except Exception as exc:
-                    logger.warning("loading the added agents' states failed (%s); reconnecting", exc)
-                    self._resync.set()
-                    return added, removed
-        else:
+        added_ok = True
+        if not self._loaded:
             # The states are not loaded yet: tombstone once they are, or the
             # removed agents' last states would stay in the compacted topic.
             self._removed_early.update(removed)
-        if self.channel is not None and self._connected:
+        elif added and self._load_states is not None:
+            # Before subscribing: a stream change must never be replaced by an older state.
+            try:
+                self._state.load(await self._load_states(added))
+            except Exception as exc:
+                logger.warning("loading the added agents' states failed (%s); reconnecting", exc)
+                self._resync.set()
+                added_ok = False
+        if self.channel is not None and self._connected and added_ok:
             try:
                 if removed:
                     await self._subscribe_all()
@@ -294,6 +293,9 @@ class Shard:
             except Exception as exc:
                 logger.warning("changing the subscriptions failed (%s); resubscribing everything", exc)
                 self._resync.set()
+        if self._loaded:
+            # After unsubscribing: telling moves from removals reads Kafka.
+            await self._tombstone_removed(removed)
         return added, removed
 
     async def _tombstone_removed(self, removed: Sequence[str]) -> None:
