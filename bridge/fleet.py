@@ -5,7 +5,18 @@
     control topic  settings.topic_shard_map  (compacted, one partition per shard)
       key    shard-<p>
       value  {"schema": "bridge.shard-map.v1", "epoch": n, "shard": p,
-              "clientIndex": i, "users": [...], "writtenAt": "<ISO-8601>"}
+              "clientIndex": i, "users": [...], "writtenAt": "<ISO-8601>",
+              "bridgeId": "<settings.id>"}
+      header bridge-id: <settings.id>
+
+The control topic belongs to one fleet (its name derives from ``BRIDGE_ID``
+by default). A record whose ``bridgeId`` is another fleet's is never
+applied: the workers and the coordinator log an ERROR, count
+``bridge_foreign_map_records_total`` and report not ready, and the
+coordinator writes nothing while the topic holds another fleet's records
+(first come, first served: the fleet that was there keeps working). Records
+without ``bridgeId`` (written before it existed) count as this fleet's and
+are rewritten with it at the next refresh.
 
 Every worker joins the consumer group ``settings.id`` on the control topic.
 Kafka's group protocol decides which worker owns which partitions, i.e.
@@ -41,6 +52,14 @@ needed, and writes each changed shard's record with a new map epoch. Its
 writes are fenced too: a transactional producer with ``transactional.id``
 ``<id>-coordinator`` whose ``init_transactions()`` on gaining partition 0
 fences any previous (possibly frozen, "zombie") coordinator.
+
+A coordinator fenced while this worker still owns partition 0 (or gets it
+back after a lost session) coordinates again after
+:func:`coordinator_fenced_retry_s`; /readyz fails meanwhile. A shard whose
+slot has had no running, connected shard for :data:`SHARD_RESTART_DEADLINE_S`
+fails :meth:`Fleet.liveness` (/healthz). A partition given back after a lost
+session keeps its running shard, unless that shard was fenced meanwhile:
+then a new one starts.
 
 Failure detection bounds takeover: with the classic protocol the client's
 ``session.timeout.ms`` (``BRIDGE_KAFKA_SESSION_TIMEOUT_MS``) must lie within
@@ -78,14 +97,17 @@ from confluent_kafka.cimpl import NewPartitions
 from bridge import log, metrics
 from bridge.acl import authorization_error, reader_authorization_error
 from bridge.assign import assign, client_for_shard, shard_budget
-from bridge.errors import AuthorizationError, DeliveryError, FencedError, SinkError
+from bridge.errors import AuthorizationError, ConfigError, DeliveryError, FencedError, SinkError
+from bridge.rosterguard import RosterGuard
 from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import Action, classify
 
 __all__ = [
+    "COORDINATOR_FENCED_SESSIONS",
     "COORDINATOR_SUFFIX",
     "MAP_SCHEMA",
+    "SHARD_RESTART_DEADLINE_S",
     "AdminFactory",
     "ConsumerFactory",
     "Coordinator",
@@ -95,6 +117,7 @@ __all__ = [
     "ProducerFactory",
     "ShardFactory",
     "consumer_config",
+    "coordinator_fenced_retry_s",
     "coordinator_transactional_id",
     "read_map",
     "shard_key",
@@ -123,6 +146,10 @@ REBALANCE_PENDING_MAX_S = 30.0
 LOST_GRACE_S = 60.0
 #: A shard that ended by itself (neither stopped nor fenced) is started again after this.
 SHARD_RESTART_DELAY_S = 1.0
+#: Session timeouts after which a fenced coordinator still owning partition 0 restarts.
+COORDINATOR_FENCED_SESSIONS = 2
+#: A mapped shard not running for this long (restarts failing) fails /healthz.
+SHARD_RESTART_DEADLINE_S = 60.0
 #: A failed roster refresh (Genesys or Kafka trouble) is retried after this.
 COORDINATOR_RETRY_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 30.0
@@ -166,6 +193,8 @@ class MapRecord:
     client_index: int
     users: tuple[str, ...]
     written_at: str = field(default_factory=_iso_now)
+    #: The fleet that wrote it (``settings.id``); None on records older than the field.
+    bridge_id: str | None = None
 
     @property
     def key(self) -> bytes:
@@ -180,8 +209,13 @@ class MapRecord:
                 "clientIndex": self.client_index,
                 "users": list(self.users),
                 "writtenAt": self.written_at,
+                "bridgeId": self.bridge_id,
             }
         )
+
+    def foreign_to(self, bridge_id: str) -> bool:
+        """Written by another fleet (records without a bridge id count as ours)."""
+        return self.bridge_id is not None and self.bridge_id != bridge_id
 
     @classmethod
     def decode(cls, value: bytes) -> MapRecord:
@@ -202,6 +236,7 @@ class MapRecord:
                 client_index=int(data.get("clientIndex", 0)),
                 users=tuple(users),
                 written_at=str(data.get("writtenAt", "")),
+                bridge_id=str(data["bridgeId"]) if data.get("bridgeId") is not None else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete map record: {exc}") from None
@@ -238,12 +273,15 @@ def read_map(
     consumer_factory: ConsumerFactory = Consumer,
     *,
     timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    foreign: list[MapRecord] | None = None,
 ) -> tuple[int, dict[int, MapRecord]]:
     """(partition count, partition → latest committed map record) of the control topic.
 
     Reads every partition from the beginning to its end (read_committed, no
     group joined). Per partition the record with the highest epoch wins (the
     latest on ties); records that do not parse are logged and skipped.
+    Records another fleet wrote are never returned: each is logged as an
+    ERROR, counted, and appended to ``foreign`` when given.
     Raises :class:`SinkError` when the topic is missing or Kafka fails.
     """
     topic = settings.topic_shard_map
@@ -289,7 +327,11 @@ def read_map(
                 except ValueError as exc:
                     logger.warning("skipping control record at %s[%d]@%d: %s", topic, p, msg.offset(), exc)
                 else:
-                    if p not in records or record.epoch >= records[p].epoch:
+                    if record.foreign_to(settings.id):
+                        _log_foreign(record, settings, p)
+                        if foreign is not None:
+                            foreign.append(record)
+                    elif p not in records or record.epoch >= records[p].epoch:
                         records[p] = record
             if msg.offset() + 1 >= ends[p]:
                 remaining.discard(p)
@@ -301,6 +343,28 @@ def read_map(
         raise SinkError(f"cannot read the partition map: {exc.args[0].str()}") from None
     finally:
         consumer.close()
+
+
+def coordinator_fenced_retry_s(settings: Settings) -> float:
+    """After its coordinator was fenced, a worker still owning partition 0 this long coordinates again.
+
+    Two session timeouts: a worker that was fenced because it was frozen
+    learns of its lost partitions well within that.
+    """
+    return COORDINATOR_FENCED_SESSIONS * settings.kafka_session_timeout_ms / 1000
+
+
+def _log_foreign(record: MapRecord, settings: Settings, partition: int) -> None:
+    metrics.FOREIGN_MAP_RECORDS.inc()
+    logger.error(
+        "control topic %s partition %d holds a map record of fleet %r (epoch %d), not of %r: "
+        "never applied; give every fleet its own BRIDGE_ID and control topic",
+        settings.topic_shard_map,
+        partition,
+        record.bridge_id,
+        record.epoch,
+        settings.id,
+    )
 
 
 # --------------------------------------------------------------------------- coordinator
@@ -351,6 +415,9 @@ class Coordinator:
         self.refreshes = 0
         self.last_epoch: int | None = None
         self.last_unassigned = 0
+        #: Set while the control topic holds another fleet's records (nothing is written then).
+        self.conflict: str | None = None
+        self._guard = RosterGuard()
 
     async def run(self) -> None:
         """Fence the previous coordinator, then refresh until cancelled."""
@@ -366,6 +433,10 @@ class Coordinator:
                 except (SinkError, KafkaException) as exc:
                     logger.warning("roster refresh failed on Kafka (%s); retrying", exc)
                     self._producer = None
+                    await self._sleep(COORDINATOR_RETRY_S)
+                    continue
+                except ConfigError as exc:  # another fleet's records: never overwrite them
+                    logger.error("%s; retrying", exc)
                     await self._sleep(COORDINATOR_RETRY_S)
                     continue
                 except Exception as exc:  # Genesys trouble: the map stays as it is
@@ -401,8 +472,19 @@ class Coordinator:
         """List the roster, compute the new map, add partitions, write the changed records."""
         s = self._settings
         roster = await self._roster()
-        partitions, current = await asyncio.to_thread(read_map, s, self._consumer_factory)
+        foreign: list[MapRecord] = []
+        partitions, current = await asyncio.to_thread(
+            functools.partial(read_map, s, self._consumer_factory, foreign=foreign)
+        )
+        if foreign:
+            fleets = sorted({r.bridge_id or "" for r in foreign})
+            self.conflict = f"control topic {s.topic_shard_map} is shared with fleet(s) {fleets}"
+            raise ConfigError(f"{self.conflict}; not writing the partition map")
+        self.conflict = None
         previous = {p: (current[p].users if p in current else ()) for p in range(partitions)}
+        if not self._guard.accept({u for users in previous.values() for u in users}, roster):
+            self.refreshes += 1  # the map is as current as Genesys lets us know
+            return
         budget = shard_budget(self._clients, s.genesys_max_channels_per_client)
         result = assign(previous, roster, capacity=s.shard_capacity, budget=budget)
         epoch = max((r.epoch for r in current.values()), default=0) + 1
@@ -412,8 +494,10 @@ class Coordinator:
             old = current.get(p)
             if old is None and not users:
                 continue
-            if old is None or old.users != users or old.client_index != client:
-                changed.append(MapRecord(shard=p, epoch=epoch, client_index=client, users=users))
+            if old is None or old.users != users or old.client_index != client or old.bridge_id is None:
+                changed.append(
+                    MapRecord(shard=p, epoch=epoch, client_index=client, users=users, bridge_id=s.id)
+                )
         if result.shard_count > partitions:
             await asyncio.to_thread(self._add_partitions, result.shard_count)
             if self._on_partitions_added is not None:
@@ -481,7 +565,7 @@ class Coordinator:
                     key=record.key,
                     value=record.encode(),
                     partition=record.shard,
-                    headers=[("schema", MAP_SCHEMA.encode())],
+                    headers=[("schema", MAP_SCHEMA.encode()), ("bridge-id", self._settings.id.encode())],
                 )
             for attempt in range(COMMIT_RETRIES):
                 try:
@@ -707,6 +791,8 @@ class _Slot:
         self.wake = asyncio.Event()
         self.driver: asyncio.Task[None] | None = None
         self.not_before = 0.0
+        #: Since when the slot has had members but no shard that connected (None: fine).
+        self.down_since: float | None = None
 
     @property
     def users(self) -> tuple[str, ...]:
@@ -715,6 +801,19 @@ class _Slot:
     @property
     def running(self) -> bool:
         return self.shard is not None and self.task is not None and not self.task.done()
+
+    def down_for(self, now: float) -> float:
+        """How long the slot's members have had no running shard that connected."""
+        if not self.caught_up or self.fenced or self.revoked or not self.users:
+            self.down_since = None
+            return 0.0
+        shard = self.shard
+        if self.running and shard is not None and shard.stats.last_connected is not None:
+            self.down_since = None
+            return 0.0
+        if self.down_since is None:
+            self.down_since = now
+        return 0.0 if self.running else now - self.down_since
 
     def ready(self) -> bool:
         if not self.caught_up or self.fenced:
@@ -768,6 +867,8 @@ class Fleet:
         self.failure: str | None = None
         #: A missing ACL met by any part of the fleet: it stops, and run() raises it.
         self.forbidden: AuthorizationError | None = None
+        #: Control records of another fleet seen on this worker's partitions (never applied).
+        self.foreign_records = 0
         self._background: set[asyncio.Task[None]] = set()
 
     # -- what the worker, /readyz and tests read ----------------------------------------
@@ -790,18 +891,27 @@ class Fleet:
         return self._coord_task is not None and not self._coord_task.done()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready: joined, no rebalance pending, every owned partition read and its shard ready."""
+        """Ready: joined, no rebalance pending, every owned partition read and its shard ready.
+
+        Never ready while the control topic shows another fleet's records, nor
+        while this worker owns partition 0 and no coordinator runs (or it has
+        not refreshed yet).
+        """
         now = self._clock()
         pending = self._rebalance_pending_until is not None and now < self._rebalance_pending_until
-        coordinator_ok = not self.is_coordinator or (
-            self.coordinator is not None and self.coordinator.refreshes > 0
-        )
+        conflict = self.coordinator.conflict if self.coordinator is not None and self.is_coordinator else None
+        refreshed = self.is_coordinator and self.coordinator is not None and self.coordinator.refreshes > 0
+        if 0 in self._slots:
+            coordinator_ok = conflict is None and refreshed
+        else:
+            coordinator_ok = conflict is None and (refreshed or not self.is_coordinator)
         slots = list(self._slots.values())
         ready = (
             self.joined
             and not pending
             and not self._lost
             and coordinator_ok
+            and self.foreign_records == 0
             and all(s.ready() for s in slots)
         )
         wall = time.time()
@@ -824,10 +934,31 @@ class Fleet:
             "joined": self.joined,
             "shards": shards,
         }
+        if self.foreign_records or conflict is not None:
+            details["foreignMapRecords"] = self.foreign_records
+            details["conflict"] = conflict or "another fleet's map records on this worker's partitions"
         if self.coordinator is not None and self.is_coordinator:
             details["refreshes"] = self.coordinator.refreshes
             details["unassigned"] = self.coordinator.last_unassigned
         return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Alive unless a mapped shard has not been running for :data:`SHARD_RESTART_DEADLINE_S`.
+
+        A shard counts as down from the moment its slot has members and no
+        shard of it has connected, and stays down while its restarts end
+        before connecting; it is up again once a started shard connects. A
+        running shard that is still reconnecting (Genesys down) is alive.
+        Failing /healthz makes Kubernetes replace the pod.
+        """
+        now = self._clock()
+        down = sorted(
+            slot.partition for slot in self._slots.values() if slot.down_for(now) > SHARD_RESTART_DEADLINE_S
+        )
+        details: dict[str, object] = {"down": down}
+        if self.failure is not None:
+            details["failure"] = self.failure
+        return not down and self.failure is None, details
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -902,12 +1033,25 @@ class Fleet:
         if p in self._slots:
             return
         held = self._lost.pop(p, None)
-        if held is not None:
+        if held is not None and not (held.fenced or (held.shard is not None and held.shard.fenced)):
             # Given back after a lost session: the shard never stopped; the
             # partition is read again from the beginning (same or newer epoch).
             self._slots[p] = held
             logger.info("partition %d is ours again; its shard kept running", p)
+            if p == 0 and not self.is_coordinator:  # fenced while the session was lost
+                self._coord_fenced = False
+                self._start_coordinator()
             return
+        if held is not None:
+            # Another worker owned it meanwhile and fenced this shard: retire the
+            # old slot; the new one starts when it has stopped (its new sink
+            # fences that interim owner, which no longer owns the partition).
+            logger.info("partition %d is ours again; its shard was fenced meanwhile: restarting it", p)
+            held.revoked = True
+            held.wake.set()
+            if held.driver is not None:
+                self._stopping[p] = held.driver
+                held.driver.add_done_callback(functools.partial(self._forget_stopping, p))
         slot = _Slot(p)
         self._slots[p] = slot
         if self._shutting_down:
@@ -974,6 +1118,10 @@ class Fleet:
         if slot is None or slot.revoked:
             return
         record = event.record
+        if record.foreign_to(self._settings.id):
+            _log_foreign(record, self._settings, event.partition)
+            self.foreign_records += 1
+            return
         if record.shard != event.partition:
             logger.warning("control record for shard %d found in partition %d", record.shard, event.partition)
             return
@@ -1010,10 +1158,13 @@ class Fleet:
         try:
             await coordinator.run()
         except FencedError as exc:
-            # Another worker coordinates now; this one learns it lost partition 0 shortly.
-            logger.error("%s; no longer coordinating", exc)
+            # Another worker coordinates now; this one learns it lost partition 0
+            # shortly. If it does not, the group says it is ours: coordinate again.
+            retry_s = coordinator_fenced_retry_s(self._settings)
+            logger.error("%s; no longer coordinating (again in %.0f s if partition 0 stays)", exc, retry_s)
             self._coord_fenced = True
             _clear_roster_gauges()
+            asyncio.get_running_loop().call_later(retry_s, self._retry_fenced_coordinator)
         except AuthorizationError as exc:
             self._stop_for(exc)
         except asyncio.CancelledError:
@@ -1024,6 +1175,12 @@ class Fleet:
             if 0 in self._slots and not self._shutting_down:
                 self._coord_task = None
                 self._start_coordinator()
+
+    def _retry_fenced_coordinator(self) -> None:
+        if 0 in self._slots and self._coord_fenced and not self.is_coordinator and not self._shutting_down:
+            logger.warning("partition 0 is still ours after the coordinator was fenced; coordinating again")
+            self._coord_fenced = False
+            self._start_coordinator()
 
     async def _stop_coordinator(self) -> None:
         task, self._coord_task = self._coord_task, None
@@ -1119,6 +1276,7 @@ class Fleet:
             return
         slot.shard, slot.task = None, None
         self._owned_changed()
+        slot.down_for(self._clock())
         if shard.fenced:
             slot.fenced = True
             logger.error("shard %d was fenced by a newer owner; its channel is closed", slot.partition)

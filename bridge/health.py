@@ -1,10 +1,12 @@
 """The metrics port: ``/metrics``, ``/healthz`` and ``/readyz`` (DESIGN §5).
 
-- ``/healthz``: the process and its event loop are alive (200 whenever this
-  handler runs at all).
+- ``/healthz``: the process and its event loop are alive (the handler runs)
+  and the optional liveness callback agrees (for a worker: no owned shard
+  has been unable to restart for 60 s); 503 with the reasons otherwise, so
+  Kubernetes replaces the pod.
 - ``/readyz``: every owned shard is connected and subscribed and every
-  producer is healthy; 503 with the reasons otherwise. The answer comes from a
-  callback so this module knows nothing about shards.
+  producer is healthy; 503 with the reasons otherwise. The answers come from
+  callbacks so this module knows nothing about shards.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ Readiness = Callable[[], tuple[bool, dict[str, object]]]
 class HealthServer:
     """aiohttp server for the metrics port."""
 
-    def __init__(self, host: str, port: int, readiness: Readiness) -> None:
+    def __init__(self, host: str, port: int, readiness: Readiness, liveness: Readiness | None = None) -> None:
         self._host = host
         self._port = port
         self._readiness = readiness
+        self._liveness = liveness
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -68,7 +71,14 @@ class HealthServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        if self._liveness is None:
+            return web.Response(text="ok\n")
+        alive, details = self._liveness()
+        if alive:
+            return web.Response(text="ok\n")
+        return web.Response(
+            status=503, body=orjson.dumps({"alive": False, **details}), content_type="application/json"
+        )
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         ready, details = self._readiness()

@@ -27,17 +27,20 @@ __all__ = [
     "EVENT_DELIVERY",
     "EVENT_LAG",
     "FENCED",
+    "FOREIGN_MAP_RECORDS",
     "GENESYS_EVENTS",
     "GENESYS_HTTP_REQUESTS",
     "GENESYS_RATE_LIMITED",
     "GENESYS_RATE_LIMIT_REMAINING",
     "HEARTBEAT_AGE",
     "METRIC_NAMES",
+    "ORPHANS_TOMBSTONED",
     "PRODUCE_ERRORS",
     "RECONCILE_CORRECTIONS",
     "RECONCILE_RUNS",
     "RECORDS_PRODUCED",
     "REGISTRY",
+    "ROSTER_REJECTED",
     "ROSTER_UNASSIGNED",
     "ROSTER_USERS",
     "SHARDS_OWNED",
@@ -229,6 +232,21 @@ SUBSCRIPTION_REJECTED_TOPICS = Gauge(
     registry=REGISTRY,
 )
 FENCED = Counter("bridge_fenced", "Shards lost because a newer owner fenced this worker.", registry=REGISTRY)
+FOREIGN_MAP_RECORDS = Counter(
+    "bridge_foreign_map_records",
+    "Control-topic records of another fleet (another BRIDGE_ID), never applied.",
+    registry=REGISTRY,
+)
+ROSTER_REJECTED = Counter(
+    "bridge_roster_rejected",
+    "Roster listings refused as implausible (too short or inconsistent); the map was kept.",
+    registry=REGISTRY,
+)
+ORPHANS_TOMBSTONED = Counter(
+    "bridge_orphans_tombstoned",
+    "Agents a shard found in the state topic, written by this fleet for it, but no longer mapped.",
+    registry=REGISTRY,
+)
 BUILD_INFO = Gauge("bridge_build_info", "Build information.", ["version"], registry=REGISTRY)
 BUILD_INFO.labels(version=__version__).set(1)
 
@@ -256,6 +274,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "bridge_roster_users",
     "bridge_roster_unassigned_users",
     "bridge_fenced_total",
+    "bridge_foreign_map_records_total",
+    "bridge_roster_rejected_total",
+    "bridge_orphans_tombstoned_total",
     "bridge_build_info",
     "bridge_genesys_rate_limit_remaining",
     "bridge_subscription_rejected_topics",

@@ -26,11 +26,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from bridge.errors import ConfigError
 
 __all__ = [
+    "BRIDGE_ID_PLACEHOLDER",
     "DEFAULT_BRIDGE_ID",
     "DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_SECRETS_DIR",
     "DEFAULT_SHARD_CAPACITY",
+    "DEFAULT_TOPIC_SHARD_MAP",
     "ENV_PREFIX",
     "KAFKA_CONFIG_ENV",
     "MAX_AUTO_REPLICATION",
@@ -43,6 +45,10 @@ __all__ = [
 ENV_PREFIX = "BRIDGE_"
 DEFAULT_REGION = "mypurecloud.com"
 DEFAULT_BRIDGE_ID = "presence-bridge"
+#: Replaced by ``BRIDGE_ID`` in topic names, so that every fleet has its own control topic.
+BRIDGE_ID_PLACEHOLDER = "<bridge-id>"
+#: One control topic per fleet: ``presence-bridge.shard-map.v1`` for the default id.
+DEFAULT_TOPIC_SHARD_MAP = f"{BRIDGE_ID_PLACEHOLDER}.shard-map.v1"
 #: Genesys allows 1,000 topics per channel; one combined topic per agent.
 DEFAULT_SHARD_CAPACITY = 1000
 MAX_SHARD_CAPACITY = 1000
@@ -202,7 +208,8 @@ class Settings(BaseSettings):
     topic_routing_status: str = "genesys.routing-status.v1"
     topic_agent_state: str = "genesys.agent-state.v1"
     topic_dlq: str = "bridge.dlq.v1"
-    topic_shard_map: str = "bridge.shard-map.v1"
+    #: ``<bridge-id>`` in it is replaced by :attr:`id` (see :meth:`_check`).
+    topic_shard_map: str = DEFAULT_TOPIC_SHARD_MAP
     topic_partitions: int = Field(DEFAULT_TOPIC_PARTITIONS, ge=1)
     topic_replication_factor: int | None = Field(DEFAULT_TOPIC_REPLICATION, ge=1)
     topic_min_insync_replicas: int | None = Field(DEFAULT_TOPIC_MIN_INSYNC, ge=1)
@@ -245,6 +252,8 @@ class Settings(BaseSettings):
                 "no acks=all write could ever succeed"
             )
         self.kafka_passthrough()  # refuses a malformed or owned pass-through at start
+        # The control topic is one fleet's alone: by default its name derives from the id.
+        self.topic_shard_map = self.topic_shard_map.replace(BRIDGE_ID_PLACEHOLDER, self.id)
         return self
 
     def kafka_passthrough(self) -> dict[str, str]:

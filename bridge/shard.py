@@ -64,14 +64,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from bridge import log, memory, metrics
 from bridge.errors import (
-    AuthorizationError,
     ChannelClosedError,
     FencedError,
     GenesysError,
@@ -96,13 +95,20 @@ from bridge.settings import Settings
 from bridge.sink import ShardSink
 from bridge.sweep import Sweep
 
-__all__ = ["Shard", "ShardStats", "SocketFactory", "StateLoader"]
+__all__ = ["OrphanFinder", "OwnedElsewhere", "Shard", "ShardStats", "SocketFactory", "StateLoader"]
 
 logger = logging.getLogger(__name__)
 
 SocketFactory = Callable[[], NotificationSocket]
 #: Reads the users' last states from the compacted state topic.
 StateLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, AgentState]]]
+#: Called once the states are loaded, with the member list: the agents whose
+#: latest state record this fleet wrote for this shard, that are not members
+#: and that no other shard of the fleet owns now (they are tombstoned).
+OrphanFinder = Callable[[Sequence[str]], Awaitable[Sequence[str]]]
+#: The given (removed) agents that must keep their state: another shard of this
+#: fleet owns them now (a move), or another fleet wrote their latest state.
+OwnedElsewhere = Callable[[Sequence[str]], Awaitable[Collection[str]]]
 #: How often the watchdog looks at the socket's silence and the gauges.
 WATCHDOG_TICK_S = 0.25
 #: Never extend later than a third of the channel's lifetime before it ends
@@ -180,6 +186,8 @@ class Shard:
         settings: Settings,
         socket_factory: SocketFactory,
         load_states: StateLoader | None = None,
+        find_orphans: OrphanFinder | None = None,
+        owned_elsewhere: OwnedElsewhere | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utc_now_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -194,6 +202,10 @@ class Shard:
         self._settings = settings
         self._socket_factory = socket_factory
         self._load_states = load_states
+        self._find_orphans = find_orphans
+        self._owned_elsewhere = owned_elsewhere
+        self._members_version = 0
+        self._resync = asyncio.Event()
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -285,9 +297,14 @@ class Shard:
         }
 
     async def run(self) -> None:
-        """Stream until :meth:`stop` is called or the shard is fenced."""
+        """Stream until :meth:`stop` is called or the shard is fenced.
+
+        Raises the sink's error when its producer failed for good (not
+        fenced): the shard cannot write again and must be started anew.
+        """
         with log.bind(shard=self.shard_id):
             metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
+            drained = False
             try:
                 # Fencing first: it also ends the previous owner's open
                 # transaction, so the state read next is the final one.
@@ -295,8 +312,10 @@ class Shard:
                 if self._load_states is not None:
                     self._state.load(await self._load_states(self.users))
                 self._loaded = True
-                self._tombstone(sorted(self._removed_early - self._member_set))
+                await self._tombstone_removed(sorted(self._removed_early - self._member_set))
                 self._removed_early.clear()
+                await self._tombstone_orphans()
+                drained = True  # from here on _run_loop drains, or its sink is dead
                 sweeper = asyncio.create_task(self.sweep.run()) if self.sweep is not None else None
                 try:
                     await self._run_loop()
@@ -308,6 +327,9 @@ class Shard:
             finally:
                 self._set_disconnected()
                 await self._close_socket()
+                if not drained:  # failed before serving (e.g. the state load): no producer left behind
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._sink.close(), timeout=self._settings.drain_timeout_s)
                 self._forget_gauges()
 
     async def stop(self) -> None:
@@ -317,8 +339,13 @@ class Shard:
     async def set_users(self, users: Iterable[str]) -> tuple[list[str], list[str]]:
         """Change the member list in place (no reconnect); returns (added, removed).
 
-        Added users are subscribed with POST and reconciled; removed ones are
-        unsubscribed with a PUT of the remaining list and tombstoned.
+        Added users get their last states loaded, then are subscribed with
+        POST and reconciled (an unchanged state is not written again); removed
+        ones are unsubscribed with a PUT of the remaining list and tombstoned,
+        unless another shard of the fleet owns them now (a move: its tombstone
+        could commit after the new shard's state). A subscription change that
+        fails makes the shard reconnect and subscribe its whole list again; one
+        that overlaps a (re)connect's PUT is included by a second PUT.
         """
         new = list(dict.fromkeys(users))
         old = set(self.users)
@@ -326,25 +353,71 @@ class Shard:
         removed = [u for u in self.users if u not in set(new)]
         self.users = new
         self._member_set = set(new)
+        self._members_version += 1
         metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
-        if self._loaded:
-            self._tombstone(removed)
-        else:
+        added_ok = True
+        if not self._loaded:
             # The states are not loaded yet: tombstone once they are, or the
             # removed agents' last states would stay in the compacted topic.
             self._removed_early.update(removed)
-        if self.channel is not None and self._connected:
-            if removed:
-                await self._subscribe_all()
-            elif added:
-                result = await self._rest.post_subscriptions(
-                    self.channel.id, [protocol.user_topic(u) for u in added], ignore_errors=True
-                )
-                # The reply lists the whole channel, not only the added topics.
-                self._record_subscription(result, replaced=False)
-            if added:
-                await self._reconcile_users(added)
+        elif added and self._load_states is not None:
+            # Before subscribing: a stream change must never be replaced by an older state.
+            try:
+                self._state.load(await self._load_states(added))
+            except Exception as exc:
+                logger.warning("loading the added agents' states failed (%s); reconnecting", exc)
+                self._resync.set()
+                added_ok = False
+        if self.channel is not None and self._connected and added_ok:
+            try:
+                if removed:
+                    await self._subscribe_all()
+                elif added:
+                    result = await self._rest.post_subscriptions(
+                        self.channel.id, [protocol.user_topic(u) for u in added], ignore_errors=True
+                    )
+                    # The reply lists the whole channel, not only the added topics.
+                    self._record_subscription(result, replaced=False)
+                if added:
+                    await self._reconcile_users(added)
+            except Exception as exc:
+                logger.warning("changing the subscriptions failed (%s); resubscribing everything", exc)
+                self._resync.set()
+        if self._loaded:
+            # After unsubscribing: telling moves from removals reads Kafka.
+            await self._tombstone_removed(removed)
         return added, removed
+
+    async def _tombstone_removed(self, removed: Sequence[str]) -> None:
+        """Tombstone agents that left the shard, except those another shard owns now."""
+        if not removed:
+            return
+        if self._owned_elsewhere is not None:
+            try:
+                moved = set(await self._owned_elsewhere(removed))
+            except Exception as exc:
+                logger.warning("cannot tell moved from removed agents (%s); no tombstones now", exc)
+                return
+            removed = [u for u in removed if u not in moved]
+        self._tombstone(removed)
+
+    async def _tombstone_orphans(self) -> None:
+        """Tombstone agents this fleet wrote for this shard that the map no longer gives it.
+
+        Their removal may have been written while the previous owner was
+        frozen: the map this shard started from no longer names them.
+        """
+        if self._find_orphans is None:
+            return
+        try:
+            orphans = [u for u in await self._find_orphans(self.users) if u not in self._member_set]
+        except Exception as exc:
+            logger.warning("cannot look for removed agents left in the state topic (%s)", exc)
+            return
+        if orphans:
+            logger.info("tombstoning %d agents removed from this shard while it had no owner", len(orphans))
+            metrics.ORPHANS_TOMBSTONED.inc(len(orphans))
+            self._tombstone(orphans)
 
     def _sweepable(self) -> bool:
         """The sweep reads only while connected, subscribed and not reconciling."""
@@ -372,7 +445,10 @@ class Shard:
             except (FencedError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every failure ends in the retry policy
-                if isinstance(self._sink.error, FencedError | AuthorizationError):
+                if self._sink.error is not None:
+                    # Fenced, unauthorized, or a fatal producer error: this sink
+                    # never writes again. End the shard (the fleet restarts it
+                    # with a new one, or stops the worker on an authorization error).
                     raise self._sink.error from exc
                 if self._stopping.is_set():
                     break
@@ -417,8 +493,12 @@ class Shard:
         self._liveness.frame(self._clock())
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self.stats.connects += 1
-        await self._subscribe_all()
+        version = -1
+        while version != self._members_version:  # set_users ran during the PUT: again
+            version = self._members_version
+            await self._subscribe_all()
         self._connected = True
+        self._resync.clear()
         self.stats.last_connected = self._clock()
         self._backoff.healthy()
         logger.info("connected and subscribed to %d topics", self._subscribed)
@@ -505,6 +585,7 @@ class Shard:
         stop_waiter = asyncio.create_task(_wait(self._stopping))
         maint_waiter = asyncio.create_task(_wait(self._maintenance))
         resub_waiter = asyncio.create_task(_wait(self._resubscribe))
+        resync_waiter = asyncio.create_task(_wait(self._resync))
         failed = self._sink.failed
         assert failed is not None, "the sink is started before the shard serves"
         try:
@@ -516,6 +597,7 @@ class Shard:
                     stop_waiter,
                     maint_waiter,
                     resub_waiter,
+                    resync_waiter,
                     failed,
                 }
                 done, _ = await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
@@ -523,6 +605,8 @@ class Shard:
                     raise failed.result()
                 if stop_waiter in done:
                     return
+                if resync_waiter in done:
+                    raise ChannelClosedError("a subscription change failed; subscribing everything again")
                 if resub_waiter in done:
                     # Before the reader: a channel ended right after its system message.
                     self._resubscribe.clear()
@@ -563,6 +647,7 @@ class Shard:
                     "stop_waiter": stop_waiter,
                     "maint_waiter": maint_waiter,
                     "resub_waiter": resub_waiter,
+                    "resync_waiter": resync_waiter,
                 }
             )
 

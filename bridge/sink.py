@@ -8,8 +8,9 @@ Contract (DESIGN §3 "Delivery promise", §4):
 - :meth:`ShardSink.submit` enqueues, without blocking, the event record
   (presence or routing-status topic) and the agent's new compacted state;
   both go into the SAME transaction. Keys are the user id; headers are
-  ``schema``, ``event-type`` and, when known, ``genesys-topic`` and
-  ``correlation-id``.
+  ``schema``, ``event-type``, ``bridge-id`` (``settings.id``: several fleets
+  may share the data topics; tombstones and audits stay within their own
+  fleet) and, when known, ``genesys-topic`` and ``correlation-id``.
 - A transaction closes ``txn_max_ms`` after its first record or at
   ``txn_max_records`` records, whichever comes first (an event and its state
   are never split), or at once when someone awaits :meth:`ShardSink.flush`.
@@ -249,10 +250,12 @@ class ShardSink:
         }
         self._schemas = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
         # Encoded once: these headers are the same on every record of a kind.
+        self._bridge_id = ("bridge-id", settings.id.encode())
         self._event_headers = {
-            kind: (("schema", schema.encode()), ("event-type", event_type(kind).encode()))
+            kind: (("schema", schema.encode()), ("event-type", event_type(kind).encode()), self._bridge_id)
             for kind, schema in self._schemas.items()
         }
+        self._state_headers: Headers = [*_STATE_HEADERS, self._bridge_id]
         self._produced = {
             t: RECORDS_PRODUCED.labels(topic=t)
             for t in (
@@ -394,9 +397,9 @@ class ShardSink:
         if change.correlation_id is not None:
             correlation = ("correlation-id", change.correlation_id.encode())
             headers.append(correlation)
-            state_headers: Headers = [*_STATE_HEADERS, correlation]
+            state_headers: Headers = [*self._state_headers, correlation]
         else:
-            state_headers = list(_STATE_HEADERS)
+            state_headers = list(self._state_headers)
         item = _Item(
             [
                 (self._topics[kind], key, encode_event(change, self.shard, channel_id), headers),
@@ -414,7 +417,9 @@ class ShardSink:
     def submit_tombstone(self, user_id: str) -> None:
         """Queue a tombstone (null value) for an agent that left the roster."""
         self._check_open()
-        self._enqueue(_Item([(self._settings.topic_agent_state, user_id.encode(), None, _state_headers())]))
+        self._enqueue(
+            _Item([(self._settings.topic_agent_state, user_id.encode(), None, list(self._state_headers))])
+        )
 
     def submit_dlq(self, reason: str, error: str, frame: str, channel_id: str | None) -> None:
         """Queue a frame that could not be understood, keyed by the shard, with its reason."""
@@ -427,7 +432,11 @@ class ShardSink:
             frame=frame,
             observed_at=self._clock(),
         )
-        headers: Headers = [("schema", DLQ_SCHEMA.encode()), ("event-type", DLQ_EVENT_TYPE.encode())]
+        headers: Headers = [
+            ("schema", DLQ_SCHEMA.encode()),
+            ("event-type", DLQ_EVENT_TYPE.encode()),
+            self._bridge_id,
+        ]
         self._enqueue(_Item([(self._settings.topic_dlq, self._shard_key, value, headers)], dlq_reason=reason))
 
     def _check_open(self) -> None:
@@ -755,7 +764,3 @@ class ShardSink:
             if counter is None:
                 counter = produced[topic] = RECORDS_PRODUCED.labels(topic=topic)
             counter.inc(count)
-
-
-def _state_headers() -> Headers:
-    return [("schema", STATE_SCHEMA.encode()), ("event-type", STATE_EVENT_TYPE.encode())]

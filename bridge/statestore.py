@@ -25,13 +25,21 @@ With ``bridge_id``, only the records of that fleet are applied (the
 ``bridge-id`` header; a record without the header is taken as the fleet's
 own, as records written before the header existed carry none): several
 fleets may share the state topic, each auditing only its own agents.
+
+:func:`load_shard_states` reads the same way and also names the shard's
+*orphans*: agents whose latest record is a state this fleet wrote for this
+shard (``bridge-id`` header equal to ``settings.id`` and ``shard`` field equal
+to the shard) but that are not among the given members. A record without the
+``bridge-id`` header, or another fleet's, never makes an orphan.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -47,9 +55,12 @@ __all__ = [
     "BRIDGE_ID_HEADER",
     "DEFAULT_LOAD_TIMEOUT_S",
     "ConsumerFactory",
+    "ShardLoad",
+    "load_shard_states",
     "load_states",
     "parse_state",
     "written_by",
+    "written_by_other_fleets",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,9 +82,10 @@ _NOT_READY = frozenset(
 #: Don't let the broker hold a fetch for its full default wait at a partition's end.
 FETCH_WAIT_MAX_MS = 50
 
-ConsumerFactory = Callable[[dict[str, Any]], Any]
-#: The record header naming the fleet (``BRIDGE_ID``) that wrote a record.
+#: The header naming the fleet (``settings.id``) that wrote a record.
 BRIDGE_ID_HEADER = "bridge-id"
+
+ConsumerFactory = Callable[[dict[str, Any]], Any]
 
 
 def written_by(headers: list[tuple[str, bytes | None]] | None, bridge_id: str) -> bool:
@@ -84,6 +96,71 @@ def written_by(headers: list[tuple[str, bytes | None]] | None, bridge_id: str) -
     return True
 
 
+@dataclass(frozen=True)
+class ShardLoad:
+    """What :func:`load_shard_states` found: the members' states and the shard's orphans."""
+
+    states: dict[str, AgentState]
+    orphans: list[str]
+
+
+def load_shard_states(
+    settings: Settings,
+    user_ids: Collection[str],
+    shard: int,
+    consumer_factory: ConsumerFactory = Consumer,
+    *,
+    timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+) -> ShardLoad:
+    """The members' last committed states and the shard's orphans (see the module docstring)."""
+    own = settings.id.encode()
+    mine: dict[str, bool] = {}
+    wanted = frozenset(user_ids)
+
+    def owner(user_id: str, value: bytes | None, headers: Any) -> None:
+        if user_id in wanted:
+            return
+        written_here = False
+        if value is not None and _header(headers, BRIDGE_ID_HEADER) == own:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                written_here = orjson.loads(value).get("shard") == shard
+        mine[user_id] = written_here
+
+    states = load_states(settings, user_ids, consumer_factory, timeout_s=timeout_s, observe=owner)
+    return ShardLoad(states, sorted(u for u, here in mine.items() if here))
+
+
+def written_by_other_fleets(
+    settings: Settings,
+    user_ids: Collection[str],
+    consumer_factory: ConsumerFactory = Consumer,
+    *,
+    timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+) -> set[str]:
+    """The given agents whose latest record carries another fleet's ``bridge-id`` (never tombstoned).
+
+    A record without the header (written before it existed) counts as this fleet's.
+    """
+    own = settings.id.encode()
+    wanted = frozenset(user_ids)
+    foreign: dict[str, bool] = {}
+
+    def writer(user_id: str, _value: bytes | None, headers: Any) -> None:
+        if user_id in wanted:
+            header = _header(headers, BRIDGE_ID_HEADER)
+            foreign[user_id] = header is not None and header != own
+
+    load_states(settings, [], consumer_factory, timeout_s=timeout_s, observe=writer)
+    return {u for u, other in foreign.items() if other}
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return bytes(value) if value is not None else None
+    return None
+
+
 def load_states(
     settings: Settings,
     user_ids: Collection[str] | None = None,
@@ -91,11 +168,14 @@ def load_states(
     *,
     timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
     bridge_id: str | None = None,
+    observe: Callable[[str, bytes | None, Any], None] | None = None,
 ) -> dict[str, AgentState]:
     """user id → last committed state, for every agent (or only ``user_ids``) in the state topic.
 
-    Raises :class:`SinkError` when the topic is missing or Kafka fails, or the
-    read does not finish within ``timeout_s``.
+    ``observe`` is called with (user id, value, headers) for every record
+    read, in topic order, whatever ``user_ids`` is. Raises
+    :class:`SinkError` when the topic is missing or Kafka fails, or the read
+    does not finish within ``timeout_s``.
     """
     topic = settings.topic_agent_state
     wanted = None if user_ids is None else frozenset(user_ids)
@@ -145,6 +225,8 @@ def load_states(
                 if key is None:
                     continue
                 user_id = key.decode()
+                if observe is not None:
+                    observe(user_id, msg.value(), msg.headers())
                 if wanted is not None and user_id not in wanted:
                     continue
                 if bridge_id is not None and not written_by(msg.headers(), bridge_id):

@@ -4,9 +4,9 @@
 |------------------------|---------|---------------------------------|
 | ``topic_presence``       | delete  | ``event_retention_ms`` (7 d)      |
 | ``topic_routing_status`` | delete  | ``event_retention_ms``            |
-| ``topic_agent_state``    | compact | (compacted: latest per agent)   |
+| ``topic_agent_state``    | compact | latest per agent; segments roll and compact hourly |
 | ``topic_dlq``            | delete  | ``event_retention_ms``            |
-| ``topic_shard_map``      | compact | only when ``shard_map_partitions`` is given |
+| ``topic_shard_map``      | compact | only when ``shard_map_partitions`` is given; hourly too |
 
 Existing topics are left as they are (their configuration is the operator's;
 a wrong ``cleanup.policy`` is logged, not changed). ``TOPIC_ALREADY_EXISTS`` is
@@ -45,6 +45,8 @@ from bridge.errors import AuthorizationError, ConfigError, SinkError
 from bridge.settings import MAX_AUTO_REPLICATION, Settings
 
 __all__ = [
+    "COMPACTED_MAX_LAG_MS",
+    "COMPACTED_SEGMENT_MS",
     "DEFAULT_ADMIN_TIMEOUT_S",
     "AdminFactory",
     "Replication",
@@ -65,6 +67,12 @@ _AUTHORIZATION_CODES = frozenset(
 )
 DELETE = "delete"
 COMPACT = "compact"
+#: Compaction never touches the active segment, which by default rolls only
+#: after 7 days: a takeover would read a week of history. Roll it hourly ...
+COMPACTED_SEGMENT_MS = 3_600_000
+#: ... and make every record eligible for compaction within an hour, whatever
+#: the dirty ratio, so the load at takeover stays near one record per agent.
+COMPACTED_MAX_LAG_MS = 3_600_000
 
 AdminFactory = Callable[[dict[str, Any]], Any]
 
@@ -82,14 +90,19 @@ def topic_specs(settings: Settings, shard_map_partitions: int | None = None) -> 
     """The topics of DESIGN §4 with their configuration (the shard map only when asked for)."""
     retention = str(settings.event_retention_ms)
     events = {"cleanup.policy": DELETE, "retention.ms": retention}
+    compacted = {
+        "cleanup.policy": COMPACT,
+        "segment.ms": str(COMPACTED_SEGMENT_MS),
+        "max.compaction.lag.ms": str(COMPACTED_MAX_LAG_MS),
+    }
     specs = [
         TopicSpec(settings.topic_presence, settings.topic_partitions, dict(events)),
         TopicSpec(settings.topic_routing_status, settings.topic_partitions, dict(events)),
-        TopicSpec(settings.topic_agent_state, settings.topic_partitions, {"cleanup.policy": COMPACT}),
+        TopicSpec(settings.topic_agent_state, settings.topic_partitions, dict(compacted)),
         TopicSpec(settings.topic_dlq, 1, dict(events)),
     ]
     if shard_map_partitions is not None:
-        specs.append(TopicSpec(settings.topic_shard_map, shard_map_partitions, {"cleanup.policy": COMPACT}))
+        specs.append(TopicSpec(settings.topic_shard_map, shard_map_partitions, dict(compacted)))
     return specs
 
 

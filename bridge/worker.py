@@ -9,7 +9,10 @@ assigned. A worker alone in its group owns every shard; when it owns
 partition 0 it also coordinates the partition map.
 
 Readiness (``/readyz``): joined the group, every owned partition read, and
-every owned shard connected, subscribed and its producer healthy.
+every owned shard connected, subscribed and its producer healthy; when it
+owns partition 0, its coordinator runs and has refreshed the map. Liveness
+(``/healthz``): no owned shard has been unable to (re)start for
+:data:`~bridge.fleet.SHARD_RESTART_DEADLINE_S` (Kubernetes then replaces the pod).
 
 Shutdown (SIGTERM/SIGINT): every owned shard stops reading, commits what it
 read and closes its socket; then the consumer closes, leaving the group so
@@ -35,7 +38,7 @@ from bridge.acl import preflight
 from bridge.assign import shard_budget, shards_per_client
 from bridge.errors import AuthorizationError, ConfigError, RateLimitedError, TransientError
 from bridge.events import ShardState
-from bridge.fleet import ConsumerFactory, Coordinator, Fleet
+from bridge.fleet import ConsumerFactory, Coordinator, Fleet, read_map
 from bridge.genesys.rest import GenesysRest
 from bridge.genesys.retry import backoff_delays
 from bridge.genesys.socket import NotificationSocket
@@ -44,7 +47,7 @@ from bridge.model import AgentState
 from bridge.settings import GenesysClient, Settings
 from bridge.shard import Shard, SocketFactory
 from bridge.sink import ProducerFactory, ShardSink
-from bridge.statestore import load_states
+from bridge.statestore import load_shard_states, load_states, written_by_other_fleets
 from bridge.topics import ensure_topics
 
 __all__ = ["Worker", "install_signal_handlers", "presence_labels"]
@@ -86,6 +89,12 @@ class Worker:
             return False, {"shards": {}}
         return self.fleet.readiness()
 
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """For /healthz: alive unless an owned shard could not restart within the deadline."""
+        if self.fleet is None:
+            return True, {}
+        return self.fleet.liveness()
+
     def _rest_for(self, client: GenesysClient) -> GenesysRest:
         log.register_secret(client.client_secret.get_secret_value())
         return GenesysRest.from_settings(self.settings, client, transport=self.transport)
@@ -99,7 +108,7 @@ class Worker:
         if not clients:
             raise ConfigError("no Genesys OAuth client configured (BRIDGE_GENESYS_CLIENT_ID / _SECRET)")
         self._rests = [self._rest_for(c) for c in clients]
-        self.health = HealthServer(s.metrics_host, s.metrics_port, self.readiness)
+        self.health = HealthServer(s.metrics_host, s.metrics_port, self.readiness, self.liveness)
         await self.health.start()
         trimmer = asyncio.create_task(memory.trim_periodically())
         try:
@@ -166,6 +175,39 @@ class Worker:
             if self.producer_factory is None
             else ShardSink(s, shard_id, producer_factory=self.producer_factory)
         )
+        # The first load (takeover) also names the shard's orphans; later ones
+        # (agents added in place) only read states.
+        orphans: list[str] | None = None
+
+        async def load(members: Sequence[str]) -> Mapping[str, AgentState]:
+            nonlocal orphans
+            if orphans is not None:
+                return await asyncio.to_thread(load_states, s, members)
+            loaded = await asyncio.to_thread(load_shard_states, s, members, shard_id)
+            orphans = loaded.orphans
+            return loaded.states
+
+        async def moved(candidates: Sequence[str]) -> set[str]:
+            # Read after the states: the map is at least as new as any state the load saw.
+            _count, records = await asyncio.to_thread(read_map, s, **self._map_kwargs())
+            others = {u for p, r in records.items() if p != shard_id for u in r.users}
+            return {u for u in candidates if u in others}
+
+        async def owned_elsewhere(removed: Sequence[str]) -> set[str]:
+            """Removed agents that must keep their state: moved, or last written by another fleet."""
+            keep = await moved(removed)
+            rest = [u for u in removed if u not in keep]
+            if rest:
+                keep |= await asyncio.to_thread(written_by_other_fleets, s, rest)
+            return keep
+
+        async def find_orphans(members: Sequence[str]) -> list[str]:
+            candidates = [u for u in orphans or () if u not in set(members)]
+            if not candidates:
+                return []
+            kept = await moved(candidates)
+            return [u for u in candidates if u not in kept]
+
         return Shard(
             shard_id,
             users,
@@ -174,11 +216,13 @@ class Worker:
             state=state,
             settings=s,
             socket_factory=self.socket_factory,
-            load_states=self._load,
+            load_states=load,
+            find_orphans=find_orphans,
+            owned_elsewhere=owned_elsewhere,
         )
 
-    async def _load(self, users: Sequence[str]) -> Mapping[str, AgentState]:
-        return await asyncio.to_thread(load_states, self.settings, users)
+    def _map_kwargs(self) -> dict[str, Any]:
+        return {} if self.consumer_factory is None else {"consumer_factory": self.consumer_factory}
 
 
 async def presence_labels(

@@ -42,3 +42,19 @@ async def test_a_taken_port_is_a_clear_config_error() -> None:
             await second.start()
     finally:
         await first.stop()
+
+
+async def test_healthz_fails_when_the_liveness_callback_says_so() -> None:
+    """A worker whose shard cannot restart answers 503 on /healthz, with the reason."""
+    state = {"alive": True}
+    server = HealthServer("127.0.0.1", 0, lambda: (True, {}), lambda: (state["alive"], {"down": [3]}))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            state["alive"] = False
+            dead = await client.get("/healthz")
+            assert dead.status_code == 503
+            assert dead.json() == {"alive": False, "down": [3]}
+    finally:
+        await server.stop()

@@ -171,3 +171,11 @@ def test_min_insync_above_the_replication_factor_is_refused() -> None:
     """No acks=all write could succeed: refused at start."""
     with pytest.raises(ConfigError, match="MIN_INSYNC"):
         load_settings(topic_replication_factor=2, topic_min_insync_replicas=3)
+
+
+def test_the_control_topic_derives_from_the_bridge_id() -> None:
+    """One control topic per fleet by default; an explicit name is kept as given."""
+    assert Settings(id="org-a").topic_shard_map == "org-a.shard-map.v1"
+    assert Settings().topic_shard_map == "presence-bridge.shard-map.v1"
+    assert Settings(id="org-b", topic_shard_map="ctl.<bridge-id>").topic_shard_map == "ctl.org-b"
+    assert Settings(id="org-c", topic_shard_map="shared-map").topic_shard_map == "shared-map"

@@ -180,6 +180,7 @@ async def test_event_record_headers_key_and_values(kafka: KafkaBroker, topics: d
         "event-type": b"routing-status",
         "genesys-topic": b"v2.users.u-9.routingStatus",
         "correlation-id": b"corr-1",
+        "bridge-id": settings.id.encode(),
     }
     doc = value_of(routing)
     assert (doc["status"], doc["shard"], doc["channelId"], doc["origin"]) == (
@@ -189,7 +190,11 @@ async def test_event_record_headers_key_and_values(kafka: KafkaBroker, topics: d
         "stream",
     )
     [pres] = read_all(kafka.bootstrap, topics["presence"], expect=1)
-    assert dict(pres.headers()) == {"schema": b"genesys.presence.v1", "event-type": b"presence"}
+    assert dict(pres.headers()) == {
+        "schema": b"genesys.presence.v1",
+        "event-type": b"presence",
+        "bridge-id": settings.id.encode(),
+    }
     pdoc = value_of(pres)
     assert (pdoc["presenceLabel"], pdoc["origin"], pdoc["channelId"]) == ("Lunch", "reconcile", None)
     states = read_all(kafka.bootstrap, topics["state"], expect=2)

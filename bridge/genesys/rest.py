@@ -281,6 +281,7 @@ class _RawDefinition(_Model):
 class _Page(_Model):
     entities: list[dict[str, Any]] = Field(default_factory=list)
     page_count: int | None = None
+    total: int | None = None
 
 
 class _ChannelTopic(_Model):
@@ -640,16 +641,27 @@ class GenesysRest:
         return result
 
     async def _pages(
-        self, model: type[T], template: str, params: Mapping[str, str | int], page_size: int
+        self,
+        model: type[T],
+        template: str,
+        params: Mapping[str, str | int],
+        page_size: int,
+        *,
+        check_total: bool = False,
     ) -> list[T]:
+        """Every page's entities; ``check_total``: raise when the distinct ids differ from ``total``."""
         adapter = TypeAdapter(list[model])  # type: ignore[valid-type]
         out: list[T] = []
+        ids: set[object] = set()
+        total: int | None = None
         for page_number in range(1, MAX_PAGES + 1):
             response = await self._call(
                 "GET", template, params={**params, "pageSize": page_size, "pageNumber": page_number}
             )
             page: _Page = self._parse(_Page, self._json(response, template), response.status_code, template)
             out.extend(self._parse(adapter, page.entities, response.status_code, template))
+            ids.update(e.get("id") for e in page.entities)
+            total = page.total if page.total is not None else total
             if not page.entities:
                 break
             if page.page_count is not None:
@@ -657,6 +669,12 @@ class GenesysRest:
                     break
             elif len(page.entities) < page_size:
                 break
+        if check_total and total is not None and len(ids) != total:
+            # Paging shifted under concurrent changes, or pages went missing:
+            # a short listing must not be taken for the whole (e.g. a roster).
+            raise GenesysError(
+                f"listing has {len(ids)} distinct entities but its total is {total}", endpoint=template
+            )
         return out
 
     # ------------------------------------------------------------------ channels
@@ -741,8 +759,12 @@ class GenesysRest:
     # ------------------------------------------------------------------ users and presence
 
     async def active_users(self, page_size: int = DEFAULT_ROSTER_PAGE_SIZE) -> list[User]:
-        """The roster: ``GET /api/v2/users?state=active``, every page."""
-        return await self._pages(User, USERS, {"state": "active"}, page_size)
+        """The roster: ``GET /api/v2/users?state=active``, every page.
+
+        Raises :class:`GenesysError` when the pages' distinct users disagree
+        with the listing's ``total`` (the coordinator then keeps its map).
+        """
+        return await self._pages(User, USERS, {"state": "active"}, page_size, check_total=True)
 
     async def bulk_presences(self, user_ids: Sequence[str]) -> list[UserPresence]:
         """Current presences, in calls of at most 50 comma-joined ids."""

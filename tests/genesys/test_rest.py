@@ -637,3 +637,17 @@ async def test_configured_ceiling_still_applies_under_a_larger_allowance() -> No
         for _ in range(3):
             await rest.list_channels()
     assert sum(time.sleeps) == pytest.approx(60.0)
+
+
+async def test_a_roster_whose_pages_disagree_with_total_is_an_error() -> None:
+    """Paging that shifted (a user seen twice, another never) is not taken for the whole roster."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["pageNumber"])
+        ids = {1: ["a", "b"], 2: ["b", "c"]}[number]  # "d" shifted out of sight
+        users = [{"id": i, "name": "N", "state": "active", "email": "x"} for i in ids]
+        return json_response(200, {"entities": users, "pageNumber": number, "pageCount": 2, "total": 4})
+
+    async with make_rest(api) as rest:
+        with pytest.raises(GenesysError, match="total is 4"):
+            await rest.active_users(page_size=2)
