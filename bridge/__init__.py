@@ -1,6 +1,6 @@
 """presence-bridge: Genesys Cloud agent presence and routing status into Kafka.
 
-The package layout follows the architecture in the design handbook:
+The package layout follows the architecture in README "Architecture":
 ``genesys/`` (auth, REST, sans-I/O protocol, socket shell), ``shard``,
 ``events``, ``sink``, ``fleet`` and the operational modules (settings,
 metrics, health, logging, CLI).

@@ -1,6 +1,6 @@
 """Sticky bin-packing of the roster onto shards (pure: no I/O, no clock).
 
-DESIGN §3 "Control path": the coordinator assigns users to shards so that
+README "Architecture", control path: the coordinator assigns users to shards so that
 
 - a user keeps its shard (stickiness: moving an agent costs an unsubscribe,
   a subscribe and a reconciliation on two channels);

@@ -1,6 +1,6 @@
 """Per-shard event state: order, dedupe and enrich changes, keep the last state per agent.
 
-Genesys sends no sequence number (DESIGN §2): a change is ordered per user by
+Genesys sends no sequence number: a change is ordered per user by
 its own time (``modifiedDate`` for presence, ``startTime`` for routing
 status). :class:`ShardState` applies those rules to every change the shard
 sees, from the stream or from a reconciliation, and answers whether it is

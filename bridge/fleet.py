@@ -1,4 +1,4 @@
-"""Fleet membership and the partition map, through Kafka itself (DESIGN §3 "Control path").
+"""Fleet membership and the partition map, through Kafka itself (README "Architecture", control path).
 
 ::
 

@@ -1,4 +1,4 @@
-"""The metrics port: ``/metrics``, ``/healthz`` and ``/readyz`` (DESIGN §5).
+"""The metrics port: ``/metrics``, ``/healthz`` and ``/readyz`` (README "Operations").
 
 - ``/healthz``: the process and its event loop are alive (the handler runs)
   and the optional liveness callback agrees (for a worker: no owned shard

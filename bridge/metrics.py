@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN §5): names are a contract with the dashboard and alerts.
+"""Prometheus metrics (README "Metrics"): names are a contract with the dashboard and alerts.
 
 All metrics live in one module-level registry, :data:`REGISTRY`, so the
 process exports exactly these (plus the standard process collectors) and

@@ -95,7 +95,7 @@ class Change:
     """One change of one agent, from the stream or from a reconciliation.
 
     ``timestamp_known`` is False when Genesys sent no timestamp and
-    ``changed_at`` is the receive time (DESIGN §2: Genesys's own presence
+    ``changed_at`` is the receive time (Genesys's own published presence
     sample has no ``modifiedDate``). ``received_at`` is a monotonic clock
     reading taken when the frame arrived, for the delivery-latency metric.
     """

@@ -11,7 +11,7 @@ Every event value carries ``schema``, ``eventId`` (a stable hash of userId,
 kind, change time and value: the same change always gets the same id),
 ``userId``, ``changedAt`` (Genesys's own time), ``observedAt`` (when the bridge
 received it), ``origin`` (``stream`` or ``reconcile``), ``shard`` and
-``channelId``. See DESIGN §4 and README "Topics and records".
+``channelId``. See README "Topics and records".
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ another: how Kubernetes mounts a Secret as a volume. The environment wins
 over a file; the default directory is skipped when it does not exist, an
 explicitly named one that does not exist is a :class:`ConfigError`.
 
-The names in DESIGN §6 are a contract with the Helm chart. Secrets are
+The environment names are a contract with the Helm chart (README "Configuration"). Secrets are
 ``SecretStr``: their ``repr`` and ``str`` are masked, so a logged settings
 object never shows them. Every default is a named constant below, written
 once; README "Configuration" lists them all (a test keeps it in step).
@@ -77,7 +77,7 @@ DEFAULT_PONG_TIMEOUT_S = 5.0
 #: (bridge/sweep.py): anything the stream lost is corrected within it.
 DEFAULT_SWEEP_INTERVAL_S = 900.0
 DEFAULT_BACKOFF_INITIAL_S = 0.5
-#: DESIGN §3: capped at 60-90 s.
+#: Reconnect delays are capped between 60 and 90 s (the shard lifecycle).
 DEFAULT_BACKOFF_MAX_S = 60.0
 DEFAULT_BACKOFF_RESET_S = 60.0
 #: Re-subscribe this long before a channel's ``expires`` (channels live 24 h).

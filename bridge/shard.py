@@ -2,7 +2,7 @@
 
 A shard is a unit that can be started and stopped on its own for any list of
 users; the worker (and later the fleet) only decides which users. Lifecycle
-(DESIGN §3):
+(README "Architecture"):
 
 - **start**: the sink's ``init_transactions()`` fences any previous owner of
   the shard; then a channel is created (or reused), the socket connected and

@@ -1,6 +1,6 @@
 """The Kafka sink of one shard: a fenced, transactional confluent-kafka producer.
 
-Contract (DESIGN §3 "Delivery promise", §4):
+Contract (README "Delivery promise" and "Topics and records"):
 
 - One producer per shard with ``transactional.id = f"{settings.id}-shard-{shard}"``.
   :meth:`ShardSink.start` calls ``init_transactions()``, which fences any
@@ -173,7 +173,7 @@ def _cause(producer: Any, err: KafkaError, timeout_s: float) -> KafkaError:
 
 
 def transactional_id(settings: Settings, shard: int) -> str:
-    """The shard's transactional id, ``<bridge-id>-shard-<p>`` (DESIGN §3)."""
+    """The shard's transactional id, ``<bridge-id>-shard-<p>`` (README "Architecture": fencing)."""
     return f"{settings.id}-shard-{shard}"
 
 
@@ -738,7 +738,7 @@ class ShardSink:
         self._call_soon(self._signal_failure, err)
 
     def _acknowledge(self, batch: list[_Item]) -> None:
-        """Metrics for a committed batch (DESIGN §5)."""
+        """Metrics for a committed batch (README "Metrics")."""
         now_mono = self._mono()
         now = self._clock()
         # Counted per batch: one locked update per topic and per histogram

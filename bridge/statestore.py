@@ -1,4 +1,4 @@
-"""Read the compacted agent-state topic back into memory (takeover and start, DESIGN §3).
+"""Read the compacted agent-state topic back into memory (takeover and start).
 
 :func:`load_states` reads ``topic_agent_state`` with
 ``isolation.level=read_committed`` from the beginning of every partition to its

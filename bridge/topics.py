@@ -1,4 +1,4 @@
-"""Create the bridge's Kafka topics when they are missing (DESIGN §4).
+"""Create the bridge's Kafka topics when they are missing (README "Topics and records").
 
 | setting                | cleanup | retention                       |
 |------------------------|---------|---------------------------------|
@@ -87,7 +87,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings, shard_map_partitions: int | None = None) -> list[TopicSpec]:
-    """The topics of DESIGN §4 with their configuration (the shard map only when asked for)."""
+    """The topics of README "Topics and records" with their configuration (the shard map only when asked for)."""
     retention = str(settings.event_retention_ms)
     events = {"cleanup.policy": DELETE, "retention.ms": retention}
     compacted = {

@@ -1,4 +1,4 @@
-"""The Genesys Cloud client layer (DESIGN §3): regions, auth, REST, protocol, socket.
+"""The Genesys Cloud client layer (README "Architecture"): regions, auth, REST, protocol, socket.
 
 * :mod:`~bridge.genesys.regions` — region domain → base URLs, overrides.
 * :mod:`~bridge.genesys.retry` — retry policy as data (classify, full-jitter delays).

@@ -1,6 +1,6 @@
 """OAuth client credentials for Genesys Cloud, as an async ``httpx.Auth`` flow.
 
-Genesys behaviour followed (DESIGN §2):
+Genesys behaviour followed:
 
 * ``POST {login_url}/oauth/token`` with HTTP Basic ``client_id:client_secret``
   and the form body ``grant_type=client_credentials``; the reply carries

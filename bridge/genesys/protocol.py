@@ -2,7 +2,7 @@
 
 Like websockets' ``protocol.py`` this module never touches a socket: the
 shard hands it every frame it receives and acts on the typed result; the
-tests feed it strings. It follows the frames Genesys documents (DESIGN §2):
+tests feed it strings. It follows the frames Genesys documents:
 
 * ``{"topicName": "channel.metadata", "eventBody": {"message": "WebSocket Heartbeat"}}``
   about every 30 s → :class:`Heartbeat`;

@@ -1,10 +1,10 @@
 """Retry policy as data: one function classifies an error, one generator yields delays.
 
-DESIGN §3 (shard lifecycle): reconnect with exponential backoff and *full*
+The shard lifecycle (README "Architecture"): reconnect with exponential backoff and *full*
 jitter, capped (60-90 s), reset after a healthy period; a 4xx other than
 401/404/408/429 is fatal for the attempt; 401 → refresh the token; 404 on the
 channel → make a new channel. Genesys asks clients to honour ``Retry-After``
-on 429 and to retry 502/503/504 (DESIGN §2); the REST client does that per
+on 429 and to retry 502/503/504; the REST client does that per
 request, so an error that reaches :func:`classify` has already used up its
 request-level retries.
 
@@ -34,7 +34,7 @@ from bridge.errors import (
 
 __all__ = ["Action", "Backoff", "backoff_delays", "classify"]
 
-#: 408 Request Timeout is the one 4xx worth retrying as is (DESIGN §3).
+#: 408 Request Timeout is the one 4xx worth retrying as is.
 RETRYABLE_4XX: Final = frozenset({408})
 #: The exponent stops growing here; 2**30 times any sane initial delay is past every cap.
 MAX_EXPONENT: Final = 30

@@ -2,7 +2,7 @@
 
 All protocol logic lives in :mod:`bridge.genesys.protocol` and the shard; this
 class only opens the socket, moves text frames and maps failures to the
-exception tree. Genesys behaviour followed (DESIGN §2):
+exception tree. Genesys behaviour followed:
 
 * One socket per channel: a second socket on the same ``connectUri``
   disconnects the first, which then sees a close → :class:`ChannelClosedError`.

@@ -1,6 +1,6 @@
 """Channels, subscriptions and the fan-out of change frames to sockets (no I/O here).
 
-Limits and lifecycle follow DESIGN §2: at most ``max_topics`` topics per
+Limits and lifecycle follow Genesys's notification API: at most ``max_topics`` topics per
 channel (400 beyond, nothing applied), at most ``max_channels`` channels per
 OAuth client (creating one more evicts the least recently used, channels
 without a socket first), expiry after ``ttl_s`` unless a subscription

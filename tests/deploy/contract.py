@@ -1,4 +1,4 @@
-"""The DESIGN §5 metric contract as the series names Prometheus stores.
+"""The metric contract (README "Metrics") as the series names Prometheus stores.
 
 Counters are exported with ``_total``, histograms as ``_bucket``/``_sum``/
 ``_count``; the dashboard and the alerts may use only these, plus ``up``
@@ -7,9 +7,9 @@ Counters are exported with ``_total``, histograms as ``_bucket``/``_sum``/
 
 from __future__ import annotations
 
-__all__ = ["DESIGN_COUNTERS", "DESIGN_GAUGES", "DESIGN_HISTOGRAMS", "DESIGN_SERIES"]
+__all__ = ["CONTRACT_COUNTERS", "CONTRACT_GAUGES", "CONTRACT_HISTOGRAMS", "CONTRACT_SERIES"]
 
-DESIGN_COUNTERS = (
+CONTRACT_COUNTERS = (
     "bridge_genesys_events_total",
     "bridge_records_produced_total",
     "bridge_produce_errors_total",
@@ -22,8 +22,8 @@ DESIGN_COUNTERS = (
     "bridge_genesys_rate_limited_total",
     "bridge_fenced_total",
 )
-DESIGN_HISTOGRAMS = ("bridge_event_delivery_seconds", "bridge_event_lag_seconds")
-DESIGN_GAUGES = (
+CONTRACT_HISTOGRAMS = ("bridge_event_delivery_seconds", "bridge_event_lag_seconds")
+CONTRACT_GAUGES = (
     "bridge_channel_heartbeat_age_seconds",
     "bridge_channel_expiry_seconds",
     "bridge_subscribed_topics",
@@ -33,8 +33,8 @@ DESIGN_GAUGES = (
     "bridge_roster_unassigned_users",
     "bridge_build_info",
 )
-DESIGN_SERIES = frozenset(
-    DESIGN_COUNTERS
-    + DESIGN_GAUGES
-    + tuple(f"{h}{suffix}" for h in DESIGN_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count"))
+CONTRACT_SERIES = frozenset(
+    CONTRACT_COUNTERS
+    + CONTRACT_GAUGES
+    + tuple(f"{h}{suffix}" for h in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count"))
 )

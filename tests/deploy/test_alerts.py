@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import CHART, REPO, run_tool
-from tests.deploy.contract import DESIGN_SERIES
+from tests.deploy.contract import CONTRACT_SERIES
 from tests.deploy.promql import metric_names
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
@@ -95,10 +95,10 @@ def test_every_for_is_justified_in_a_comment() -> None:
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
 def test_alert_uses_only_contract_metrics(rule: dict[str, Any]) -> None:
-    """Expressions reference DESIGN §5 series (and `up`) only."""
+    """Expressions reference contract series (and `up`) only."""
     names = metric_names(rule["expr"])
     assert names, rule["expr"]
-    assert names <= DESIGN_SERIES | PROMETHEUS_SERIES, names - DESIGN_SERIES
+    assert names <= CONTRACT_SERIES | PROMETHEUS_SERIES, names - CONTRACT_SERIES
 
 
 def test_runbook_has_a_section_per_alert() -> None:

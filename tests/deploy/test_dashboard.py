@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from tests.deploy.conftest import CHART, REPO
-from tests.deploy.contract import DESIGN_SERIES
+from tests.deploy.contract import CONTRACT_SERIES
 from tests.deploy.promql import metric_names
 
 DASHBOARD = REPO / "deploy" / "grafana" / "presence-bridge.json"
 CHART_DASHBOARD = CHART / "files" / "dashboard.json"
 UID = "presence-bridge"
-REQUIRED_SERIES = DESIGN_SERIES - {
+REQUIRED_SERIES = CONTRACT_SERIES - {
     # Only as _bucket: quantiles need nothing else.
     "bridge_event_delivery_seconds_sum",
     "bridge_event_delivery_seconds_count",
@@ -89,11 +89,11 @@ def test_panel_ids_and_positions_are_unique() -> None:
 
 
 def test_expressions_use_only_contract_metrics() -> None:
-    """Every expression references DESIGN §5 series only."""
+    """Every expression references contract series (README "Metrics") only."""
     for expr in expressions(load()):
         names = metric_names(expr)
         assert names, expr
-        assert names <= DESIGN_SERIES, f"{expr}: {names - DESIGN_SERIES}"
+        assert names <= CONTRACT_SERIES, f"{expr}: {names - CONTRACT_SERIES}"
 
 
 def test_every_contract_metric_is_on_the_dashboard() -> None:

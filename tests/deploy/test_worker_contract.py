@@ -1,4 +1,4 @@
-"""The deploy artefacts against the worker's own code (DESIGN §5, §6).
+"""The deploy artefacts against the worker's own code (README "Metrics" and "Configuration").
 
 The chart's environment variables must be settings the worker reads, and
 every series the dashboard and the alerts query must be one the worker's
@@ -17,13 +17,13 @@ from prometheus_client.metrics_core import Metric
 
 from bridge import metrics
 from bridge.settings import Settings
-from tests.deploy.contract import DESIGN_SERIES
+from tests.deploy.contract import CONTRACT_SERIES
 from tests.deploy.promql import metric_names
 from tests.deploy.test_alerts import ALERTS, PROMETHEUS_SERIES
 from tests.deploy.test_chart import SCENARIOS, configmap, render, worker
 from tests.deploy.test_dashboard import DASHBOARD, expressions
 
-#: DESIGN §6 names the chart relies on, plus the ones this issue agreed on.
+#: The environment names the chart relies on.
 CHART_SETTINGS = {
     "BRIDGE_GENESYS_REGION",
     "BRIDGE_GENESYS_CLIENT_ID",
@@ -101,7 +101,7 @@ def test_chart_sets_only_settings_the_worker_reads() -> None:
 
 
 def test_chart_covers_the_design_settings() -> None:
-    """The chart can set every DESIGN §6 name (across its scenarios)."""
+    """The chart can set every contract name (across its scenarios)."""
     assert chart_env_names() >= CHART_SETTINGS, CHART_SETTINGS - chart_env_names()
 
 
@@ -120,8 +120,8 @@ def test_metric_names_match_the_registry() -> None:
 
 
 def test_worker_exports_the_design_contract() -> None:
-    """Every DESIGN §5 series is exported by the worker."""
-    assert exported_series() >= DESIGN_SERIES, DESIGN_SERIES - exported_series()
+    """Every contract series is exported by the worker."""
+    assert exported_series() >= CONTRACT_SERIES, CONTRACT_SERIES - exported_series()
 
 
 def test_dashboard_uses_only_exported_metrics() -> None:

@@ -1,4 +1,4 @@
-"""Sans-I/O notification protocol: frames from DESIGN §2 in, typed messages out."""
+"""Sans-I/O notification protocol: Genesys's documented frames in, typed messages out."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def reason_of(doc: Any) -> str:
 
 
 def test_presence_event_from_design_payload() -> None:
-    """The DESIGN §2 presence frame becomes a fully populated presence Change."""
+    """Genesys's documented presence frame becomes a fully populated presence Change."""
     msg = parse(PRESENCE)
     assert isinstance(msg, EventMessage)
     assert msg.kind == "presence"
@@ -94,7 +94,7 @@ def test_presence_event_from_design_payload() -> None:
 
 
 def test_routing_event_from_design_payload() -> None:
-    """The DESIGN §2 routing-status frame becomes a routing Change keyed by startTime."""
+    """Genesys's documented routing-status frame becomes a routing Change keyed by startTime."""
     msg = parse(ROUTING)
     assert isinstance(msg, EventMessage)
     assert msg.kind == "routing_status"

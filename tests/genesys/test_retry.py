@@ -43,7 +43,7 @@ from bridge.genesys.retry import Action, Backoff, backoff_delays, classify
     ],
 )
 def test_classification_table(exc: BaseException, action: Action) -> None:
-    """Each error class maps to the action DESIGN §3 prescribes."""
+    """Each error class maps to the action the shard lifecycle prescribes."""
     assert classify(exc) is action
 
 

@@ -1,6 +1,6 @@
 """One fault scenario, end to end: stream, inject a fault, recover, compare with the simulator.
 
-The comparison is strict about what the bridge promises (DESIGN §3):
+The comparison is strict about what the bridge promises (README "Delivery promise"):
 
 - no ``eventId`` appears twice in the event topics;
 - per user and kind, records never go back in time;
