@@ -87,7 +87,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings, shard_map_partitions: int | None = None) -> list[TopicSpec]:
-    """The topics of README "Topics and records" with their configuration (the shard map only when asked for)."""
+    """The topics of README "Topics and records" with their configuration (the shard map if asked)."""
     retention = str(settings.event_retention_ms)
     events = {"cleanup.policy": DELETE, "retention.ms": retention}
     compacted = {
