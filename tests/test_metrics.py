@@ -52,3 +52,21 @@ def test_same_exposition_as_prometheus_client(batches: list[list[float]]) -> Non
 def test_buckets_must_increase() -> None:
     with pytest.raises(ValueError, match="increasing"):
         BatchHistogram("bad_seconds", "doc", (0.1, 0.05), CollectorRegistry())
+
+
+def test_readme_lists_every_exported_metric() -> None:
+    """README "Metrics" names every bridge_ series the worker exports, with its type."""
+    import re
+    from pathlib import Path
+
+    from bridge import metrics
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    for family in metrics.REGISTRY.collect():
+        if not family.name.startswith("bridge_"):
+            continue
+        name = family.name + ("_total" if family.type == "counter" else "")
+        row = re.search(rf"^\| `{name}(\{{[a-z_,]+\}})?` \| (\w+) \|", section, re.MULTILINE)
+        assert row, f"{name} missing from README Metrics"
+        assert row.group(2) == family.type, name
