@@ -25,6 +25,8 @@ __all__ = ["APPLY", "apply_fault"]
 
 #: Toxiproxy ``reset_peer`` resets a connection this long after it opens.
 RESET_AFTER_MS = 100
+#: The permission a ``restrict`` fault says the agents' topics lack.
+RESTRICTED_BY = "chaos:agent:view"
 #: Latency and resets act on the replies; a blackhole stops both directions.
 STREAMS_BY_FAULT = {
     name: ("downstream",) for name in ("kafka_latency", "genesys_latency", "kafka_reset", "genesys_reset")
@@ -115,6 +117,50 @@ async def roster_remove(env: Environment, fault: Fault) -> str:
     return f"deleted {len(chosen)} agents"
 
 
+async def no_longer_subscribed(env: Environment, fault: Fault) -> str:
+    return await _channel_fault(env, fault, "/sim/faults/system", type="no_longer_subscribed")
+
+
+async def subscription_changed(env: Environment, fault: Fault) -> str:
+    return await _channel_fault(env, fault, "/sim/faults/system", type="subscription_changed")
+
+
+async def token_revoked(env: Environment, fault: Fault) -> str:
+    end = bool(fault.params["endChannels"])
+    note = await _channel_fault(env, fault, "/sim/faults/system", type="token_revoked", endChannels=end)
+    return f"{note}{' ended' if end else ''}"
+
+
+async def expand_drop(env: Environment, fault: Fault) -> str:
+    part = "routingStatus" if fault.params["routingStatus"] else "presence"
+    await env.sim_admin("POST", "/sim/faults/expand", {"part": part, "count": int(fault.params["count"])})
+    return f"next {int(fault.params['count'])} users without {part}"
+
+
+async def restrict(env: Environment, fault: Fault) -> str:
+    """Agents Genesys will not let the bridge observe, for the fault's duration.
+
+    A restriction acts on later subscriptions only, so every socket is dropped
+    (the shards subscribe again and see the topics rejected); after the
+    duration it is lifted and every socket dropped again, so the agents are
+    observable, and reconciled, before the checks.
+    """
+    users = sorted((await env.sim_admin("GET", "/sim/truth"))["users"])
+    chosen = random.Random(fault.pick).sample(users, min(int(fault.params["count"]), len(users)))
+    for uid in chosen:
+        await env.sim_admin(
+            "POST", f"/sim/users/{uid}/restrict", {"missingPermissions": ["chaos:agent:view"]}
+        )
+    try:
+        await env.sim_admin("POST", "/sim/faults/drop", {})
+        await asyncio.sleep(fault.duration_s)
+    finally:
+        for uid in chosen:
+            await env.sim_admin("POST", f"/sim/users/{uid}/restrict", {"restricted": False})
+        await env.sim_admin("POST", "/sim/faults/drop", {})
+    return f"{len(chosen)} agents restricted, lifted"
+
+
 def _worker(env: Environment, fault: Fault) -> Any:
     assert fault.worker is not None
     return env.worker_procs[fault.worker]
@@ -203,6 +249,11 @@ APPLY: dict[str, Callable[[Environment, Fault], Awaitable[str]]] = {
     "revoke_tokens": revoke_tokens,
     "roster_add": roster_add,
     "roster_remove": roster_remove,
+    "no_longer_subscribed": no_longer_subscribed,
+    "subscription_changed": subscription_changed,
+    "token_revoked": token_revoked,
+    "expand_drop": expand_drop,
+    "restrict": restrict,
     "kill": kill,
     "freeze": freeze,
     "restart": restart,

@@ -79,6 +79,11 @@ FAULTS: dict[str, str] = {
     "revoke_tokens": "simulator: every live token stops working",
     "roster_add": "simulator: new agents join the roster",
     "roster_remove": "simulator: agents are deleted from the roster",
+    "no_longer_subscribed": "simulator: one channel says no_longer_subscribed, then delivers no events",
+    "subscription_changed": "simulator: one channel says subscription_changed, then delivers no events",
+    "token_revoked": "simulator: one channel's token is revoked (token_revoked), sometimes ending it",
+    "expand_drop": "simulator: the next user listings lack an expanded part (presence or routing status)",
+    "restrict": "simulator: some agents' topics are rejected for a while (resubscribed before and after)",
     "kill": "worker: SIGKILL, started again after a pause",
     "freeze": "worker: SIGSTOP past the Kafka session, then SIGCONT",
     "restart": "worker: SIGTERM (graceful stop), then started again",
@@ -151,6 +156,12 @@ def _params(name: str, rng: random.Random) -> tuple[float, dict[str, float]]:
             return 0.0, {"count": rng.randint(1, 20)}
         case "roster_add" | "roster_remove":
             return 0.0, {"count": rng.randint(1, 15)}
+        case "token_revoked":
+            return 0.0, {"endChannels": float(rng.random() < 0.5)}
+        case "expand_drop":
+            return 0.0, {"count": rng.randint(1, 200), "routingStatus": float(rng.random() < 0.5)}
+        case "restrict":
+            return round(rng.uniform(3.0, 15.0), 1), {"count": rng.randint(1, 5)}
         case "kill":
             return round(rng.uniform(0.5, 8.0), 1), {}
         case "freeze":
