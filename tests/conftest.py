@@ -121,6 +121,7 @@ BRIDGE_USER = "bridge"
 MTLS_CN = "bridge-mtls"
 #: The data is thrown away: do not wait long for a clean shutdown.
 CLUSTER_STOP_TIMEOUT_S = 5.0
+ACL_PROPAGATION_TIMEOUT_S = 30.0
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
@@ -172,9 +173,37 @@ class SecureCluster:
         }
 
     def grant(self, principal: str, bindings: list[Any]) -> None:
-        """Create ALLOW bindings and wait until every node enforces them."""
+        """Create ALLOW bindings and wait until every node enforces them.
+
+        ACLs travel to each broker through the metadata log: a worker started
+        at once could otherwise be refused by a node that has not applied them.
+        """
+        wanted = {
+            (
+                b.restype.value,
+                b.name,
+                b.resource_pattern_type.value,
+                b.operation.value,
+                b.permission_type.value,
+            )
+            for b in bindings
+        }
         for fut in self.admin.create_acls(bindings, request_timeout=30).values():
             fut.result(timeout=30)
+        deadline = time.monotonic() + ACL_PROPAGATION_TIMEOUT_S
+        pending = list(self.cluster.nodes)
+        while pending:
+            pending = [n for n in pending if not wanted <= self.acls_on(n, principal)]
+            if pending and time.monotonic() > deadline:
+                raise AssertionError(f"nodes {[n.node_id for n in pending]} do not enforce the new ACLs")
+            if pending:
+                time.sleep(0.05)
+
+    @staticmethod
+    def acls_on(node: Any, principal: str) -> set[tuple[int, str, int, int, int]]:
+        """The ACLs this one node holds for ``principal``."""
+        found: set[tuple[int, str, int, int, int]] = localkafka.acl_probe("127.0.0.1", node.port, principal)
+        return found
 
     def kill(self, node_id: int) -> None:
         localkafka.node_kill(self.root, node_id)

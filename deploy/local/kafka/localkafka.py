@@ -158,6 +158,55 @@ def metadata_probe(host: str, port: int, timeout: float = 2.0) -> int:
     return int(brokers)
 
 
+def acl_probe(
+    host: str, port: int, principal: str, timeout: float = 2.0
+) -> set[tuple[int, str, int, int, int]]:
+    """Send a DescribeAcls v1 request to this one node; return the ACLs it holds for ``principal``.
+
+    Each ACL is (resource type, resource name, pattern type, operation,
+    permission type), in the protocol's codes.
+
+    ACLs reach each broker through the metadata log, a little apart: asking
+    every node on its own socket tells when all of them enforce a grant.
+    Raises OSError when nothing answers or the broker reports an error.
+    """
+    correlation_id = 29
+    any_filter = 1  # ANY for resource type, pattern type, operation and permission
+    header = struct.pack(">hhi", 29, 1, correlation_id) + _encode_str("localkafka")
+    body = (
+        struct.pack(">bhb", any_filter, -1, any_filter)  # any resource, null name, any pattern
+        + _encode_str(principal)
+        + struct.pack(">hbb", -1, any_filter, any_filter)  # null host, any operation / permission
+    )
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+        payload = _recv_exact(sock, size)
+    got_id, _throttle, error_code, message_len = struct.unpack(">iihh", payload[:12])
+    if got_id != correlation_id or error_code != 0:
+        raise OSError(f"DescribeAcls failed (correlation {got_id}, error {error_code})")
+    pos = 12 + max(message_len, 0)
+    (resources,) = struct.unpack(">i", payload[pos : pos + 4])
+    pos += 4
+    found: set[tuple[int, str, int, int, int]] = set()
+    for _ in range(resources):
+        resource_type, name_len = struct.unpack(">bh", payload[pos : pos + 3])
+        name = payload[pos + 3 : pos + 3 + name_len].decode()
+        pos += 3 + name_len
+        pattern_type, acls = struct.unpack(">bi", payload[pos : pos + 5])
+        pos += 5
+        for _ in range(acls):
+            for _ in range(2):  # principal, host
+                (n,) = struct.unpack(">h", payload[pos : pos + 2])
+                pos += 2 + n
+            operation, permission = struct.unpack(">bb", payload[pos : pos + 2])
+            pos += 2
+            found.add((resource_type, name, pattern_type, operation, permission))
+    return found
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = b""
     while len(buf) < n:
