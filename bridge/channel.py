@@ -1,0 +1,546 @@
+"""One shard's channel and sockets: create, subscribe, read, watch, extend, rotate, hand over.
+
+:class:`ChannelLink` executes what the shard's sans-I/O
+:class:`~bridge.genesys.session.Session` decides: it owns the tasks (reader,
+watchdog, extender) of the current socket, the REST calls on the channel and
+the socket hand-overs; the :class:`~bridge.shard.Shard` owns the member list,
+the agents' states and the lifecycle around it. The I/O seams are the
+:class:`Sink`, :class:`Rest` and :class:`Socket` protocols (the real ones are
+:class:`bridge.sink.ShardSink`, :class:`bridge.genesys.rest.GenesysRest` and
+:class:`bridge.genesys.socket.NotificationSocket`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+from bridge import log, metrics
+from bridge.errors import ChannelClosedError, GenesysError, NotFoundError, SinkError
+from bridge.events import Accepted
+from bridge.genesys import protocol
+from bridge.genesys.rest import (
+    INCLUDE_OAUTH_CLIENT,
+    ChannelInfo,
+    RejectedTopic,
+    RequestBudget,
+    SubscriptionResult,
+)
+from bridge.genesys.session import EXPIRING, Reconnect, Rotate, Session
+from bridge.model import Change
+
+__all__ = [
+    "MAINTENANCE_CONNECT_TIMEOUT_S",
+    "MAX_NAMED_AGENTS",
+    "MAX_PENDING_RECORDS",
+    "TASK_STOP_TIMEOUT_S",
+    "WATCHDOG_TICK_S",
+    "ChannelLink",
+    "Rest",
+    "ShardStats",
+    "Sink",
+    "Socket",
+    "SocketFactory",
+    "cancel_all",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How often the watchdog looks at the socket's silence and the gauges.
+WATCHDOG_TICK_S: Final = 0.25
+#: Bound on waiting for a maintenance socket's replacement.
+MAINTENANCE_CONNECT_TIMEOUT_S: Final = 30.0
+#: How long a cancelled serving task (reader, watchdog, …) may take to end.
+TASK_STOP_TIMEOUT_S: Final = 2.0
+#: Agents named in the rejected-topics WARNING and the readiness details.
+MAX_NAMED_AGENTS: Final = 20
+#: Longest ``reason`` label of ``bridge_subscription_rejected_topics``.
+MAX_REASON_LABEL: Final = 48
+_NON_SLUG: Final = re.compile(r"[^a-z0-9]+")
+#: Records read but not yet committed above which the shard stops reading its
+#: socket until they are (about 10 MB of encoded records).
+MAX_PENDING_RECORDS: Final = 20_000
+
+
+class Sink(Protocol):
+    """Where a shard writes (:class:`bridge.sink.ShardSink`)."""
+
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def error(self) -> SinkError | None: ...
+    @property
+    def failed(self) -> asyncio.Future[SinkError] | None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def drain_to(self, max_pending_items: int, /) -> None: ...
+    def submit(self, accepted: Accepted, channel_id: str | None, /) -> None: ...
+    def submit_tombstone(self, user_id: str, /) -> None: ...
+    def submit_dlq(self, *, reason: str, error: str, frame: str, channel_id: str | None) -> None: ...
+
+
+class Rest(Protocol):
+    """The Genesys REST calls of a shard (:class:`bridge.genesys.rest.GenesysRest`)."""
+
+    @property
+    def budget(self) -> RequestBudget | None: ...
+    async def create_channel(self) -> ChannelInfo: ...
+    async def channel_exists(self, channel_id: str, /) -> bool: ...
+    async def list_channels(self, include: str, /) -> list[ChannelInfo]: ...
+    async def put_subscriptions(
+        self, channel_id: str, topics: Sequence[str], /, ignore_errors: bool = False
+    ) -> SubscriptionResult: ...
+    async def post_subscriptions(
+        self, channel_id: str, topics: Sequence[str], /, ignore_errors: bool = False
+    ) -> SubscriptionResult: ...
+    async def delete_subscriptions(self, channel_id: str, /) -> None: ...
+    async def current_changes(self, user_ids: Sequence[str], /, *, observed_at: datetime) -> list[Change]: ...
+    async def invalidate_token(self) -> None: ...
+
+
+class Socket(Protocol):
+    """A notification socket (:class:`bridge.genesys.socket.NotificationSocket`)."""
+
+    async def connect(self, uri: str, /) -> None: ...
+    async def recv(self) -> str: ...
+    async def send(self, text: str, /) -> None: ...
+    async def close(self) -> None: ...
+
+
+SocketFactory = Callable[[], Socket]
+
+
+@dataclass
+class ShardStats:
+    """What tests, the demo and benchmarks read about a shard."""
+
+    connects: int = 0
+    reconciles: int = 0
+    corrections: int = 0
+    frames: int = 0
+    last_gap_started: float | None = None
+    last_connected: float | None = None
+    last_reconciled: float | None = None
+
+
+def reason_label(reason: str | None) -> str:
+    """A bounded metric label from a free-text ``rejectionReason``."""
+    slug = _NON_SLUG.sub("_", (reason or "").lower()).strip("_")[:MAX_REASON_LABEL]
+    return slug or "unknown"
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
+    """Cancel the serving tasks and wait for them, but not forever.
+
+    A task that ignores its cancellation for :data:`TASK_STOP_TIMEOUT_S` is
+    named in an error and left behind: the shard must still close its socket
+    (a fenced shard's channel must not stay connected) and end.
+    """
+    for task in tasks.values():
+        task.cancel()
+    _done, pending = await asyncio.wait(tasks.values(), timeout=TASK_STOP_TIMEOUT_S)
+    if pending:
+        stuck = sorted(name for name, task in tasks.items() if task in pending)
+        logger.error("tasks did not stop within %.1f s of cancellation: %s", TASK_STOP_TIMEOUT_S, stuck)
+
+
+class ChannelLink:
+    """The channel and sockets of one shard (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        rest: Rest,
+        sink: Sink,
+        session: Session,
+        socket_factory: SocketFactory,
+        stats: ShardStats,
+        users: Callable[[], Sequence[str]],
+        members: Callable[[], Collection[str]],
+        handle: Callable[[str, str | None], None],
+        on_gap: Callable[[], None],
+        stopping: asyncio.Event,
+        resync: asyncio.Event,
+        clock: Callable[[], float],
+        wall: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._label = label
+        self._rest = rest
+        self._sink = sink
+        self._session = session
+        self._socket_factory = socket_factory
+        self._stats = stats
+        self._users = users
+        self._members = members
+        self._handle = handle
+        self._on_gap = on_gap
+        self._stopping = stopping
+        self._resync = resync
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self.channel: ChannelInfo | None = None
+        self.socket: Socket | None = None
+        self.subscribed = 0
+        self.rejected: dict[str, RejectedTopic] = {}
+        self._rejected_reasons: set[str] = set()
+        self._maintenance = asyncio.Event()
+        self._rotation_asked = asyncio.Event()
+        self._rotation = Rotate("")
+        self._drainers: set[asyncio.Task[None]] = set()
+
+    @property
+    def channel_id(self) -> str | None:
+        return self.channel.id if self.channel else None
+
+    # ------------------------------------------------------------ requests
+
+    def hand_over(self) -> None:
+        """Maintenance announced: the serving loop opens a new socket on the channel."""
+        self._maintenance.set()
+
+    def rotate(self, rotation: Rotate) -> None:
+        """A lost-subscription message: the serving loop moves to a new channel."""
+        self._rotation = rotation
+        self._rotation_asked.set()
+
+    # ------------------------------------------------------------ channel
+
+    def forget_channel(self) -> None:
+        """The channel is gone: the next :meth:`open` creates one."""
+        self.channel = None
+        self._session.channel_lost()
+
+    async def open(self, reason: str) -> None:
+        """Connect a socket to the channel, creating a channel first if there is none."""
+        if self.channel is None:
+            await self._new_channel()
+        assert self.channel is not None
+        socket = self._socket_factory()
+        try:
+            await socket.connect(self.channel.connect_uri)
+        except NotFoundError:
+            self.forget_channel()
+            raise
+        self.socket = socket
+        self._session.socket_opened(self._clock())
+        metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
+        self._stats.connects += 1
+
+    async def _new_channel(self) -> None:
+        created_at = self._wall()
+        self.channel = channel = await self._rest.create_channel()
+        self._session.channel_created(channel.id, channel.expires, created_at=created_at)
+        log.set_channel(channel.id)
+        logger.info("created channel expiring at %s", channel.expires.isoformat())
+
+    async def subscribe_all(self) -> None:
+        """PUT every member's topic (replaces the channel's list and extends the channel)."""
+        assert self.channel is not None
+        topics = [protocol.user_topic(u) for u in self._users()]
+        result = await self._rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
+        self._record_subscription(result, replaced=True)
+
+    async def subscribe(self, users: Sequence[str]) -> None:
+        """POST the topics of added members."""
+        assert self.channel is not None
+        topics = [protocol.user_topic(u) for u in users]
+        result = await self._rest.post_subscriptions(self.channel.id, topics, ignore_errors=True)
+        # The reply lists the whole channel, not only the added topics.
+        self._record_subscription(result, replaced=False)
+
+    def _record_subscription(self, result: SubscriptionResult, *, replaced: bool) -> None:
+        """Count what Genesys permitted; remember, report and gauge what it rejected."""
+        topic_users = {protocol.user_topic(u): u for u in self._users()}
+        permitted = {topic_users[t] for t in result.permitted if t in topic_users}
+        rejected: dict[str, RejectedTopic] = {} if replaced else dict(self.rejected)
+        for user in permitted:
+            rejected.pop(user, None)
+        fresh: dict[str, RejectedTopic] = {}
+        for topic in result.rejected:
+            owner = topic_users.get(topic.id)
+            if owner is not None:
+                fresh[owner] = topic
+        rejected.update(fresh)
+        previous, members = self.rejected, self._members()
+        self.rejected = {u: t for u, t in rejected.items() if u in members}
+        # Named once, not on every reconnect or extension that meets the same refusal.
+        fresh = {u: t for u, t in fresh.items() if u not in previous}
+        self.subscribed = len(permitted)
+        metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self.subscribed)
+        counts: dict[str, int] = {}
+        for topic in self.rejected.values():
+            label = reason_label(topic.reason)
+            counts[label] = counts.get(label, 0) + 1
+        for label in self._rejected_reasons | set(counts):
+            metrics.SUBSCRIPTION_REJECTED_TOPICS.labels(shard=self._label, reason=label).set(
+                counts.get(label, 0)
+            )
+        self._rejected_reasons |= set(counts)
+        if fresh:
+            self._warn_rejected(fresh)
+
+    @staticmethod
+    def _warn_rejected(fresh: Mapping[str, RejectedTopic]) -> None:
+        names = sorted(fresh)
+        missing = sorted({p for t in fresh.values() for p in t.missing_permissions})
+        reasons = sorted({t.reason or "unknown" for t in fresh.values()})
+        more = f" and {len(names) - MAX_NAMED_AGENTS} more" if len(names) > MAX_NAMED_AGENTS else ""
+        logger.warning(
+            "Genesys rejected the topics of %d agents, who will not be observed: %s%s "
+            "(reasons: %s; missing permissions: %s)",
+            len(names),
+            ", ".join(names[:MAX_NAMED_AGENTS]),
+            more,
+            "; ".join(reasons),
+            ", ".join(missing) or "none listed",
+        )
+
+    def unsubscribed(self) -> None:
+        """Disconnected: nothing counts as subscribed."""
+        self.subscribed = 0
+        metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(0)
+
+    def forget_gauges(self) -> None:
+        """The rejected-topic series of a shard this worker no longer runs."""
+        for reason in self._rejected_reasons:
+            with contextlib.suppress(KeyError):
+                metrics.SUBSCRIPTION_REJECTED_TOPICS.remove(self._label, reason)
+
+    async def close_socket(self) -> None:
+        socket, self.socket = self.socket, None
+        if socket is not None:
+            with contextlib.suppress(Exception):
+                await socket.close()
+
+    def stop_drainers(self) -> None:
+        """Stop draining retired sockets (the shard is stopping)."""
+        for task in list(self._drainers):
+            task.cancel()
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self) -> None:
+        """Read the socket until it is lost; handle maintenance, rotations and extension."""
+        assert self.socket is not None
+        reader = asyncio.create_task(self._read(self.socket))
+        watchdog = asyncio.create_task(self._watchdog())
+        extender = asyncio.create_task(self._extender())
+        stop_waiter = asyncio.create_task(_wait(self._stopping))
+        maint_waiter = asyncio.create_task(_wait(self._maintenance))
+        resub_waiter = asyncio.create_task(_wait(self._rotation_asked))
+        resync_waiter = asyncio.create_task(_wait(self._resync))
+        failed = self._sink.failed
+        assert failed is not None, "the sink is started before the shard serves"
+        try:
+            while True:
+                waitables: set[asyncio.Future[Any]] = {
+                    reader,
+                    watchdog,
+                    extender,
+                    stop_waiter,
+                    maint_waiter,
+                    resub_waiter,
+                    resync_waiter,
+                    failed,
+                }
+                done, _ = await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
+                if failed in done:
+                    raise failed.result()
+                if stop_waiter in done:
+                    return
+                if resync_waiter in done:
+                    raise ChannelClosedError("a subscription change failed; subscribing everything again")
+                if resub_waiter in done:
+                    # Before the reader: a channel ended right after its system message.
+                    self._rotation_asked.clear()
+                    rotation = self._rotation
+                    logger.warning("Genesys says %s; moving to a new channel", rotation.reason)
+                    if not await self._pace_rotation():
+                        return
+                    if rotation.refresh_token:
+                        await self._rest.invalidate_token()
+                    reader = await self._rotate(reader, reason=rotation.reason)
+                    extender.cancel()
+                    extender = asyncio.create_task(self._extender())
+                    resub_waiter = asyncio.create_task(_wait(self._rotation_asked))
+                    continue
+                if maint_waiter in done:
+                    self._maintenance.clear()
+                    reader = await self._handover(reader, reason="maintenance")
+                    maint_waiter = asyncio.create_task(_wait(self._maintenance))
+                    continue
+                if extender in done:
+                    exc = extender.exception()
+                    if exc is not None:
+                        raise exc
+                    # The extension did not take: rotate make-before-break.
+                    reader = await self._rotate(reader)
+                    extender = asyncio.create_task(self._extender())
+                    continue
+                for task in (reader, watchdog):
+                    if task in done:
+                        exc = task.exception()
+                        raise exc if exc is not None else ChannelClosedError("socket ended")
+        finally:
+            await cancel_all(
+                {
+                    "reader": reader,
+                    "watchdog": watchdog,
+                    "extender": extender,
+                    "stop_waiter": stop_waiter,
+                    "maint_waiter": maint_waiter,
+                    "resub_waiter": resub_waiter,
+                    "resync_waiter": resync_waiter,
+                }
+            )
+
+    async def _read(self, socket: Socket) -> None:
+        channel_id = self.channel_id
+        sink, session, handle = self._sink, self._session, self._handle
+        while True:
+            handle(await socket.recv(), channel_id)
+            if sink.pending > MAX_PENDING_RECORDS:
+                # Backpressure: stop reading until Kafka has caught up by half,
+                # so a slow broker bounds memory instead of growing a queue.
+                # Frames (pongs too) wait unread meanwhile: not silence.
+                session.reading_paused()
+                try:
+                    await sink.drain_to(MAX_PENDING_RECORDS // 4)
+                finally:
+                    session.reading_resumed(self._clock())
+
+    async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
+        """Make-before-break on the same channel: connect anew, drain the old socket."""
+        assert self.channel is not None
+        logger.info("socket closing announced; opening its replacement first")
+        old_socket = self.socket
+        new_socket = self._socket_factory()
+        await asyncio.wait_for(new_socket.connect(self.channel.connect_uri), MAINTENANCE_CONNECT_TIMEOUT_S)
+        metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
+        self._stats.connects += 1
+        self.socket = new_socket
+        self._session.socket_opened(self._clock())
+        self._retire(old_reader, old_socket)
+        reader = asyncio.create_task(self._read(new_socket))
+        self._on_gap()
+        return reader
+
+    async def _pace_rotation(self) -> bool:
+        """Wait the session's delay before a system-message rotation; False when stopping meanwhile."""
+        delay = self._session.rotation_delay(self._clock())
+        if not delay:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        return not self._stopping.is_set()
+
+    async def _rotate(self, old_reader: asyncio.Task[None], reason: str = EXPIRING) -> asyncio.Task[None]:
+        """Replace the channel make-before-break: new channel subscribed and connected first."""
+        old_channel, old_socket = self.channel, self.socket
+        if reason == EXPIRING:
+            logger.warning("channel extension did not move its expiry; rotating to a new channel")
+        await self._new_channel()
+        assert self.channel is not None
+        new_socket = self._socket_factory()
+        await new_socket.connect(self.channel.connect_uri)
+        self.socket = new_socket
+        self._session.socket_opened(self._clock())
+        await self.subscribe_all()
+        metrics.CHANNEL_CONNECTS.labels(reason="new_channel").inc()
+        metrics.CHANNEL_ROTATIONS.labels(reason=reason).inc()
+        self._stats.connects += 1
+        reader = asyncio.create_task(self._read(new_socket))
+        # Both channels deliver until the old one is released; duplicates are
+        # dropped by the per-user ordering in ShardState.
+        self._retire(old_reader, old_socket)
+        if old_channel is not None:
+            with contextlib.suppress(GenesysError):
+                await self._rest.delete_subscriptions(old_channel.id)
+        if old_socket is not None:
+            with contextlib.suppress(Exception):
+                await old_socket.close()
+        self._on_gap()
+        return reader
+
+    def _retire(self, reader: asyncio.Task[None], socket: Socket | None) -> None:
+        """Let an old socket's reader run until it closes; its end is not a failure."""
+
+        async def drain() -> None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await reader
+            if socket is not None:
+                with contextlib.suppress(Exception):
+                    await socket.close()
+
+        task = asyncio.create_task(drain())
+        self._drainers.add(task)
+        task.add_done_callback(self._drainers.discard)
+
+    async def _watchdog(self) -> None:
+        """Raise when the socket went silent; ping it when it is quiet (:mod:`bridge.liveness`)."""
+        session = self._session
+        gauge_age = metrics.HEARTBEAT_AGE.labels(shard=self._label)
+        gauge_exp = metrics.CHANNEL_EXPIRY.labels(shard=self._label)
+        while True:
+            now = self._clock()
+            gauge_age.set(session.heartbeat_age(now))
+            expires_in = session.expires_in(self._wall())
+            if expires_in is not None:
+                gauge_exp.set(expires_in)
+            action = session.tick(now, can_ping=self.socket is not None)
+            if isinstance(action, Reconnect):
+                raise action.cause
+            if action is not None and self.socket is not None:
+                await self.socket.send(action.frame)
+            await self._sleep(WATCHDOG_TICK_S)
+
+    async def _extender(self) -> None:
+        """Return when the channel must be rotated; extends it in place otherwise."""
+        session = self._session
+        while True:
+            assert self.channel is not None
+            wait_s = session.extension_wait_s(self._wall())
+            if wait_s > 0:
+                await self._sleep(wait_s)
+            before = self.channel.expires
+            await self.subscribe_all()
+            expires = await self._listed_expiry(self.channel.id)
+            if session.extension_result(before, expires) is not None:
+                return
+            assert expires is not None
+            self.channel = ChannelInfo(
+                id=self.channel.id, connect_uri=self.channel.connect_uri, expires=expires
+            )
+            logger.info("channel extended to %s", expires.isoformat())
+
+    async def _listed_expiry(self, channel_id: str) -> datetime | None:
+        """The channel's expiry as Genesys lists it; None when the channel is gone.
+
+        A channel made with an earlier token is listed without its id; if
+        ``HEAD`` finds it, the extending PUT that just succeeded moved its
+        expiry by a lifetime.
+        """
+        for info in await self._rest.list_channels(INCLUDE_OAUTH_CLIENT):
+            if info.id == channel_id:
+                return info.expires
+        if await self._rest.channel_exists(channel_id):
+            logger.info(
+                "channel made with an earlier token is not listed by id; it exists, so it was extended"
+            )
+            return self._session.assumed_expiry(self._wall())
+        return None
