@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,16 +27,15 @@ from bridge.genesys import protocol
 from bridge.genesys.rest import (
     INCLUDE_OAUTH_CLIENT,
     ChannelInfo,
-    RejectedTopic,
     RequestBudget,
     SubscriptionResult,
 )
 from bridge.genesys.session import EXPIRING, Reconnect, Rotate, Session
 from bridge.model import Change
+from bridge.subscriptions import Subscriptions
 
 __all__ = [
     "MAINTENANCE_CONNECT_TIMEOUT_S",
-    "MAX_NAMED_AGENTS",
     "MAX_PENDING_RECORDS",
     "TASK_STOP_TIMEOUT_S",
     "WATCHDOG_TICK_S",
@@ -58,11 +56,6 @@ WATCHDOG_TICK_S: Final = 0.25
 MAINTENANCE_CONNECT_TIMEOUT_S: Final = 30.0
 #: How long a cancelled serving task (reader, watchdog, …) may take to end.
 TASK_STOP_TIMEOUT_S: Final = 2.0
-#: Agents named in the rejected-topics WARNING and the readiness details.
-MAX_NAMED_AGENTS: Final = 20
-#: Longest ``reason`` label of ``bridge_subscription_rejected_topics``.
-MAX_REASON_LABEL: Final = 48
-_NON_SLUG: Final = re.compile(r"[^a-z0-9]+")
 #: Records read but not yet committed above which the shard stops reading its
 #: socket until they are (about 10 MB of encoded records).
 MAX_PENDING_RECORDS: Final = 20_000
@@ -131,12 +124,6 @@ class ShardStats:
     last_reconciled: float | None = None
 
 
-def reason_label(reason: str | None) -> str:
-    """A bounded metric label from a free-text ``rejectionReason``."""
-    slug = _NON_SLUG.sub("_", (reason or "").lower()).strip("_")[:MAX_REASON_LABEL]
-    return slug or "unknown"
-
-
 async def _wait(event: asyncio.Event) -> None:
     await event.wait()
 
@@ -185,7 +172,6 @@ class ChannelLink:
         self._socket_factory = socket_factory
         self._stats = stats
         self._users = users
-        self._members = members
         self._handle = handle
         self._on_gap = on_gap
         self._stopping = stopping
@@ -195,9 +181,7 @@ class ChannelLink:
         self._sleep = sleep
         self.channel: ChannelInfo | None = None
         self.socket: Socket | None = None
-        self.subscribed = 0
-        self.rejected: dict[str, RejectedTopic] = {}
-        self._rejected_reasons: set[str] = set()
+        self.subscriptions = Subscriptions(label, users=users, members=members)
         self._maintenance = asyncio.Event()
         self._rotation_asked = asyncio.Event()
         self._rotation = Rotate("")
@@ -253,7 +237,7 @@ class ChannelLink:
         assert self.channel is not None
         topics = [protocol.user_topic(u) for u in self._users()]
         result = await self._rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
-        self._record_subscription(result, replaced=True)
+        self.subscriptions.record(result, replaced=True)
 
     async def subscribe(self, users: Sequence[str]) -> None:
         """POST the topics of added members."""
@@ -261,65 +245,7 @@ class ChannelLink:
         topics = [protocol.user_topic(u) for u in users]
         result = await self._rest.post_subscriptions(self.channel.id, topics, ignore_errors=True)
         # The reply lists the whole channel, not only the added topics.
-        self._record_subscription(result, replaced=False)
-
-    def _record_subscription(self, result: SubscriptionResult, *, replaced: bool) -> None:
-        """Count what Genesys permitted; remember, report and gauge what it rejected."""
-        topic_users = {protocol.user_topic(u): u for u in self._users()}
-        permitted = {topic_users[t] for t in result.permitted if t in topic_users}
-        rejected: dict[str, RejectedTopic] = {} if replaced else dict(self.rejected)
-        for user in permitted:
-            rejected.pop(user, None)
-        fresh: dict[str, RejectedTopic] = {}
-        for topic in result.rejected:
-            owner = topic_users.get(topic.id)
-            if owner is not None:
-                fresh[owner] = topic
-        rejected.update(fresh)
-        previous, members = self.rejected, self._members()
-        self.rejected = {u: t for u, t in rejected.items() if u in members}
-        # Named once, not on every reconnect or extension that meets the same refusal.
-        fresh = {u: t for u, t in fresh.items() if u not in previous}
-        self.subscribed = len(permitted)
-        metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(self.subscribed)
-        counts: dict[str, int] = {}
-        for topic in self.rejected.values():
-            label = reason_label(topic.reason)
-            counts[label] = counts.get(label, 0) + 1
-        for label in self._rejected_reasons | set(counts):
-            metrics.SUBSCRIPTION_REJECTED_TOPICS.labels(shard=self._label, reason=label).set(
-                counts.get(label, 0)
-            )
-        self._rejected_reasons |= set(counts)
-        if fresh:
-            self._warn_rejected(fresh)
-
-    @staticmethod
-    def _warn_rejected(fresh: Mapping[str, RejectedTopic]) -> None:
-        names = sorted(fresh)
-        missing = sorted({p for t in fresh.values() for p in t.missing_permissions})
-        reasons = sorted({t.reason or "unknown" for t in fresh.values()})
-        more = f" and {len(names) - MAX_NAMED_AGENTS} more" if len(names) > MAX_NAMED_AGENTS else ""
-        logger.warning(
-            "Genesys rejected the topics of %d agents, who will not be observed: %s%s "
-            "(reasons: %s; missing permissions: %s)",
-            len(names),
-            ", ".join(names[:MAX_NAMED_AGENTS]),
-            more,
-            "; ".join(reasons),
-            ", ".join(missing) or "none listed",
-        )
-
-    def unsubscribed(self) -> None:
-        """Disconnected: nothing counts as subscribed."""
-        self.subscribed = 0
-        metrics.SUBSCRIBED_TOPICS.labels(shard=self._label).set(0)
-
-    def forget_gauges(self) -> None:
-        """The rejected-topic series of a shard this worker no longer runs."""
-        for reason in self._rejected_reasons:
-            with contextlib.suppress(KeyError):
-                metrics.SUBSCRIPTION_REJECTED_TOPICS.remove(self._label, reason)
+        self.subscriptions.record(result, replaced=False)
 
     async def close_socket(self) -> None:
         socket, self.socket = self.socket, None

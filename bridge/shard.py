@@ -68,7 +68,6 @@ from datetime import datetime
 
 from bridge import log, memory, metrics
 from bridge.channel import (
-    MAX_NAMED_AGENTS,
     ChannelLink,
     Rest,
     ShardStats,
@@ -86,6 +85,7 @@ from bridge.genesys.session import Accept, DeadLetter, HandOver, Reconnect, Rota
 from bridge.model import AgentState, Change
 from bridge.records import utc_now_ms
 from bridge.settings import Settings
+from bridge.subscriptions import MAX_NAMED_AGENTS
 from bridge.sweep import Sweep
 
 __all__ = [
@@ -226,13 +226,15 @@ class Shard:
         A shard whose every agent was rejected has nothing to subscribe: it is
         ready, and its details name them as unobservable.
         """
-        subscribed = self._link.subscribed > 0 or len(self._link.rejected) >= len(self.users)
+        subscribed = self._link.subscriptions.subscribed > 0 or len(self._link.subscriptions.rejected) >= len(
+            self.users
+        )
         return self._connected and subscribed and self._sink.healthy and not self.fenced
 
     @property
     def unobservable(self) -> dict[str, RejectedTopic]:
         """Agents whose topic Genesys rejected, with why."""
-        return dict(self._link.rejected)
+        return dict(self._link.subscriptions.rejected)
 
     @property
     def channel(self) -> ChannelInfo | None:
@@ -243,10 +245,10 @@ class Shard:
         return self._link.channel_id
 
     def describe(self) -> dict[str, object]:
-        rejected = self._link.rejected
+        rejected = self._link.subscriptions.rejected
         return {
             "connected": self._connected,
-            "subscribed": self._link.subscribed,
+            "subscribed": self._link.subscriptions.subscribed,
             "users": len(self.users),
             "channel": self.channel_id,
             "pending": self._sink.pending,
@@ -443,14 +445,14 @@ class Shard:
         self.stats.last_connected = now = self._clock()
         self._session.connected(now)
         self.connected.set()
-        logger.info("connected and subscribed to %d topics", self._link.subscribed)
+        logger.info("connected and subscribed to %d topics", self._link.subscriptions.subscribed)
         self._start_reconcile()
 
     def _set_disconnected(self) -> None:
         if self._connected:
             self.stats.last_gap_started = self._clock()
         self._connected = False
-        self._link.unsubscribed()
+        self._link.subscriptions.cleared()
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
             self._reconcile_task = None
@@ -460,9 +462,7 @@ class Shard:
     def _handle(self, text: str, channel_id: str | None) -> None:
         """Count one frame read from the socket of ``channel_id`` and execute the session's action."""
         self.stats.frames += 1
-        kind, action = self._session.frame(
-            text, channel_id=channel_id, now=self._clock(), observed_at=self._wall()
-        )
+        kind, action = self._session.frame(text, channel_id, self._clock(), self._wall())
         self._frame_counters[kind].inc()
         if action is None:
             return
@@ -551,7 +551,7 @@ class Shard:
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(self._label)
-        self._link.forget_gauges()
+        self._link.subscriptions.forget_gauges()
 
     def _on_fenced(self) -> None:
         self.fenced = True

@@ -262,7 +262,7 @@ def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
     on = shard(Settings())
     assert on.sweep is not None and on.sweep.interval_s == Settings().sweep_interval_s == 900.0
     assert not on._sweepable()
-    on._connected, on._link.subscribed = True, 1
+    on._connected, on._link.subscriptions.subscribed = True, 1
     assert on._sweepable()
     assert shard(Settings(sweep_interval_s=0)).sweep is None
 

@@ -158,6 +158,8 @@ class Recovery:
 FrameAction = Accept | DeadLetter | HandOver | Reconnect | Rotate
 
 _HAND_OVER: Final = HandOver()
+_EventMessage: Final = protocol.EventMessage
+_parse_frame: Final = protocol.parse_frame
 
 
 class Session:
@@ -220,7 +222,7 @@ class Session:
     # ------------------------------------------------------------------- frames
 
     def frame(
-        self, text: str, *, channel_id: str | None, now: float, observed_at: datetime
+        self, text: str, channel_id: str | None, now: float, observed_at: datetime
     ) -> tuple[str, FrameAction | None]:
         """One frame read from the socket of ``channel_id``: its metric kind and what to do.
 
@@ -229,10 +231,10 @@ class Session:
         """
         self.liveness.frame(now)
         try:
-            message = protocol.parse_frame(text, observed_at=observed_at, received_at=now)
+            message = _parse_frame(text, observed_at=observed_at, received_at=now)
         except ProtocolError as exc:
             return UNKNOWN_KIND, DeadLetter(reason=exc.reason, error=str(exc), frame=text)
-        if type(message) is protocol.EventMessage:
+        if type(message) is _EventMessage:  # the hot path: one per change
             return message.kind, Accept(message.change)
         if type(message) is protocol.SocketClosing:
             return message.kind, _HAND_OVER

@@ -61,7 +61,7 @@ def session(now: float = 0.0, *, lifetime: timedelta = timedelta(hours=24)) -> S
 
 
 def frame(s: Session, text: str, now: float = 1.0, channel_id: str | None = CHANNEL) -> tuple[str, object]:
-    return s.frame(text, channel_id=channel_id, now=now, observed_at=WALL)
+    return s.frame(text, channel_id, now, WALL)
 
 
 def system(topic_type: str, body: dict[str, str] | None = None) -> str:
