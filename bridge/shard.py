@@ -63,10 +63,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
-from bridge import log, memory, metrics
+from bridge import log, metrics
 from bridge.channel import (
     ChannelLink,
     Rest,
@@ -76,13 +76,15 @@ from bridge.channel import (
     SocketFactory,
     cancel_all,
 )
-from bridge.errors import FencedError, GenesysError
+from bridge.errors import FencedError
 from bridge.events import ShardState
 from bridge.genesys import protocol
 from bridge.genesys.rest import ChannelInfo, RejectedTopic
 from bridge.genesys.retry import Action
 from bridge.genesys.session import Accept, DeadLetter, HandOver, Reconnect, Rotate, Session, SessionConfig
-from bridge.model import AgentState, Change
+from bridge.members import Members, OrphanFinder, OwnedElsewhere, StateLoader
+from bridge.model import Change
+from bridge.reconcile import Reconciler
 from bridge.records import utc_now_ms
 from bridge.settings import Settings
 from bridge.subscriptions import MAX_NAMED_AGENTS
@@ -102,18 +104,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Reads the users' last states from the compacted state topic.
-StateLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, AgentState]]]
-#: Called once the states are loaded, with the member list: the agents whose
-#: latest state record this fleet wrote for this shard, that are not members
-#: and that no other shard of the fleet owns now (they are tombstoned).
-OrphanFinder = Callable[[Sequence[str]], Awaitable[Sequence[str]]]
-#: The given (removed) agents that must keep their state: another shard of this
-#: fleet owns them now (a move), or another fleet wrote their latest state.
-OwnedElsewhere = Callable[[Sequence[str]], Awaitable[Collection[str]]]
-#: Users fetched per reconciliation batch before their changes are applied.
-RECONCILE_BATCH = 500
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -156,16 +146,18 @@ class Shard:
         rng: random.Random | None = None,
     ) -> None:
         self.shard_id = shard_id
-        self.users: list[str] = list(dict.fromkeys(users))
-        self._member_set = set(self.users)
+        self._members = Members(
+            users,
+            state=state,
+            sink=sink,
+            load_states=load_states,
+            find_orphans=find_orphans,
+            owned_elsewhere=owned_elsewhere,
+        )
         self._rest = rest
         self._sink = sink
         self._state = state
         self._settings = settings
-        self._load_states = load_states
-        self._find_orphans = find_orphans
-        self._owned_elsewhere = owned_elsewhere
-        self._members_version = 0
         self._resync = asyncio.Event()
         self._clock = clock
         self._wall = wall
@@ -176,10 +168,7 @@ class Shard:
         self.connected = asyncio.Event()
         self._connected = False
         self._stopping = asyncio.Event()
-        self._reconcile_task: asyncio.Task[None] | None = None
         self.fenced = False
-        self._loaded = False
-        self._removed_early: set[str] = set()
         self._label = str(shard_id)
         self._link = ChannelLink(
             label=self._label,
@@ -189,11 +178,22 @@ class Shard:
             socket_factory=socket_factory,
             stats=self.stats,
             users=lambda: self.users,
-            members=lambda: self._member_set,
+            members=lambda: self._members.set,
             handle=self._handle,
             on_gap=self._on_gap,
             stopping=self._stopping,
             resync=self._resync,
+            clock=clock,
+            wall=wall,
+            sleep=sleep,
+        )
+        self._reconciler = Reconciler(
+            shard_id=shard_id,
+            rest=rest,
+            session=self._session,
+            stats=self.stats,
+            users=lambda: self.users,
+            accept=lambda change: self._accept(change, self.channel_id),
             clock=clock,
             wall=wall,
             sleep=sleep,
@@ -230,6 +230,11 @@ class Shard:
             self.users
         )
         return self._connected and subscribed and self._sink.healthy and not self.fenced
+
+    @property
+    def users(self) -> list[str]:
+        """The members (do not mutate; :meth:`set_users` changes them)."""
+        return self._members.users
 
     @property
     def unobservable(self) -> dict[str, RejectedTopic]:
@@ -270,12 +275,7 @@ class Shard:
                 # Fencing first: it also ends the previous owner's open
                 # transaction, so the state read next is the final one.
                 await self._sink.start()
-                if self._load_states is not None:
-                    self._state.load(await self._load_states(self.users))
-                self._loaded = True
-                await self._tombstone_removed(sorted(self._removed_early - self._member_set))
-                self._removed_early.clear()
-                await self._tombstone_orphans()
+                await self._members.start()
                 drained = True  # from here on _run_loop drains, or its sink is dead
                 sweeper = asyncio.create_task(self.sweep.run()) if self.sweep is not None else None
                 try:
@@ -308,23 +308,14 @@ class Shard:
         fails makes the shard reconnect and subscribe its whole list again; one
         that overlaps a (re)connect's PUT is included by a second PUT.
         """
-        new = list(dict.fromkeys(users))
-        old = set(self.users)
-        added = [u for u in new if u not in old]
-        removed = [u for u in self.users if u not in set(new)]
-        self.users = new
-        self._member_set = set(new)
-        self._members_version += 1
-        metrics.SHARD_USERS.labels(shard=self._label).set(len(self.users))
+        members = self._members
+        added, removed = members.change(users)
+        metrics.SHARD_USERS.labels(shard=self._label).set(len(members.users))
         added_ok = True
-        if not self._loaded:
-            # The states are not loaded yet: tombstone once they are, or the
-            # removed agents' last states would stay in the compacted topic.
-            self._removed_early.update(removed)
-        elif added and self._load_states is not None:
+        if members.loaded and added:
             # Before subscribing: a stream change must never be replaced by an older state.
             try:
-                self._state.load(await self._load_states(added))
+                await members.load(added)
             except Exception as exc:
                 logger.warning("loading the added agents' states failed (%s); reconnecting", exc)
                 self._resync.set()
@@ -336,60 +327,18 @@ class Shard:
                 elif added:
                     await self._link.subscribe(added)
                 if added:
-                    await self._reconcile_users(added)
+                    await self._reconciler.users(added)
             except Exception as exc:
                 logger.warning("changing the subscriptions failed (%s); resubscribing everything", exc)
                 self._resync.set()
-        if self._loaded:
+        if members.loaded:
             # After unsubscribing: telling moves from removals reads Kafka.
-            await self._tombstone_removed(removed)
+            await members.tombstone_removed(removed)
         return added, removed
-
-    async def _tombstone_removed(self, removed: Sequence[str]) -> None:
-        """Tombstone agents that left the shard, except those another shard owns now."""
-        if not removed:
-            return
-        if self._owned_elsewhere is not None:
-            try:
-                moved = set(await self._owned_elsewhere(removed))
-            except Exception as exc:
-                logger.warning("cannot tell moved from removed agents (%s); no tombstones now", exc)
-                return
-            removed = [u for u in removed if u not in moved]
-        self._tombstone(removed)
-
-    async def _tombstone_orphans(self) -> None:
-        """Tombstone agents this fleet wrote for this shard that the map no longer gives it.
-
-        Their removal may have been written while the previous owner was
-        frozen: the map this shard started from no longer names them.
-        """
-        if self._find_orphans is None:
-            return
-        try:
-            orphans = [u for u in await self._find_orphans(self.users) if u not in self._member_set]
-        except Exception as exc:
-            logger.warning("cannot look for removed agents left in the state topic (%s)", exc)
-            return
-        if orphans:
-            logger.info("tombstoning %d agents removed from this shard while it had no owner", len(orphans))
-            metrics.ORPHANS_TOMBSTONED.inc(len(orphans))
-            self._tombstone(orphans)
 
     def _sweepable(self) -> bool:
         """The sweep reads only while connected, subscribed and not reconciling."""
-        reconciling = self._reconcile_task is not None and not self._reconcile_task.done()
-        return self.ready and not reconciling
-
-    def _tombstone(self, users: Iterable[str]) -> None:
-        """Forget agents that left the shard and delete their compacted state.
-
-        A tombstone is written even for an agent with no known state: its old
-        record may sit in the topic from an earlier owner.
-        """
-        for user in users:
-            self._state.remove_user(user)
-            self._sink.submit_tombstone(user)
+        return self.ready and not self._reconciler.running
 
     # --------------------------------------------------------------- lifecycle
 
@@ -437,8 +386,8 @@ class Shard:
             self.stats.last_gap_started = self._clock()
         await self._link.open(reason)
         version = -1
-        while version != self._members_version:  # set_users ran during the PUT: again
-            version = self._members_version
+        while version != self._members.version:  # set_users ran during the PUT: again
+            version = self._members.version
             await self._link.subscribe_all()
         self._connected = True
         self._resync.clear()
@@ -446,16 +395,14 @@ class Shard:
         self._session.connected(now)
         self.connected.set()
         logger.info("connected and subscribed to %d topics", self._link.subscriptions.subscribed)
-        self._start_reconcile()
+        self._reconciler.start()
 
     def _set_disconnected(self) -> None:
         if self._connected:
             self.stats.last_gap_started = self._clock()
         self._connected = False
         self._link.subscriptions.cleared()
-        if self._reconcile_task is not None:
-            self._reconcile_task.cancel()
-            self._reconcile_task = None
+        self._reconciler.cancel()
 
     # ------------------------------------------------------------------ frames
 
@@ -481,7 +428,7 @@ class Shard:
             self._link.rotate(action)
 
     def _accept(self, change: Change, channel_id: str | None) -> bool:
-        if change.user_id not in self._member_set:
+        if change.user_id not in self._members.set:
             return False
         accepted = self._state.apply(change)
         if accepted is None:
@@ -494,41 +441,7 @@ class Shard:
     def _on_gap(self) -> None:
         """A socket was replaced: what it may have missed is reconciled."""
         self.stats.last_gap_started = self._clock()
-        self._start_reconcile()
-
-    def _start_reconcile(self) -> None:
-        if self._reconcile_task is not None:
-            self._reconcile_task.cancel()
-        self._reconcile_task = asyncio.create_task(self._reconcile_all())
-
-    async def _reconcile_all(self) -> None:
-        with log.bind(shard=self.shard_id):
-            while True:
-                try:
-                    await self._reconcile_users(self.users)
-                    self._session.reconciled()
-                    break
-                except GenesysError as exc:
-                    delay = self._session.reconcile_failed(self._clock())
-                    logger.warning("reconciliation failed (%s); retrying in %.2f s", exc, delay)
-                    await self._sleep(delay)
-            self.stats.reconciles += 1
-            self.stats.last_reconciled = self._clock()
-            self.stats.last_gap_started = None
-            metrics.RECONCILE_RUNS.inc()
-            # The REST pages and records of a reconciliation are garbage now.
-            memory.trim()
-
-    async def _reconcile_users(self, users: list[str]) -> None:
-        """Fetch current states and emit only what differs from the last recorded ones."""
-        for start in range(0, len(users), RECONCILE_BATCH):
-            batch = users[start : start + RECONCILE_BATCH]
-            observed = self._wall()
-            for change in await self._rest.current_changes(batch, observed_at=observed):
-                if self._accept(change, self.channel_id):
-                    self.stats.corrections += 1
-                    metrics.RECONCILE_CORRECTIONS.inc()
-        logger.info("reconciled %d users", len(users))
+        self._reconciler.start()
 
     # ------------------------------------------------------------------- stop
 

@@ -664,7 +664,7 @@ async def test_added_users_are_reconciled_against_their_loaded_state() -> None:
         return {"b": state} if "b" in users else {}
 
     shard = _shard(rest, sink, ["a"], load_states=load)
-    shard._loaded = True
+    shard._members.loaded = True
     await shard._connect("start")
     rest.current = [routing("b")]
     await shard.set_users(["a", "b"])

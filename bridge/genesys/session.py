@@ -54,7 +54,6 @@ from bridge.errors import ChannelClosedError, NotFoundError, ProtocolError
 from bridge.genesys import protocol
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.liveness import Liveness, Verdict
-from bridge.model import Change
 
 __all__ = [
     "EXPIRING",
@@ -104,11 +103,10 @@ class SessionConfig:
 # --------------------------------------------------------------------------- actions
 
 
-@dataclass(slots=True)
-class Accept:
-    """Order and write this change (the shard drops it for a non-member or an older state)."""
-
-    change: Change
+#: Order and write ``action.change`` (the shard drops it for a non-member or an
+#: older state). A change frame's parsed message is its own action: one runs
+#: per change, so nothing is allocated for it.
+Accept = protocol.EventMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +156,6 @@ class Recovery:
 FrameAction = Accept | DeadLetter | HandOver | Reconnect | Rotate
 
 _HAND_OVER: Final = HandOver()
-_EventMessage: Final = protocol.EventMessage
 _parse_frame: Final = protocol.parse_frame
 
 
@@ -234,8 +231,8 @@ class Session:
             message = _parse_frame(text, observed_at=observed_at, received_at=now)
         except ProtocolError as exc:
             return UNKNOWN_KIND, DeadLetter(reason=exc.reason, error=str(exc), frame=text)
-        if type(message) is _EventMessage:  # the hot path: one per change
-            return message.kind, Accept(message.change)
+        if type(message) is Accept:  # the hot path: one per change
+            return message.kind, message
         if type(message) is protocol.SocketClosing:
             return message.kind, _HAND_OVER
         if type(message) is protocol.SubscriptionReply and message.result == "404":
