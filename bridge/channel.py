@@ -30,6 +30,7 @@ from bridge.genesys.rest import (
     RequestBudget,
     SubscriptionResult,
 )
+from bridge.genesys.retry import Action
 from bridge.genesys.session import EXPIRING, Reconnect, Rotate, Session
 from bridge.model import Change
 from bridge.subscriptions import Subscriptions
@@ -41,6 +42,7 @@ __all__ = [
     "WATCHDOG_TICK_S",
     "ChannelLink",
     "Rest",
+    "Serving",
     "ShardStats",
     "Sink",
     "Socket",
@@ -144,63 +146,40 @@ async def cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
 
 
 class ChannelLink:
-    """The channel and sockets of one shard (see the module docstring)."""
+    """The channel and current socket of one shard: create, connect, subscribe, extend, recover."""
 
     def __init__(
         self,
         *,
         label: str,
         rest: Rest,
-        sink: Sink,
         session: Session,
         socket_factory: SocketFactory,
         stats: ShardStats,
         users: Callable[[], Sequence[str]],
         members: Callable[[], Collection[str]],
-        handle: Callable[[str, str | None], None],
-        on_gap: Callable[[], None],
         stopping: asyncio.Event,
-        resync: asyncio.Event,
         clock: Callable[[], float],
         wall: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self._label = label
         self._rest = rest
-        self._sink = sink
         self._session = session
         self._socket_factory = socket_factory
         self._stats = stats
         self._users = users
-        self._handle = handle
-        self._on_gap = on_gap
         self._stopping = stopping
-        self._resync = resync
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
         self.channel: ChannelInfo | None = None
         self.socket: Socket | None = None
         self.subscriptions = Subscriptions(label, users=users, members=members)
-        self._maintenance = asyncio.Event()
-        self._rotation_asked = asyncio.Event()
-        self._rotation = Rotate("")
-        self._drainers: set[asyncio.Task[None]] = set()
 
     @property
     def channel_id(self) -> str | None:
         return self.channel.id if self.channel else None
-
-    # ------------------------------------------------------------ requests
-
-    def hand_over(self) -> None:
-        """Maintenance announced: the serving loop opens a new socket on the channel."""
-        self._maintenance.set()
-
-    def rotate(self, rotation: Rotate) -> None:
-        """A lost-subscription message: the serving loop moves to a new channel."""
-        self._rotation = rotation
-        self._rotation_asked.set()
 
     # ------------------------------------------------------------ channel
 
@@ -212,20 +191,26 @@ class ChannelLink:
     async def open(self, reason: str) -> None:
         """Connect a socket to the channel, creating a channel first if there is none."""
         if self.channel is None:
-            await self._new_channel()
-        assert self.channel is not None
-        socket = self._socket_factory()
+            await self.new_channel()
         try:
-            await socket.connect(self.channel.connect_uri)
+            await self.connect_socket()
         except NotFoundError:
             self.forget_channel()
             raise
-        self.socket = socket
-        self._session.socket_opened(self._clock())
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self._stats.connects += 1
 
-    async def _new_channel(self) -> None:
+    async def connect_socket(self) -> Socket | None:
+        """Connect a new socket to the channel and make it current; returns the socket it replaces."""
+        assert self.channel is not None
+        socket = self._socket_factory()
+        await socket.connect(self.channel.connect_uri)
+        old, self.socket = self.socket, socket
+        self._session.socket_opened(self._clock())
+        return old
+
+    async def new_channel(self) -> None:
+        """Create a channel and make it current (its subscriptions and socket follow)."""
         created_at = self._wall()
         self.channel = channel = await self._rest.create_channel()
         self._session.channel_created(channel.id, channel.expires, created_at=created_at)
@@ -247,25 +232,135 @@ class ChannelLink:
         # The reply lists the whole channel, not only the added topics.
         self.subscriptions.record(result, replaced=False)
 
+    async def recover(self, cause: Exception) -> None:
+        """After a failure: close the socket, do what the retry policy says, then wait its backoff."""
+        await self.close_socket()
+        recovery = self._session.failed(cause, self._clock())
+        if recovery.action is Action.NEW_CHANNEL:
+            logger.warning("channel gone (%s); a new channel will be created", cause)
+            metrics.CHANNEL_ROTATIONS.labels(reason="not_found").inc()
+            self.forget_channel()
+        elif recovery.action is Action.REFRESH_TOKEN:
+            logger.warning("authentication failed (%s); refreshing the token", cause)
+            await self._rest.invalidate_token()
+        elif recovery.action is Action.FATAL:
+            logger.error("attempt failed and will not succeed as is: %s", cause)
+        else:
+            logger.warning("socket lost: %s", cause)
+        logger.info("reconnecting in %.2f s", recovery.delay_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=recovery.delay_s)
+
+    def forget_gauges(self) -> None:
+        """The series of a shard this worker no longer runs must not look disconnected to the alerts."""
+        for gauge in (metrics.HEARTBEAT_AGE, metrics.CHANNEL_EXPIRY, metrics.SUBSCRIBED_TOPICS):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self._label)
+        self.subscriptions.forget_gauges()
+
     async def close_socket(self) -> None:
         socket, self.socket = self.socket, None
         if socket is not None:
             with contextlib.suppress(Exception):
                 await socket.close()
 
+    async def extend(self) -> None:
+        """Extend the channel in place before it expires; return when it must be rotated instead."""
+        session = self._session
+        while True:
+            assert self.channel is not None
+            wait_s = session.extension_wait_s(self._wall())
+            if wait_s > 0:
+                await self._sleep(wait_s)
+            before = self.channel.expires
+            await self.subscribe_all()
+            expires = await self._listed_expiry(self.channel.id)
+            if session.extension_result(before, expires) is not None:
+                return
+            assert expires is not None
+            self.channel = ChannelInfo(
+                id=self.channel.id, connect_uri=self.channel.connect_uri, expires=expires
+            )
+            logger.info("channel extended to %s", expires.isoformat())
+
+    async def _listed_expiry(self, channel_id: str) -> datetime | None:
+        """The channel's expiry as Genesys lists it; None when the channel is gone.
+
+        A channel made with an earlier token is listed without its id; if
+        ``HEAD`` finds it, the extending PUT that just succeeded moved its
+        expiry by a lifetime.
+        """
+        for info in await self._rest.list_channels(INCLUDE_OAUTH_CLIENT):
+            if info.id == channel_id:
+                return info.expires
+        if await self._rest.channel_exists(channel_id):
+            logger.info(
+                "channel made with an earlier token is not listed by id; it exists, so it was extended"
+            )
+            return self._session.assumed_expiry(self._wall())
+        return None
+
+
+class Serving:
+    """The tasks that serve one shard's channel: reader, watchdog, extender, hand-overs and rotations."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        link: ChannelLink,
+        rest: Rest,
+        sink: Sink,
+        session: Session,
+        stats: ShardStats,
+        handle: Callable[[str, str | None], None],
+        on_gap: Callable[[], None],
+        stopping: asyncio.Event,
+        resync: asyncio.Event,
+        clock: Callable[[], float],
+        wall: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._label = label
+        self._link = link
+        self._rest = rest
+        self._sink = sink
+        self._session = session
+        self._stats = stats
+        self._handle = handle
+        self._on_gap = on_gap
+        self._stopping = stopping
+        self._resync = resync
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self._maintenance = asyncio.Event()
+        self._rotation_asked = asyncio.Event()
+        self._rotation = Rotate("")
+        self._drainers: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ requests
+
+    def hand_over(self) -> None:
+        """Maintenance announced: the serving loop opens a new socket on the channel."""
+        self._maintenance.set()
+
+    def rotate(self, rotation: Rotate) -> None:
+        """A lost-subscription message: the serving loop moves to a new channel."""
+        self._rotation = rotation
+        self._rotation_asked.set()
+
     def stop_drainers(self) -> None:
         """Stop draining retired sockets (the shard is stopping)."""
         for task in list(self._drainers):
             task.cancel()
 
-    # ------------------------------------------------------------ serving
-
     async def serve(self) -> None:
         """Read the socket until it is lost; handle maintenance, rotations and extension."""
-        assert self.socket is not None
-        reader = asyncio.create_task(self._read(self.socket))
+        assert self._link.socket is not None
+        reader = asyncio.create_task(self._read(self._link.socket))
         watchdog = asyncio.create_task(self._watchdog())
-        extender = asyncio.create_task(self._extender())
+        extender = asyncio.create_task(self._link.extend())
         stop_waiter = asyncio.create_task(_wait(self._stopping))
         maint_waiter = asyncio.create_task(_wait(self._maintenance))
         resub_waiter = asyncio.create_task(_wait(self._rotation_asked))
@@ -302,7 +397,7 @@ class ChannelLink:
                         await self._rest.invalidate_token()
                     reader = await self._rotate(reader, reason=rotation.reason)
                     extender.cancel()
-                    extender = asyncio.create_task(self._extender())
+                    extender = asyncio.create_task(self._link.extend())
                     resub_waiter = asyncio.create_task(_wait(self._rotation_asked))
                     continue
                 if maint_waiter in done:
@@ -316,7 +411,7 @@ class ChannelLink:
                         raise exc
                     # The extension did not take: rotate make-before-break.
                     reader = await self._rotate(reader)
-                    extender = asyncio.create_task(self._extender())
+                    extender = asyncio.create_task(self._link.extend())
                     continue
                 for task in (reader, watchdog):
                     if task in done:
@@ -336,7 +431,7 @@ class ChannelLink:
             )
 
     async def _read(self, socket: Socket) -> None:
-        channel_id = self.channel_id
+        channel_id = self._link.channel_id
         sink, session, handle = self._sink, self._session, self._handle
         while True:
             handle(await socket.recv(), channel_id)
@@ -352,17 +447,13 @@ class ChannelLink:
 
     async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
         """Make-before-break on the same channel: connect anew, drain the old socket."""
-        assert self.channel is not None
         logger.info("socket closing announced; opening its replacement first")
-        old_socket = self.socket
-        new_socket = self._socket_factory()
-        await asyncio.wait_for(new_socket.connect(self.channel.connect_uri), MAINTENANCE_CONNECT_TIMEOUT_S)
+        old_socket = await asyncio.wait_for(self._link.connect_socket(), MAINTENANCE_CONNECT_TIMEOUT_S)
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self._stats.connects += 1
-        self.socket = new_socket
-        self._session.socket_opened(self._clock())
         self._retire(old_reader, old_socket)
-        reader = asyncio.create_task(self._read(new_socket))
+        assert self._link.socket is not None
+        reader = asyncio.create_task(self._read(self._link.socket))
         self._on_gap()
         return reader
 
@@ -377,16 +468,15 @@ class ChannelLink:
 
     async def _rotate(self, old_reader: asyncio.Task[None], reason: str = EXPIRING) -> asyncio.Task[None]:
         """Replace the channel make-before-break: new channel subscribed and connected first."""
-        old_channel, old_socket = self.channel, self.socket
+        link = self._link
+        old_channel = link.channel
         if reason == EXPIRING:
             logger.warning("channel extension did not move its expiry; rotating to a new channel")
-        await self._new_channel()
-        assert self.channel is not None
-        new_socket = self._socket_factory()
-        await new_socket.connect(self.channel.connect_uri)
-        self.socket = new_socket
-        self._session.socket_opened(self._clock())
-        await self.subscribe_all()
+        await link.new_channel()
+        old_socket = await link.connect_socket()
+        new_socket = link.socket
+        assert new_socket is not None
+        await link.subscribe_all()
         metrics.CHANNEL_CONNECTS.labels(reason="new_channel").inc()
         metrics.CHANNEL_ROTATIONS.labels(reason=reason).inc()
         self._stats.connects += 1
@@ -419,7 +509,7 @@ class ChannelLink:
 
     async def _watchdog(self) -> None:
         """Raise when the socket went silent; ping it when it is quiet (:mod:`bridge.liveness`)."""
-        session = self._session
+        session, link = self._session, self._link
         gauge_age = metrics.HEARTBEAT_AGE.labels(shard=self._label)
         gauge_exp = metrics.CHANNEL_EXPIRY.labels(shard=self._label)
         while True:
@@ -428,45 +518,9 @@ class ChannelLink:
             expires_in = session.expires_in(self._wall())
             if expires_in is not None:
                 gauge_exp.set(expires_in)
-            action = session.tick(now, can_ping=self.socket is not None)
+            action = session.tick(now, can_ping=link.socket is not None)
             if isinstance(action, Reconnect):
                 raise action.cause
-            if action is not None and self.socket is not None:
-                await self.socket.send(action.frame)
+            if action is not None and link.socket is not None:
+                await link.socket.send(action.frame)
             await self._sleep(WATCHDOG_TICK_S)
-
-    async def _extender(self) -> None:
-        """Return when the channel must be rotated; extends it in place otherwise."""
-        session = self._session
-        while True:
-            assert self.channel is not None
-            wait_s = session.extension_wait_s(self._wall())
-            if wait_s > 0:
-                await self._sleep(wait_s)
-            before = self.channel.expires
-            await self.subscribe_all()
-            expires = await self._listed_expiry(self.channel.id)
-            if session.extension_result(before, expires) is not None:
-                return
-            assert expires is not None
-            self.channel = ChannelInfo(
-                id=self.channel.id, connect_uri=self.channel.connect_uri, expires=expires
-            )
-            logger.info("channel extended to %s", expires.isoformat())
-
-    async def _listed_expiry(self, channel_id: str) -> datetime | None:
-        """The channel's expiry as Genesys lists it; None when the channel is gone.
-
-        A channel made with an earlier token is listed without its id; if
-        ``HEAD`` finds it, the extending PUT that just succeeded moved its
-        expiry by a lifetime.
-        """
-        for info in await self._rest.list_channels(INCLUDE_OAUTH_CLIENT):
-            if info.id == channel_id:
-                return info.expires
-        if await self._rest.channel_exists(channel_id):
-            logger.info(
-                "channel made with an earlier token is not listed by id; it exists, so it was extended"
-            )
-            return self._session.assumed_expiry(self._wall())
-        return None

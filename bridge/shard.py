@@ -70,6 +70,7 @@ from bridge import log, metrics
 from bridge.channel import (
     ChannelLink,
     Rest,
+    Serving,
     ShardStats,
     Sink,
     Socket,
@@ -80,7 +81,6 @@ from bridge.errors import FencedError
 from bridge.events import ShardState
 from bridge.genesys import protocol
 from bridge.genesys.rest import ChannelInfo, RejectedTopic
-from bridge.genesys.retry import Action
 from bridge.genesys.session import Accept, DeadLetter, HandOver, Reconnect, Rotate, Session, SessionConfig
 from bridge.members import Members, OrphanFinder, OwnedElsewhere, StateLoader
 from bridge.model import Change
@@ -173,12 +173,23 @@ class Shard:
         self._link = ChannelLink(
             label=self._label,
             rest=rest,
-            sink=sink,
             session=self._session,
             socket_factory=socket_factory,
             stats=self.stats,
             users=lambda: self.users,
             members=lambda: self._members.set,
+            stopping=self._stopping,
+            clock=clock,
+            wall=wall,
+            sleep=sleep,
+        )
+        self._serving = Serving(
+            label=self._label,
+            link=self._link,
+            rest=rest,
+            sink=sink,
+            session=self._session,
+            stats=self.stats,
             handle=self._handle,
             on_gap=self._on_gap,
             stopping=self._stopping,
@@ -226,9 +237,8 @@ class Shard:
         A shard whose every agent was rejected has nothing to subscribe: it is
         ready, and its details name them as unobservable.
         """
-        subscribed = self._link.subscriptions.subscribed > 0 or len(self._link.subscriptions.rejected) >= len(
-            self.users
-        )
+        subscriptions = self._link.subscriptions
+        subscribed = subscriptions.subscribed > 0 or len(subscriptions.rejected) >= len(self.users)
         return self._connected and subscribed and self._sink.healthy and not self.fenced
 
     @property
@@ -347,7 +357,7 @@ class Shard:
         while not self._stopping.is_set():
             try:
                 await self._connect(reason)
-                await self._link.serve()
+                await self._serving.serve()
             except (FencedError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every failure ends in the retry policy
@@ -358,28 +368,10 @@ class Shard:
                     raise self._sink.error from exc
                 if self._stopping.is_set():
                     break
-                await self._after_failure(exc)
+                self._set_disconnected()
+                await self._link.recover(exc)
                 reason = "reconnect"
         await self._drain()
-
-    async def _after_failure(self, cause: Exception) -> None:
-        self._set_disconnected()
-        await self._link.close_socket()
-        recovery = self._session.failed(cause, self._clock())
-        if recovery.action is Action.NEW_CHANNEL:
-            logger.warning("channel gone (%s); a new channel will be created", cause)
-            metrics.CHANNEL_ROTATIONS.labels(reason="not_found").inc()
-            self._link.forget_channel()
-        elif recovery.action is Action.REFRESH_TOKEN:
-            logger.warning("authentication failed (%s); refreshing the token", cause)
-            await self._rest.invalidate_token()
-        elif recovery.action is Action.FATAL:
-            logger.error("attempt failed and will not succeed as is: %s", cause)
-        else:
-            logger.warning("socket lost: %s", cause)
-        logger.info("reconnecting in %.2f s", recovery.delay_s)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=recovery.delay_s)
 
     async def _connect(self, reason: str) -> None:
         if self.stats.last_gap_started is None:
@@ -421,11 +413,11 @@ class Shard:
                 reason=action.reason, error=action.error, frame=action.frame, channel_id=channel_id
             )
         elif type(action) is HandOver:
-            self._link.hand_over()
+            self._serving.hand_over()
         elif type(action) is Reconnect:
             raise action.cause
         elif type(action) is Rotate:
-            self._link.rotate(action)
+            self._serving.rotate(action)
 
     def _accept(self, change: Change, channel_id: str | None) -> bool:
         if change.user_id not in self._members.set:
@@ -448,7 +440,7 @@ class Shard:
     async def _drain(self) -> None:
         """Commit everything read so far within the drain budget."""
         self._set_disconnected()
-        self._link.stop_drainers()
+        self._serving.stop_drainers()
         try:
             await asyncio.wait_for(self._sink.close(), timeout=self._settings.drain_timeout_s)
         except TimeoutError:
@@ -456,15 +448,9 @@ class Shard:
 
     def _forget_gauges(self) -> None:
         """A shard this worker no longer runs must not look disconnected to the alerts."""
-        for gauge in (
-            metrics.HEARTBEAT_AGE,
-            metrics.CHANNEL_EXPIRY,
-            metrics.SUBSCRIBED_TOPICS,
-            metrics.SHARD_USERS,
-        ):
-            with contextlib.suppress(KeyError):
-                gauge.remove(self._label)
-        self._link.subscriptions.forget_gauges()
+        with contextlib.suppress(KeyError):
+            metrics.SHARD_USERS.remove(self._label)
+        self._link.forget_gauges()
 
     def _on_fenced(self) -> None:
         self.fenced = True
