@@ -31,7 +31,7 @@ from bridge.genesys.rest import (
     SubscriptionResult,
 )
 from bridge.genesys.retry import Action
-from bridge.genesys.session import EXPIRING, Reconnect, Rotate, Session
+from bridge.genesys.session import EXPIRING, Accept, DeadLetter, HandOver, Reconnect, Rotate, Session
 from bridge.model import Change
 from bridge.subscriptions import Subscriptions
 
@@ -258,6 +258,13 @@ class ChannelLink:
                 gauge.remove(self._label)
         self.subscriptions.forget_gauges()
 
+    async def resubscribe(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """A member-list change: PUT the remaining list when some left, else POST the added ones."""
+        if removed:
+            await self.subscribe_all()
+        elif added:
+            await self.subscribe(added)
+
     async def close_socket(self) -> None:
         socket, self.socket = self.socket, None
         if socket is not None:
@@ -313,7 +320,7 @@ class Serving:
         sink: Sink,
         session: Session,
         stats: ShardStats,
-        handle: Callable[[str, str | None], None],
+        accept: Callable[[Change, str | None], bool],
         on_gap: Callable[[], None],
         stopping: asyncio.Event,
         resync: asyncio.Event,
@@ -327,7 +334,7 @@ class Serving:
         self._sink = sink
         self._session = session
         self._stats = stats
-        self._handle = handle
+        self._accept = accept
         self._on_gap = on_gap
         self._stopping = stopping
         self._resync = resync
@@ -338,6 +345,9 @@ class Serving:
         self._rotation_asked = asyncio.Event()
         self._rotation = Rotate("")
         self._drainers: set[asyncio.Task[None]] = set()
+        self._frame_counters = {
+            kind: metrics.GENESYS_EVENTS.labels(kind=kind) for kind in protocol.FRAME_KINDS
+        }
 
     # ------------------------------------------------------------ requests
 
@@ -430,9 +440,33 @@ class Serving:
                 }
             )
 
+    def handle(self, text: str, channel_id: str | None) -> None:
+        """Count one frame read from the socket of ``channel_id`` and execute the session's action.
+
+        Runs once per frame (the hot path): parse, order, enrich, submit.
+        """
+        self._stats.frames += 1
+        kind, action = self._session.frame(text, channel_id, self._clock(), self._wall())
+        self._frame_counters[kind].inc()
+        if action is None:
+            return
+        if type(action) is Accept:
+            self._accept(action.change, channel_id)
+        elif type(action) is DeadLetter:
+            logger.warning("frame not understood (%s); sent to the dead-letter topic", action.reason)
+            self._sink.submit_dlq(
+                reason=action.reason, error=action.error, frame=action.frame, channel_id=channel_id
+            )
+        elif type(action) is HandOver:
+            self._maintenance.set()
+        elif type(action) is Reconnect:
+            raise action.cause
+        elif type(action) is Rotate:
+            self.rotate(action)
+
     async def _read(self, socket: Socket) -> None:
         channel_id = self._link.channel_id
-        sink, session, handle = self._sink, self._session, self._handle
+        sink, session, handle = self._sink, self._session, self.handle
         while True:
             handle(await socket.recv(), channel_id)
             if sink.pending > MAX_PENDING_RECORDS:
@@ -454,7 +488,7 @@ class Serving:
         self._retire(old_reader, old_socket)
         assert self._link.socket is not None
         reader = asyncio.create_task(self._read(self._link.socket))
-        self._on_gap()
+        self._gap()
         return reader
 
     async def _pace_rotation(self) -> bool:
@@ -490,8 +524,13 @@ class Serving:
         if old_socket is not None:
             with contextlib.suppress(Exception):
                 await old_socket.close()
-        self._on_gap()
+        self._gap()
         return reader
+
+    def _gap(self) -> None:
+        """A socket was replaced: what it may have missed is reconciled."""
+        self._stats.last_gap_started = self._clock()
+        self._on_gap()
 
     def _retire(self, reader: asyncio.Task[None], socket: Socket | None) -> None:
         """Let an old socket's reader run until it closes; its end is not a failure."""

@@ -79,9 +79,8 @@ from bridge.channel import (
 )
 from bridge.errors import FencedError
 from bridge.events import ShardState
-from bridge.genesys import protocol
 from bridge.genesys.rest import ChannelInfo, RejectedTopic
-from bridge.genesys.session import Accept, DeadLetter, HandOver, Reconnect, Rotate, Session, SessionConfig
+from bridge.genesys.session import Session, SessionConfig
 from bridge.members import Members, OrphanFinder, OwnedElsewhere, StateLoader
 from bridge.model import Change
 from bridge.reconcile import Reconciler
@@ -154,14 +153,11 @@ class Shard:
             find_orphans=find_orphans,
             owned_elsewhere=owned_elsewhere,
         )
-        self._rest = rest
         self._sink = sink
         self._state = state
         self._settings = settings
         self._resync = asyncio.Event()
         self._clock = clock
-        self._wall = wall
-        self._sleep = sleep
         rng = rng or random.Random()
         self._session = Session(session_config(settings), rng=rng, now=clock())
         self.stats = ShardStats()
@@ -183,21 +179,6 @@ class Shard:
             wall=wall,
             sleep=sleep,
         )
-        self._serving = Serving(
-            label=self._label,
-            link=self._link,
-            rest=rest,
-            sink=sink,
-            session=self._session,
-            stats=self.stats,
-            handle=self._handle,
-            on_gap=self._on_gap,
-            stopping=self._stopping,
-            resync=self._resync,
-            clock=clock,
-            wall=wall,
-            sleep=sleep,
-        )
         self._reconciler = Reconciler(
             shard_id=shard_id,
             rest=rest,
@@ -205,6 +186,21 @@ class Shard:
             stats=self.stats,
             users=lambda: self.users,
             accept=lambda change: self._accept(change, self.channel_id),
+            clock=clock,
+            wall=wall,
+            sleep=sleep,
+        )
+        self._serving = Serving(
+            label=self._label,
+            link=self._link,
+            rest=rest,
+            sink=sink,
+            session=self._session,
+            stats=self.stats,
+            accept=self._accept,
+            on_gap=self._reconciler.start,
+            stopping=self._stopping,
+            resync=self._resync,
             clock=clock,
             wall=wall,
             sleep=sleep,
@@ -224,9 +220,6 @@ class Shard:
                 sleep=sleep,
                 rng=rng,
             )
-        self._frame_counters = {
-            kind: metrics.GENESYS_EVENTS.labels(kind=kind) for kind in protocol.FRAME_KINDS
-        }
 
     # ------------------------------------------------------------------ public
 
@@ -332,10 +325,7 @@ class Shard:
                 added_ok = False
         if self.channel is not None and self._connected and added_ok:
             try:
-                if removed:
-                    await self._link.subscribe_all()
-                elif added:
-                    await self._link.subscribe(added)
+                await self._link.resubscribe(added, removed)
                 if added:
                     await self._reconciler.users(added)
             except Exception as exc:
@@ -398,27 +388,6 @@ class Shard:
 
     # ------------------------------------------------------------------ frames
 
-    def _handle(self, text: str, channel_id: str | None) -> None:
-        """Count one frame read from the socket of ``channel_id`` and execute the session's action."""
-        self.stats.frames += 1
-        kind, action = self._session.frame(text, channel_id, self._clock(), self._wall())
-        self._frame_counters[kind].inc()
-        if action is None:
-            return
-        if type(action) is Accept:
-            self._accept(action.change, channel_id)
-        elif type(action) is DeadLetter:
-            logger.warning("frame not understood (%s); sent to the dead-letter topic", action.reason)
-            self._sink.submit_dlq(
-                reason=action.reason, error=action.error, frame=action.frame, channel_id=channel_id
-            )
-        elif type(action) is HandOver:
-            self._serving.hand_over()
-        elif type(action) is Reconnect:
-            raise action.cause
-        elif type(action) is Rotate:
-            self._serving.rotate(action)
-
     def _accept(self, change: Change, channel_id: str | None) -> bool:
         if change.user_id not in self._members.set:
             return False
@@ -427,13 +396,6 @@ class Shard:
             return False
         self._sink.submit(accepted, channel_id)
         return True
-
-    # ---------------------------------------------------------- reconciliation
-
-    def _on_gap(self) -> None:
-        """A socket was replaced: what it may have missed is reconciled."""
-        self.stats.last_gap_started = self._clock()
-        self._reconciler.start()
 
     # ------------------------------------------------------------------- stop
 

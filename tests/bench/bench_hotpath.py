@@ -8,7 +8,7 @@ path can be judged in seconds, repeatably, on a noisy machine:
 - the frames are the simulator's notification JSON (presence and routing
   status, with correlation ids), as text, for :data:`AGENTS` agents with
   strictly increasing timestamps, so every change is accepted;
-- each frame goes through the real ``Shard._handle`` (parse, order, enrich,
+- each frame goes through the real ``Serving.handle`` of a ``Shard`` (parse, order, enrich,
   ``ShardSink.submit`` with both encodings), and the real sink thread takes
   the records into transactions of a producer that does nothing (librdkafka's
   own cost is measured by ``bench_bridge``'s bare-producer baseline);
@@ -103,7 +103,7 @@ async def one_round(users: list[str], texts: list[str], labels: dict[str, str]) 
         settings=settings,
         socket_factory=Any,  # type: ignore[arg-type]
     )
-    handle = shard._handle
+    handle = shard._serving.handle
     channel = "bench-channel"
     t0 = time.process_time()
     for start in range(0, len(texts), FRAMES_PER_READ):
