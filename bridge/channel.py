@@ -43,6 +43,7 @@ __all__ = [
     "ChannelLink",
     "Rest",
     "Serving",
+    "ShardContext",
     "ShardStats",
     "Sink",
     "Socket",
@@ -145,37 +146,42 @@ async def cancel_all(tasks: Mapping[str, asyncio.Task[Any]]) -> None:
         logger.error("tasks did not stop within %.1f s of cancellation: %s", TASK_STOP_TIMEOUT_S, stuck)
 
 
+@dataclass(frozen=True)
+class ShardContext:
+    """What the parts of one shard share: its id, REST client, session, stats, stop signal and time."""
+
+    shard_id: int
+    rest: Rest
+    session: Session
+    stats: ShardStats
+    stopping: asyncio.Event
+    clock: Callable[[], float]
+    wall: Callable[[], datetime]
+    sleep: Callable[[float], Awaitable[None]]
+
+    @property
+    def label(self) -> str:
+        """The ``shard`` label of the shard's metrics."""
+        return str(self.shard_id)
+
+
 class ChannelLink:
     """The channel and current socket of one shard: create, connect, subscribe, extend, recover."""
 
     def __init__(
         self,
+        ctx: ShardContext,
         *,
-        label: str,
-        rest: Rest,
-        session: Session,
         socket_factory: SocketFactory,
-        stats: ShardStats,
         users: Callable[[], Sequence[str]],
         members: Callable[[], Collection[str]],
-        stopping: asyncio.Event,
-        clock: Callable[[], float],
-        wall: Callable[[], datetime],
-        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        self._label = label
-        self._rest = rest
-        self._session = session
+        self._ctx = ctx
         self._socket_factory = socket_factory
-        self._stats = stats
         self._users = users
-        self._stopping = stopping
-        self._clock = clock
-        self._wall = wall
-        self._sleep = sleep
         self.channel: ChannelInfo | None = None
         self.socket: Socket | None = None
-        self.subscriptions = Subscriptions(label, users=users, members=members)
+        self.subscriptions = Subscriptions(ctx.label, users=users, members=members)
 
     @property
     def channel_id(self) -> str | None:
@@ -186,7 +192,7 @@ class ChannelLink:
     def forget_channel(self) -> None:
         """The channel is gone: the next :meth:`open` creates one."""
         self.channel = None
-        self._session.channel_lost()
+        self._ctx.session.channel_lost()
 
     async def open(self, reason: str) -> None:
         """Connect a socket to the channel, creating a channel first if there is none."""
@@ -198,7 +204,7 @@ class ChannelLink:
             self.forget_channel()
             raise
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
-        self._stats.connects += 1
+        self._ctx.stats.connects += 1
 
     async def connect_socket(self) -> Socket | None:
         """Connect a new socket to the channel and make it current; returns the socket it replaces."""
@@ -206,14 +212,14 @@ class ChannelLink:
         socket = self._socket_factory()
         await socket.connect(self.channel.connect_uri)
         old, self.socket = self.socket, socket
-        self._session.socket_opened(self._clock())
+        self._ctx.session.socket_opened(self._ctx.clock())
         return old
 
     async def new_channel(self) -> None:
         """Create a channel and make it current (its subscriptions and socket follow)."""
-        created_at = self._wall()
-        self.channel = channel = await self._rest.create_channel()
-        self._session.channel_created(channel.id, channel.expires, created_at=created_at)
+        created_at = self._ctx.wall()
+        self.channel = channel = await self._ctx.rest.create_channel()
+        self._ctx.session.channel_created(channel.id, channel.expires, created_at=created_at)
         log.set_channel(channel.id)
         logger.info("created channel expiring at %s", channel.expires.isoformat())
 
@@ -221,41 +227,41 @@ class ChannelLink:
         """PUT every member's topic (replaces the channel's list and extends the channel)."""
         assert self.channel is not None
         topics = [protocol.user_topic(u) for u in self._users()]
-        result = await self._rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
+        result = await self._ctx.rest.put_subscriptions(self.channel.id, topics, ignore_errors=True)
         self.subscriptions.record(result, replaced=True)
 
     async def subscribe(self, users: Sequence[str]) -> None:
         """POST the topics of added members."""
         assert self.channel is not None
         topics = [protocol.user_topic(u) for u in users]
-        result = await self._rest.post_subscriptions(self.channel.id, topics, ignore_errors=True)
+        result = await self._ctx.rest.post_subscriptions(self.channel.id, topics, ignore_errors=True)
         # The reply lists the whole channel, not only the added topics.
         self.subscriptions.record(result, replaced=False)
 
     async def recover(self, cause: Exception) -> None:
         """After a failure: close the socket, do what the retry policy says, then wait its backoff."""
         await self.close_socket()
-        recovery = self._session.failed(cause, self._clock())
+        recovery = self._ctx.session.failed(cause, self._ctx.clock())
         if recovery.action is Action.NEW_CHANNEL:
             logger.warning("channel gone (%s); a new channel will be created", cause)
             metrics.CHANNEL_ROTATIONS.labels(reason="not_found").inc()
             self.forget_channel()
         elif recovery.action is Action.REFRESH_TOKEN:
             logger.warning("authentication failed (%s); refreshing the token", cause)
-            await self._rest.invalidate_token()
+            await self._ctx.rest.invalidate_token()
         elif recovery.action is Action.FATAL:
             logger.error("attempt failed and will not succeed as is: %s", cause)
         else:
             logger.warning("socket lost: %s", cause)
         logger.info("reconnecting in %.2f s", recovery.delay_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=recovery.delay_s)
+            await asyncio.wait_for(self._ctx.stopping.wait(), timeout=recovery.delay_s)
 
     def forget_gauges(self) -> None:
         """The series of a shard this worker no longer runs must not look disconnected to the alerts."""
         for gauge in (metrics.HEARTBEAT_AGE, metrics.CHANNEL_EXPIRY, metrics.SUBSCRIBED_TOPICS):
             with contextlib.suppress(KeyError):
-                gauge.remove(self._label)
+                gauge.remove(self._ctx.label)
         self.subscriptions.forget_gauges()
 
     async def resubscribe(self, added: Sequence[str], removed: Sequence[str]) -> None:
@@ -273,12 +279,12 @@ class ChannelLink:
 
     async def extend(self) -> None:
         """Extend the channel in place before it expires; return when it must be rotated instead."""
-        session = self._session
+        session = self._ctx.session
         while True:
             assert self.channel is not None
-            wait_s = session.extension_wait_s(self._wall())
+            wait_s = session.extension_wait_s(self._ctx.wall())
             if wait_s > 0:
-                await self._sleep(wait_s)
+                await self._ctx.sleep(wait_s)
             before = self.channel.expires
             await self.subscribe_all()
             expires = await self._listed_expiry(self.channel.id)
@@ -297,14 +303,14 @@ class ChannelLink:
         ``HEAD`` finds it, the extending PUT that just succeeded moved its
         expiry by a lifetime.
         """
-        for info in await self._rest.list_channels(INCLUDE_OAUTH_CLIENT):
+        for info in await self._ctx.rest.list_channels(INCLUDE_OAUTH_CLIENT):
             if info.id == channel_id:
                 return info.expires
-        if await self._rest.channel_exists(channel_id):
+        if await self._ctx.rest.channel_exists(channel_id):
             logger.info(
                 "channel made with an earlier token is not listed by id; it exists, so it was extended"
             )
-            return self._session.assumed_expiry(self._wall())
+            return self._ctx.session.assumed_expiry(self._ctx.wall())
         return None
 
 
@@ -313,34 +319,20 @@ class Serving:
 
     def __init__(
         self,
+        ctx: ShardContext,
         *,
-        label: str,
         link: ChannelLink,
-        rest: Rest,
         sink: Sink,
-        session: Session,
-        stats: ShardStats,
         accept: Callable[[Change, str | None], bool],
         on_gap: Callable[[], None],
-        stopping: asyncio.Event,
         resync: asyncio.Event,
-        clock: Callable[[], float],
-        wall: Callable[[], datetime],
-        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        self._label = label
+        self._ctx = ctx
         self._link = link
-        self._rest = rest
         self._sink = sink
-        self._session = session
-        self._stats = stats
         self._accept = accept
         self._on_gap = on_gap
-        self._stopping = stopping
         self._resync = resync
-        self._clock = clock
-        self._wall = wall
-        self._sleep = sleep
         self._maintenance = asyncio.Event()
         self._rotation_asked = asyncio.Event()
         self._rotation = Rotate("")
@@ -371,7 +363,7 @@ class Serving:
         reader = asyncio.create_task(self._read(self._link.socket))
         watchdog = asyncio.create_task(self._watchdog())
         extender = asyncio.create_task(self._link.extend())
-        stop_waiter = asyncio.create_task(_wait(self._stopping))
+        stop_waiter = asyncio.create_task(_wait(self._ctx.stopping))
         maint_waiter = asyncio.create_task(_wait(self._maintenance))
         resub_waiter = asyncio.create_task(_wait(self._rotation_asked))
         resync_waiter = asyncio.create_task(_wait(self._resync))
@@ -404,7 +396,7 @@ class Serving:
                     if not await self._pace_rotation():
                         return
                     if rotation.refresh_token:
-                        await self._rest.invalidate_token()
+                        await self._ctx.rest.invalidate_token()
                     reader = await self._rotate(reader, reason=rotation.reason)
                     extender.cancel()
                     extender = asyncio.create_task(self._link.extend())
@@ -445,8 +437,9 @@ class Serving:
 
         Runs once per frame (the hot path): parse, order, enrich, submit.
         """
-        self._stats.frames += 1
-        kind, action = self._session.frame(text, channel_id, self._clock(), self._wall())
+        ctx = self._ctx
+        ctx.stats.frames += 1
+        kind, action = ctx.session.frame(text, channel_id, ctx.clock(), ctx.wall())
         self._frame_counters[kind].inc()
         if action is None:
             return
@@ -466,7 +459,7 @@ class Serving:
 
     async def _read(self, socket: Socket) -> None:
         channel_id = self._link.channel_id
-        sink, session, handle = self._sink, self._session, self.handle
+        sink, session, handle = self._sink, self._ctx.session, self.handle
         while True:
             handle(await socket.recv(), channel_id)
             if sink.pending > MAX_PENDING_RECORDS:
@@ -477,14 +470,14 @@ class Serving:
                 try:
                     await sink.drain_to(MAX_PENDING_RECORDS // 4)
                 finally:
-                    session.reading_resumed(self._clock())
+                    session.reading_resumed(self._ctx.clock())
 
     async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
         """Make-before-break on the same channel: connect anew, drain the old socket."""
         logger.info("socket closing announced; opening its replacement first")
         old_socket = await asyncio.wait_for(self._link.connect_socket(), MAINTENANCE_CONNECT_TIMEOUT_S)
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
-        self._stats.connects += 1
+        self._ctx.stats.connects += 1
         self._retire(old_reader, old_socket)
         assert self._link.socket is not None
         reader = asyncio.create_task(self._read(self._link.socket))
@@ -493,12 +486,12 @@ class Serving:
 
     async def _pace_rotation(self) -> bool:
         """Wait the session's delay before a system-message rotation; False when stopping meanwhile."""
-        delay = self._session.rotation_delay(self._clock())
+        delay = self._ctx.session.rotation_delay(self._ctx.clock())
         if not delay:
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        return not self._stopping.is_set()
+            await asyncio.wait_for(self._ctx.stopping.wait(), timeout=delay)
+        return not self._ctx.stopping.is_set()
 
     async def _rotate(self, old_reader: asyncio.Task[None], reason: str = EXPIRING) -> asyncio.Task[None]:
         """Replace the channel make-before-break: new channel subscribed and connected first."""
@@ -513,14 +506,14 @@ class Serving:
         await link.subscribe_all()
         metrics.CHANNEL_CONNECTS.labels(reason="new_channel").inc()
         metrics.CHANNEL_ROTATIONS.labels(reason=reason).inc()
-        self._stats.connects += 1
+        self._ctx.stats.connects += 1
         reader = asyncio.create_task(self._read(new_socket))
         # Both channels deliver until the old one is released; duplicates are
         # dropped by the per-user ordering in ShardState.
         self._retire(old_reader, old_socket)
         if old_channel is not None:
             with contextlib.suppress(GenesysError):
-                await self._rest.delete_subscriptions(old_channel.id)
+                await self._ctx.rest.delete_subscriptions(old_channel.id)
         if old_socket is not None:
             with contextlib.suppress(Exception):
                 await old_socket.close()
@@ -529,7 +522,7 @@ class Serving:
 
     def _gap(self) -> None:
         """A socket was replaced: what it may have missed is reconciled."""
-        self._stats.last_gap_started = self._clock()
+        self._ctx.stats.last_gap_started = self._ctx.clock()
         self._on_gap()
 
     def _retire(self, reader: asyncio.Task[None], socket: Socket | None) -> None:
@@ -548,13 +541,13 @@ class Serving:
 
     async def _watchdog(self) -> None:
         """Raise when the socket went silent; ping it when it is quiet (:mod:`bridge.liveness`)."""
-        session, link = self._session, self._link
-        gauge_age = metrics.HEARTBEAT_AGE.labels(shard=self._label)
-        gauge_exp = metrics.CHANNEL_EXPIRY.labels(shard=self._label)
+        session, link = self._ctx.session, self._link
+        gauge_age = metrics.HEARTBEAT_AGE.labels(shard=self._ctx.label)
+        gauge_exp = metrics.CHANNEL_EXPIRY.labels(shard=self._ctx.label)
         while True:
-            now = self._clock()
+            now = self._ctx.clock()
             gauge_age.set(session.heartbeat_age(now))
-            expires_in = session.expires_in(self._wall())
+            expires_in = session.expires_in(self._ctx.wall())
             if expires_in is not None:
                 gauge_exp.set(expires_in)
             action = session.tick(now, can_ping=link.socket is not None)
@@ -562,4 +555,4 @@ class Serving:
                 raise action.cause
             if action is not None and link.socket is not None:
                 await link.socket.send(action.frame)
-            await self._sleep(WATCHDOG_TICK_S)
+            await self._ctx.sleep(WATCHDOG_TICK_S)

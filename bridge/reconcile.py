@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from bridge import log, memory, metrics
-from bridge.channel import Rest, ShardStats
+from bridge.channel import ShardContext
 from bridge.errors import GenesysError
-from bridge.genesys.session import Session
 from bridge.model import Change
 
 __all__ = ["RECONCILE_BATCH", "Reconciler"]
@@ -35,26 +33,14 @@ class Reconciler:
 
     def __init__(
         self,
+        ctx: ShardContext,
         *,
-        shard_id: int,
-        rest: Rest,
-        session: Session,
-        stats: ShardStats,
         users: Callable[[], Sequence[str]],
         accept: Callable[[Change], bool],
-        clock: Callable[[], float],
-        wall: Callable[[], datetime],
-        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        self._shard_id = shard_id
-        self._rest = rest
-        self._session = session
-        self._stats = stats
+        self._ctx = ctx
         self._users = users
         self._accept = accept
-        self._clock = clock
-        self._wall = wall
-        self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -75,19 +61,19 @@ class Reconciler:
             self._task = None
 
     async def _all(self) -> None:
-        with log.bind(shard=self._shard_id):
+        with log.bind(shard=self._ctx.shard_id):
             while True:
                 try:
                     await self.users(self._users())
-                    self._session.reconciled()
+                    self._ctx.session.reconciled()
                     break
                 except GenesysError as exc:
-                    delay = self._session.reconcile_failed(self._clock())
+                    delay = self._ctx.session.reconcile_failed(self._ctx.clock())
                     logger.warning("reconciliation failed (%s); retrying in %.2f s", exc, delay)
-                    await self._sleep(delay)
-            self._stats.reconciles += 1
-            self._stats.last_reconciled = self._clock()
-            self._stats.last_gap_started = None
+                    await self._ctx.sleep(delay)
+            self._ctx.stats.reconciles += 1
+            self._ctx.stats.last_reconciled = self._ctx.clock()
+            self._ctx.stats.last_gap_started = None
             metrics.RECONCILE_RUNS.inc()
             # The REST pages and records of a reconciliation are garbage now.
             memory.trim()
@@ -96,9 +82,9 @@ class Reconciler:
         """Fetch these users' current states and emit only what differs from the last recorded ones."""
         for start in range(0, len(users), RECONCILE_BATCH):
             batch = users[start : start + RECONCILE_BATCH]
-            observed = self._wall()
-            for change in await self._rest.current_changes(batch, observed_at=observed):
+            observed = self._ctx.wall()
+            for change in await self._ctx.rest.current_changes(batch, observed_at=observed):
                 if self._accept(change):
-                    self._stats.corrections += 1
+                    self._ctx.stats.corrections += 1
                     metrics.RECONCILE_CORRECTIONS.inc()
         logger.info("reconciled %d users", len(users))

@@ -71,6 +71,7 @@ from bridge.channel import (
     ChannelLink,
     Rest,
     Serving,
+    ShardContext,
     ShardStats,
     Sink,
     Socket,
@@ -166,44 +167,20 @@ class Shard:
         self._stopping = asyncio.Event()
         self.fenced = False
         self._label = str(shard_id)
+        ctx = ShardContext(shard_id, rest, self._session, self.stats, self._stopping, clock, wall, sleep)
         self._link = ChannelLink(
-            label=self._label,
-            rest=rest,
-            session=self._session,
-            socket_factory=socket_factory,
-            stats=self.stats,
-            users=lambda: self.users,
-            members=lambda: self._members.set,
-            stopping=self._stopping,
-            clock=clock,
-            wall=wall,
-            sleep=sleep,
+            ctx, socket_factory=socket_factory, users=lambda: self.users, members=lambda: self._members.set
         )
         self._reconciler = Reconciler(
-            shard_id=shard_id,
-            rest=rest,
-            session=self._session,
-            stats=self.stats,
-            users=lambda: self.users,
-            accept=lambda change: self._accept(change, self.channel_id),
-            clock=clock,
-            wall=wall,
-            sleep=sleep,
+            ctx, users=lambda: self.users, accept=lambda change: self._accept(change, self.channel_id)
         )
         self._serving = Serving(
-            label=self._label,
+            ctx,
             link=self._link,
-            rest=rest,
             sink=sink,
-            session=self._session,
-            stats=self.stats,
             accept=self._accept,
             on_gap=self._reconciler.start,
-            stopping=self._stopping,
             resync=self._resync,
-            clock=clock,
-            wall=wall,
-            sleep=sleep,
         )
         self.sweep: Sweep | None = None
         if settings.sweep_interval_s > 0:
