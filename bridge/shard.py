@@ -54,6 +54,17 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
   Genesys shows ids only for channels of the calling token, so after a token
   refresh the shard's own channel is listed without its id: then a ``HEAD``
   on the channel decides (it exists: the PUT extended it by its lifetime).
+
+Where each part lives: the decisions (what a frame or a clock tick means) in
+the sans-I/O :class:`~bridge.genesys.session.Session`; the channel, its socket
+and the serving tasks in :mod:`bridge.channel`; the member list and the
+tombstones in :mod:`bridge.members`; the rejected topics in
+:mod:`bridge.subscriptions`; the reconciliation in :mod:`bridge.reconcile`.
+:class:`Shard` ties them together and owns the lifecycle. Its I/O seams are the
+:class:`~bridge.channel.Sink`, :class:`~bridge.channel.Rest` and
+:class:`~bridge.channel.Socket` protocols. ``Shard.connected`` (an
+:class:`asyncio.Event`) is set on every connection, so a caller waits for it
+instead of polling ``stats.last_connected``.
 """
 
 from __future__ import annotations

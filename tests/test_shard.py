@@ -371,6 +371,23 @@ async def test_system_message_moves_the_shard_to_a_new_channel(topic_type: str, 
     await task
 
 
+async def test_the_connected_event_is_set_on_every_connection() -> None:
+    """Shard.connected is set once connected and subscribed, and again after reconnecting to a new channel."""
+    rest = FakeRest()
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a"], sockets, Settings(backoff_initial_s=0.05, backoff_max_s=0.1))
+    assert not shard.connected.is_set()
+    task = asyncio.create_task(shard.run())
+    await asyncio.wait_for(shard.connected.wait(), 5)
+    assert shard.stats.last_connected is not None and shard.channel_id == "ch-1"
+    shard.connected.clear()
+    sockets[0].frames.put_nowait('{"result": "404", "message": "channel not found"}')
+    await asyncio.wait_for(shard.connected.wait(), 5)
+    assert shard.channel_id == "ch-2" and shard.ready
+    await shard.stop()
+    await task
+
+
 async def test_a_system_message_naming_another_channel_is_ignored() -> None:
     """A lost-subscription message about a channel other than the current one changes nothing."""
     rest = FakeRest()
