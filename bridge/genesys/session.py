@@ -188,6 +188,7 @@ class Session:
         )
 
     def _clock(self) -> float:
+        """The backoffs read the time of the latest input: the session has no clock of its own."""
         return self._now
 
     def _at(self, now: float) -> None:
