@@ -5,88 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from bridge import metrics
 from bridge.errors import DeliveryError, GenesysError, SinkError
-from bridge.events import Accepted, ShardState
+from bridge.events import ShardState
 from bridge.genesys.protocol import user_topic
-from bridge.genesys.rest import ChannelInfo, RejectedTopic, RequestBudget, SubscriptionResult
+from bridge.genesys.rest import ChannelInfo, SubscriptionResult
 from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
 from bridge.settings import Settings
 from bridge.shard import Shard
-
-
-class FakeSink:
-    """Records what the shard hands to Kafka."""
-
-    def __init__(self) -> None:
-        self.tombstones: list[str] = []
-        self.submitted: list[str] = []
-        self.dead_letters: list[str] = []
-        self.started = False
-        self.closed = False
-        self.failed: asyncio.Future[SinkError] | None = None
-        self.healthy = True
-        self.pending = 0
-        self.error: SinkError | None = None
-
-    async def start(self) -> None:
-        self.started = True
-        self.failed = asyncio.get_running_loop().create_future()
-
-    def submit(self, accepted: Accepted, _channel_id: str | None) -> None:
-        self.submitted.append(accepted.change.user_id)
-
-    def submit_tombstone(self, user_id: str) -> None:
-        assert self.started, "nothing is written before the sink fenced the previous owner"
-        self.tombstones.append(user_id)
-
-    def submit_dlq(self, *, reason: str, error: str, frame: str, channel_id: str | None) -> None:
-        self.dead_letters.append(reason)
-
-    async def drain_to(self, _max_pending_items: int) -> None:
-        self.pending = 0
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class NullRest:
-    """A Genesys REST API the test does not expect to be called; fakes override what they serve."""
-
-    budget: RequestBudget | None = None
-
-    async def create_channel(self) -> ChannelInfo:
-        raise AssertionError("create_channel not expected")
-
-    async def channel_exists(self, _channel_id: str) -> bool:
-        raise AssertionError("channel_exists not expected")
-
-    async def list_channels(self, _include: str) -> list[ChannelInfo]:
-        raise AssertionError("list_channels not expected")
-
-    async def put_subscriptions(
-        self, _cid: str, _topics: Sequence[str], ignore_errors: bool = False
-    ) -> SubscriptionResult:
-        raise AssertionError("put_subscriptions not expected")
-
-    async def post_subscriptions(
-        self, _cid: str, _topics: Sequence[str], ignore_errors: bool = False
-    ) -> SubscriptionResult:
-        raise AssertionError("post_subscriptions not expected")
-
-    async def delete_subscriptions(self, _cid: str) -> None:
-        raise AssertionError("delete_subscriptions not expected")
-
-    async def current_changes(self, _users: Sequence[str], *, observed_at: datetime) -> list[Change]:
-        raise AssertionError("current_changes not expected")
-
-    async def invalidate_token(self) -> None:
-        raise AssertionError("invalidate_token not expected")
+from tests.shard_fakes import FakeRest, FakeSink, FakeSocket, NullRest, StreamSink
 
 
 async def test_users_removed_before_the_state_loads_are_still_tombstoned() -> None:
@@ -135,116 +67,6 @@ async def test_an_empty_shard_is_ready_once_connected() -> None:
     assert shard.ready
 
 
-# --------------------------------------------------------------------- liveness under backpressure
-
-PONG = '{"topicName": "channel.metadata", "eventBody": {"message": "pong"}}'
-
-
-def _presence_frame(user: str) -> str:
-    definition = '{"id": "d1", "systemPresence": "AVAILABLE"}'
-    body = f'{{"presenceDefinition": {definition}, "modifiedDate": "2026-05-01T09:00:00Z"}}'
-    return f'{{"topicName": "v2.users.{user}.presence", "eventBody": {body}}}'
-
-
-class PongingSocket:
-    """An in-memory notification socket whose server answers every ping with a pong."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[str] = asyncio.Queue()
-        self.pings = 0
-        self.closed = False
-
-    async def connect(self, _uri: str) -> None:
-        return None
-
-    async def recv(self) -> str:
-        return await self.inbox.get()
-
-    async def send(self, text: str) -> None:
-        if "ping" in text:
-            self.pings += 1
-            self.inbox.put_nowait(PONG)
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-# --------------------------------------------------------------- fake Genesys: REST and sockets
-
-
-class FakeSocket:
-    """An in-memory notification socket: the test pushes frames, the shard reads them."""
-
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[str] = asyncio.Queue()
-        self.uri: str | None = None
-        self.closed = False
-
-    async def connect(self, uri: str) -> None:
-        self.uri = uri
-
-    async def recv(self) -> str:
-        return await self.frames.get()
-
-    async def send(self, text: str) -> None:
-        if '"ping"' in text:
-            self.frames.put_nowait('{"topicName":"channel.metadata","eventBody":{"message":"pong"}}')
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class SlowKafkaSink(FakeSink):
-    """A sink whose first record puts the shard over its backpressure mark for ``stall_s``."""
-
-    def __init__(self, stall_s: float) -> None:
-        super().__init__()
-        self.stall_s = stall_s
-        self.drained = asyncio.Event()
-
-    def submit(self, _accepted: Any, _channel: str | None) -> None:
-        from bridge.channel import MAX_PENDING_RECORDS
-
-        self.pending = MAX_PENDING_RECORDS + 1
-
-    async def drain_to(self, _max_pending_items: int) -> None:
-        await asyncio.sleep(self.stall_s)
-        self.pending = 0
-        self.drained.set()
-
-
-async def test_a_reader_waiting_on_kafka_backpressure_keeps_its_socket() -> None:
-    """Time the reader spends blocked on a slow Kafka is not silence: pongs wait unread, no reconnect."""
-    sink = SlowKafkaSink(stall_s=1.5)
-    sockets: list[PongingSocket] = []
-
-    def new_socket() -> PongingSocket:
-        sockets.append(PongingSocket())
-        return sockets[-1]
-
-    shard = Shard(
-        2,
-        ["u1"],
-        rest=FakeRest(),
-        sink=sink,
-        state=ShardState(),
-        settings=Settings(ping_interval_s=0.2, pong_timeout_s=0.3, backoff_initial_s=0.05),
-        socket_factory=new_socket,
-    )
-    task = asyncio.create_task(shard.run())
-    try:
-        while shard.stats.reconciles < 1:
-            await asyncio.sleep(0.01)
-        sockets[0].inbox.put_nowait(_presence_frame("u1"))
-        await asyncio.wait_for(sink.drained.wait(), 5)
-        await asyncio.sleep(0.5)  # the watchdog had time to act on the pongs read after the drain
-        assert shard.stats.connects == 1, "the socket was torn down while the reader waited on Kafka"
-        assert sockets[0].pings >= 1 and not sockets[0].closed
-    finally:
-        await shard.stop()
-        await asyncio.wait_for(task, 10)
-
-
 def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
     """Each shard has a sweep unless BRIDGE_SWEEP_INTERVAL_S is 0; it reads only while ready."""
 
@@ -265,58 +87,6 @@ def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
     on._connected, on._link.subscriptions.subscribed = True, 1
     assert on._sweepable()
     assert shard(Settings(sweep_interval_s=0)).sweep is None
-
-
-class FakeRest(NullRest):
-    """Channels and subscription replies as Genesys gives them: POST/PUT list the whole channel."""
-
-    def __init__(self, rejected: dict[str, str] | None = None) -> None:
-        self.rejected = rejected or {}
-        self.channels: list[str] = []
-        self.topics: dict[str, list[str]] = {}
-        self.invalidated = 0
-        self.deleted: list[str] = []
-
-    async def create_channel(self) -> ChannelInfo:
-        cid = f"ch-{len(self.channels) + 1}"
-        self.channels.append(cid)
-        expires = datetime.now(UTC) + timedelta(hours=24)
-        return ChannelInfo(id=cid, connect_uri=f"wss://streaming.test/channels/{cid}", expires=expires)
-
-    def _reply(self, cid: str, topics: Sequence[str], *, replace: bool) -> SubscriptionResult:
-        ok = [t for t in topics if t not in self.rejected]
-        self.topics[cid] = ok if replace else [*self.topics.get(cid, []), *ok]
-        bad = [
-            RejectedTopic(id=t, reason=self.rejected[t], missing_permissions=("x:y:view",))
-            for t in topics
-            if t in self.rejected
-        ]
-        return SubscriptionResult(permitted=tuple(self.topics[cid]), rejected=tuple(bad))
-
-    async def put_subscriptions(self, cid: str, topics: Sequence[str], ignore_errors: bool = False) -> Any:
-        return self._reply(cid, topics, replace=True)
-
-    async def post_subscriptions(self, cid: str, topics: Sequence[str], ignore_errors: bool = False) -> Any:
-        return self._reply(cid, topics, replace=False)
-
-    async def delete_subscriptions(self, cid: str) -> None:
-        self.deleted.append(cid)
-
-    async def current_changes(self, users: Sequence[str], *, observed_at: datetime) -> list[Any]:
-        return []
-
-    async def invalidate_token(self) -> None:
-        self.invalidated += 1
-
-
-class StreamSink(FakeSink):
-    """A sink the serving loop can run against."""
-
-    def submit(self, *_args: Any) -> None:
-        pass
-
-    def submit_dlq(self, **_kwargs: Any) -> None:
-        pass
 
 
 def serving_shard(
