@@ -41,6 +41,7 @@ from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import ShardSink
 from tests.fakes import NullProducer
+from tests.shard_fakes import FakeSocket, NullRest
 
 AGENTS = 5_000
 CHANGES = 200_000
@@ -97,11 +98,11 @@ async def one_round(users: list[str], texts: list[str], labels: dict[str, str]) 
     shard = Shard(
         0,
         users,
-        rest=Any,  # type: ignore[arg-type]
+        rest=NullRest(),
         sink=sink,
         state=ShardState(labels=labels),
         settings=settings,
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
     )
     handle = shard._serving.handle
     channel = "bench-channel"
