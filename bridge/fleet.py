@@ -77,7 +77,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +108,7 @@ __all__ = [
     "COORDINATOR_SUFFIX",
     "MAP_SCHEMA",
     "SHARD_RESTART_DEADLINE_S",
+    "ActiveCheck",
     "AdminFactory",
     "ConsumerFactory",
     "Coordinator",
@@ -168,6 +169,8 @@ AdminFactory = Callable[[dict[str, Any]], Any]
 #: (shard id, users, OAuth client index) → a Shard not yet running.
 ShardFactory = Callable[[int, Sequence[str], int], Shard]
 RosterSource = Callable[[], Awaitable[list[str]]]
+#: Which of these agents are active now (asked for the mapped agents a listing left out).
+ActiveCheck = Callable[[Collection[str]], Awaitable[set[str]]]
 
 
 def _iso_now() -> str:
@@ -398,6 +401,7 @@ class Coordinator:
         *,
         clients: int,
         on_partitions_added: Callable[[int], None] | None = None,
+        still_active: ActiveCheck | None = None,
         producer_factory: ProducerFactory = Producer,
         admin_factory: AdminFactory = AdminClient,
         consumer_factory: ConsumerFactory = Consumer,
@@ -407,6 +411,7 @@ class Coordinator:
         self._roster = roster
         self._clients = clients
         self._on_partitions_added = on_partitions_added
+        self._still_active = still_active
         self._producer_factory = producer_factory
         self._admin_factory = admin_factory
         self._consumer_factory = consumer_factory
@@ -482,9 +487,23 @@ class Coordinator:
             raise ConfigError(f"{self.conflict}; not writing the partition map")
         self.conflict = None
         previous = {p: (current[p].users if p in current else ()) for p in range(partitions)}
-        if not self._guard.accept({u for users in previous.values() for u in users}, roster):
+        mapped = {u for users in previous.values() for u in users}
+        if not self._guard.accept(mapped, roster):
             self.refreshes += 1  # the map is as current as Genesys lets us know
             return
+        missing = mapped.difference(roster)
+        if missing and self._still_active is not None:
+            # Paging shifted by a deletion skips a live agent: only the ones
+            # Genesys no longer lists by id have left (and are tombstoned).
+            kept = await self._still_active(missing)
+            if kept:
+                logger.info(
+                    "%d of %d agents missing from the roster listing are still active "
+                    "(its paging shifted); they keep their shards",
+                    len(kept),
+                    len(missing),
+                )
+                roster = [*roster, *sorted(kept)]
         budget = shard_budget(self._clients, s.genesys_max_channels_per_client)
         result = assign(previous, roster, capacity=s.shard_capacity, budget=budget)
         epoch = max((r.epoch for r in current.values()), default=0) + 1

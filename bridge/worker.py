@@ -146,7 +146,12 @@ class Worker:
                 if self.consumer_factory is not None:
                     kwargs["consumer_factory"] = self.consumer_factory
                 return Coordinator(
-                    s, roster, clients=len(clients), on_partitions_added=on_partitions_added, **kwargs
+                    s,
+                    roster,
+                    clients=len(clients),
+                    on_partitions_added=on_partitions_added,
+                    still_active=None if fixed is not None else primary.still_active,
+                    **kwargs,
                 )
 
             fleet_kwargs: dict[str, Any] = {}
