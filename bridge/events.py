@@ -61,8 +61,8 @@ from bridge.model import (
     RoutingValue,
     VersionedPresence,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import event_id
 
 __all__ = ["UNKNOWN_TIMESTAMP_STEP", "Accepted", "ShardState"]
 

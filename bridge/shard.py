@@ -89,8 +89,7 @@ from bridge.genesys.rest import (
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.genesys.socket import NotificationSocket
 from bridge.liveness import Liveness, Verdict
-from bridge.model import AgentState, Change
-from bridge.records import utc_now_ms
+from bridge.model import AgentState, Change, utc_now_ms
 from bridge.settings import Settings
 from bridge.sink import ShardSink
 from bridge.sweep import Sweep

@@ -21,8 +21,9 @@ from bridge.model import (
     RoutingValue,
     VersionedPresence,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import encode_event, encode_state, event_id
+from bridge.records import encode_event, encode_state
 from bridge.statestore import written_by
 from bridge.topics import ensure_topics
 from tests.conftest import KafkaBroker

@@ -18,8 +18,8 @@ from bridge.model import (
     PresenceValue,
     RoutingValue,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import event_id
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 USER = "u-1"

@@ -12,8 +12,7 @@ import pytest
 from bridge import metrics
 from bridge.events import ShardState
 from bridge.genesys.rest import RequestBudget
-from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
 from bridge.sweep import SWEEP_BATCH, SWEEP_BUDGET_POLL_S, SWEEP_IN_FLIGHT_GRACE_S, Sweep
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)

@@ -26,8 +26,7 @@ from bridge.genesys.protocol import (
     UnknownTopic,
     parse_frame,
 )
-from bridge.model import Kind, Origin, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.model import Kind, Origin, PresenceValue, RoutingValue, event_id
 
 OBSERVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 USER = "6f0e1a2b-1111-2222-3333-444455556666"

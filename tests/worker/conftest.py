@@ -26,8 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.genesys.protocol import parse_timestamp
-from bridge.model import Kind, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.model import Kind, PresenceValue, RoutingValue, event_id
 from bridge.settings import Settings
 from bridge.worker import Worker
 from tests.conftest import KafkaBroker
