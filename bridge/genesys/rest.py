@@ -73,7 +73,7 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from bridge.errors import (
@@ -86,19 +86,17 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.genesys.auth import ClientCredentialsAuth
-from bridge.genesys.protocol import normalise_status, presence_change, routing_change
-from bridge.genesys.regions import base_urls
-from bridge.genesys.retry import backoff_delays
-from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMIT_REMAINING, GENESYS_RATE_LIMITED
-from bridge.model import Change, Origin
-from bridge.settings import (
+from bridge.genesys.config import (
     DEFAULT_BACKOFF_INITIAL_S,
     DEFAULT_REST_BUDGET_PER_MIN,
     DEFAULT_REST_MAX_RETRIES,
     DEFAULT_REST_TIMEOUT_S,
-    GenesysClient,
-    Settings,
+    ClientConfig,
 )
+from bridge.genesys.protocol import normalise_status, presence_change, routing_change
+from bridge.genesys.retry import backoff_delays
+from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMIT_REMAINING, GENESYS_RATE_LIMITED
+from bridge.model import Change, Origin
 
 __all__ = [
     "BULK_PRESENCE",
@@ -495,34 +493,34 @@ class GenesysRest:
         self._rng = rng or random.Random()
 
     @classmethod
-    def from_settings(
+    def for_client(
         cls,
-        settings: Settings,
-        client: GenesysClient,
+        client_id: str,
+        client_secret: SecretStr | str,
+        config: ClientConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> GenesysRest:
-        """A client for one OAuth client of ``settings`` (region checked, overrides honoured)."""
-        urls = base_urls(settings)
+        """A client for one OAuth client, with its own :class:`ClientCredentialsAuth`, as ``config`` says."""
         auth = ClientCredentialsAuth(
-            client.client_id,
-            client.client_secret,
-            login_url=urls.login_url,
+            client_id,
+            client_secret,
+            login_url=config.login_url,
             transport=transport,
             clock=clock,
-            timeout_s=settings.rest_timeout_s,
+            timeout_s=config.timeout_s,
         )
         return cls(
-            urls.api_url,
+            config.api_url,
             auth=auth,
             transport=transport,
-            budget_per_min=settings.rest_budget_per_min,
-            timeout_s=settings.rest_timeout_s,
-            max_retries=settings.rest_max_retries,
-            retry_initial_s=settings.backoff_initial_s,
+            budget_per_min=config.budget_per_min,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            retry_initial_s=config.retry_initial_s,
             clock=clock,
             sleep=sleep,
             rng=rng,

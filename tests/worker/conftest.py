@@ -309,10 +309,10 @@ async def run_audit(
 ) -> tuple[int, list[str]]:
     """Run the audit in-process; returns (mismatches, printed lines)."""
     from bridge.audit import audit
-    from bridge.genesys.rest import GenesysRest
+    from bridge.worker import genesys_rest
 
     clients = settings.clients()
-    rest = GenesysRest.from_settings(settings, clients[0])
+    rest = genesys_rest(settings, clients[0])
     lines: list[str] = []
     try:
         report = await audit(
