@@ -77,7 +77,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 from pydantic.alias_generators import to_camel
 
 from bridge.errors import (
-    AuthError,
     GenesysError,
     NotFoundError,
     ProtocolError,
@@ -93,6 +92,7 @@ from bridge.genesys.config import (
     DEFAULT_REST_TIMEOUT_S,
     ClientConfig,
 )
+from bridge.genesys.http import NO_STATUS, REST_ERRORS, RETRY_AFTER
 from bridge.genesys.protocol import normalise_status, presence_change, routing_change
 from bridge.genesys.retry import backoff_delays
 from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMIT_REMAINING, GENESYS_RATE_LIMITED
@@ -149,12 +149,8 @@ MAX_PAGES: Final = 10_000
 BUDGET_WINDOW_S: Final = 60.0
 #: Cap of the per-request retry backoff (the shard's reconnect backoff is separate and longer).
 DEFAULT_RETRY_MAX_S: Final = 10.0
-#: Used when a 429 has no usable Retry-After header.
-DEFAULT_RETRY_AFTER_S: Final = 5.0
 #: Genesys error messages are short; this bounds a hostile or HTML body in an exception.
 ERROR_TEXT_LIMIT: Final = 300
-#: The label used when no HTTP status was received.
-NO_STATUS: Final = "error"
 #: ``ChannelTopic.state`` of a topic Genesys refused (the SDK's enum: Permitted, Rejected).
 REJECTED: Final = "Rejected"
 #: The ``includechannels`` values of the channel listing.
@@ -431,14 +427,6 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _retry_after(response: httpx.Response) -> float:
-    raw = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(raw)) if raw else DEFAULT_RETRY_AFTER_S
-    except ValueError:
-        return DEFAULT_RETRY_AFTER_S
-
-
 def _error_text(response: httpx.Response) -> str:
     """Genesys's ``message`` and ``code`` from an error body (never headers)."""
     try:
@@ -589,17 +577,13 @@ class GenesysRest:
                 if status < httpx.codes.MULTIPLE_CHOICES or (allow_404 and status == httpx.codes.NOT_FOUND):
                     return response
                 text = f"{method} {template}: HTTP {status}{_error_text(response)}"
-                if status == httpx.codes.TOO_MANY_REQUESTS:
+                failure = REST_ERRORS.error(
+                    status, text, endpoint=template, retry_after=response.headers.get(RETRY_AFTER)
+                )
+                if isinstance(failure, RateLimitedError):
                     GENESYS_RATE_LIMITED.inc()
-                    failure = RateLimitedError(text, retry_after=_retry_after(response), endpoint=template)
-                elif status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
-                    failure = TransientError(text, status=status, endpoint=template)
-                elif status == httpx.codes.UNAUTHORIZED:
-                    raise AuthError(text, status=status, endpoint=template)
-                elif status == httpx.codes.NOT_FOUND:
-                    raise NotFoundError(text, status=status, endpoint=template)
-                else:
-                    raise RequestError(text, status=status, endpoint=template)
+                elif not isinstance(failure, TransientError):
+                    raise failure
             if attempt >= self._max_retries:
                 raise failure
             attempt += 1
