@@ -79,13 +79,8 @@ from bridge.errors import (
 )
 from bridge.events import Dropped, ShardState
 from bridge.genesys import protocol
-from bridge.genesys.rest import (
-    INCLUDE_OAUTH_CLIENT,
-    ChannelInfo,
-    GenesysRest,
-    RejectedTopic,
-    SubscriptionResult,
-)
+from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
+from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT, GenesysRest
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.genesys.socket import NotificationSocket
 from bridge.liveness import Liveness, Verdict

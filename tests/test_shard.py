@@ -13,8 +13,8 @@ import pytest
 from bridge import metrics
 from bridge.errors import DeliveryError, GenesysError, SinkError
 from bridge.events import Accepted, ShardState
+from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.genesys.protocol import user_topic
-from bridge.genesys.rest import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
 from bridge.settings import Settings
 from bridge.shard import Shard

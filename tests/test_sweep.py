@@ -11,7 +11,7 @@ import pytest
 
 from bridge import metrics
 from bridge.events import Accepted, ShardState
-from bridge.genesys.rest import RequestBudget
+from bridge.genesys.budget import RequestBudget
 from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
 from bridge.sweep import SWEEP_BATCH, SWEEP_BUDGET_POLL_S, SWEEP_IN_FLIGHT_GRACE_S, Sweep
 

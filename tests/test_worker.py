@@ -7,7 +7,8 @@ import itertools
 from typing import Any, cast
 
 from bridge.errors import RateLimitedError, TransientError
-from bridge.genesys.rest import GenesysRest, PresenceDefinition
+from bridge.genesys.models import PresenceDefinition
+from bridge.genesys.rest import GenesysRest
 from bridge.settings import GenesysClient, Settings
 from bridge.worker import genesys_config, genesys_rest, presence_labels
 from tests.genesys.fakes import API_URL, CLIENT_ID, LOGIN_URL, SECRET, FakeLogin, json_response, transport

@@ -22,7 +22,7 @@ from bridge.errors import (
 )
 from bridge.genesys.auth import ClientCredentialsAuth
 from bridge.genesys.config import ClientConfig
-from bridge.genesys.rest import GenesysRest, RequestBudget
+from bridge.genesys.rest import GenesysRest
 from bridge.metrics import REGISTRY
 from bridge.model import Kind, Origin
 
@@ -453,20 +453,6 @@ async def test_budget_counts_retries() -> None:
         start = time.now
         await rest.delete_subscriptions("c")
     assert time.now - start >= 60
-
-
-async def test_request_budget_alone() -> None:
-    """RequestBudget lets a full window through at once, then one per freed slot."""
-    time = FakeTime()
-    budget = RequestBudget(3, clock=time.clock, sleep=time.sleep)
-    for _ in range(3):
-        await budget.acquire()
-    assert time.sleeps == []
-    time.now += 10
-    await budget.acquire()
-    assert time.sleeps == [50.0]
-    with pytest.raises(ValueError):
-        RequestBudget(0)
 
 
 async def test_endpoint_labels_are_templated() -> None:
