@@ -56,7 +56,8 @@ from typing import Any
 
 import httpx
 
-from bridge.demo import free_port, parse_metrics
+from bridge.demo import free_port
+from bridge.demo_view import parse_metrics
 from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, VersionedPresence, event_id
 from bridge.records import encode_event, encode_state
 from bridge.sim.process import SimProcess
