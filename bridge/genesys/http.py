@@ -103,25 +103,20 @@ _NOT_FOUND: Final = 404
 _REQUEST_TIMEOUT: Final = 408
 _TOO_MANY_REQUESTS: Final = 429
 
+#: What the API and the login host both say about a request worth retrying.
+_RETRIED: Final[Mapping[int, type[GenesysError]]] = {
+    _REQUEST_TIMEOUT: TransientError,
+    _TOO_MANY_REQUESTS: RateLimitedError,
+}
 #: Replies of the REST API (after the auth flow's one retry of a 401).
 REST_ERRORS: Final = StatusErrors(
-    {
-        _UNAUTHORIZED: AuthError,
-        _NOT_FOUND: NotFoundError,
-        _REQUEST_TIMEOUT: TransientError,
-        _TOO_MANY_REQUESTS: RateLimitedError,
-    },
+    {_UNAUTHORIZED: AuthError, _NOT_FOUND: NotFoundError, **_RETRIED},
     server_error=TransientError,
     otherwise=RequestError,
 )
 #: Replies of the login host to a token request.
 TOKEN_ERRORS: Final = StatusErrors(
-    {
-        _UNAUTHORIZED: AuthError,
-        _FORBIDDEN: AuthError,
-        _REQUEST_TIMEOUT: TransientError,
-        _TOO_MANY_REQUESTS: RateLimitedError,
-    },
+    {_UNAUTHORIZED: AuthError, _FORBIDDEN: AuthError, **_RETRIED},
     server_error=TransientError,
     otherwise=RequestError,
 )
