@@ -64,7 +64,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.errors import SinkError
 from bridge.genesys import protocol
-from bridge.genesys.rest import GenesysRest, RejectedTopic
+from bridge.genesys.models import RejectedTopic
+from bridge.genesys.rest import GenesysRest
 from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 from bridge.settings import Settings
 from bridge.statestore import ConsumerFactory, load_states, written_by

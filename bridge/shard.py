@@ -77,20 +77,14 @@ from bridge.errors import (
     NotFoundError,
     ProtocolError,
 )
-from bridge.events import ShardState
+from bridge.events import Dropped, ShardState
 from bridge.genesys import protocol
-from bridge.genesys.rest import (
-    INCLUDE_OAUTH_CLIENT,
-    ChannelInfo,
-    GenesysRest,
-    RejectedTopic,
-    SubscriptionResult,
-)
+from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
+from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT, GenesysRest
 from bridge.genesys.retry import Action, Backoff, classify
 from bridge.genesys.socket import NotificationSocket
 from bridge.liveness import Liveness, Verdict
-from bridge.model import AgentState, Change
-from bridge.records import utc_now_ms
+from bridge.model import AgentState, Change, Kind, Origin, utc_now_ms
 from bridge.settings import Settings
 from bridge.sink import ShardSink
 from bridge.sweep import Sweep
@@ -98,6 +92,9 @@ from bridge.sweep import Sweep
 __all__ = ["OrphanFinder", "OwnedElsewhere", "Shard", "ShardStats", "SocketFactory", "StateLoader"]
 
 logger = logging.getLogger(__name__)
+
+#: ``bridge_stale_events_total{kind}``: the changes of the stream that the event state dropped.
+_DROPPED = {kind: metrics.STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
 
 SocketFactory = Callable[[], NotificationSocket]
 #: Reads the users' last states from the compacted state topic.
@@ -834,7 +831,11 @@ class Shard:
         if change.user_id not in self._member_set:
             return False
         accepted = self._state.apply(change)
-        if accepted is None:
+        if isinstance(accepted, Dropped):
+            # A reconciliation repeats every unchanged state by design; counting
+            # those would bury the stale and duplicate frames of the stream.
+            if change.origin is Origin.STREAM:
+                _DROPPED[change.kind].inc()
             return False
         self._sink.submit(accepted, channel_id)
         return True

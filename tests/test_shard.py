@@ -12,9 +12,9 @@ import pytest
 
 from bridge import metrics
 from bridge.errors import DeliveryError, GenesysError, SinkError
-from bridge.events import ShardState
+from bridge.events import Accepted, ShardState
+from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.genesys.protocol import user_topic
-from bridge.genesys.rest import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
 from bridge.settings import Settings
 from bridge.shard import Shard
@@ -254,6 +254,35 @@ def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
     on._connected, on._subscribed = True, 1
     assert on._sweepable()
     assert shard(Settings(sweep_interval_s=0)).sweep is None
+
+
+def test_dropped_stream_changes_are_counted_and_reconciliation_repeats_are_not() -> None:
+    """A stale or duplicate stream change counts bridge_stale_events_total{kind}; an unchanged state
+    found by reconciliation is dropped silently, and neither reaches the sink."""
+    sink = FakeSink()
+    shard = Shard(
+        3,
+        ["u-1"],
+        rest=Any,  # type: ignore[arg-type]
+        sink=sink,  # type: ignore[arg-type]
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=Any,  # type: ignore[arg-type]
+    )
+    at = datetime(2026, 5, 1, 9, tzinfo=UTC)
+
+    def change(when: datetime, origin: Origin) -> Change:
+        return Change("u-1", Kind.ROUTING_STATUS, when, RoutingValue("IDLE"), when, origin)
+
+    stale = metrics.STALE_EVENTS.labels(kind=Kind.ROUTING_STATUS.value)
+    assert shard._accept(change(at, Origin.STREAM), None)
+    before = stale._value.get()
+    assert not shard._accept(change(at, Origin.RECONCILE), None)
+    assert stale._value.get() == before
+    assert not shard._accept(change(at, Origin.STREAM), None)
+    assert not shard._accept(change(at - timedelta(seconds=1), Origin.STREAM), None)
+    assert stale._value.get() == before + 2
+    assert sink.submitted == ["u-1"]
 
 
 class FakeRest:
@@ -633,7 +662,7 @@ async def test_added_users_are_reconciled_against_their_loaded_state() -> None:
     rest, sink = SubscribingRest(), FakeSink()
     await sink.start()
     known = ShardState()
-    assert known.apply(routing("b")) is not None
+    assert isinstance(known.apply(routing("b")), Accepted)
     loads: list[list[str]] = []
 
     async def load(users: Sequence[str]) -> Mapping[str, AgentState]:

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from bridge.fleet import Coordinator
-from bridge.genesys.rest import GenesysRest
 from bridge.settings import Settings
 from bridge.topics import ensure_topics
+from bridge.worker import genesys_rest
 from tests.conftest import KafkaBroker
 from tests.fleet.conftest import shard_map
 from tests.worker.conftest import bridge_settings, sim_process
@@ -37,7 +37,7 @@ async def test_a_live_agent_missing_from_a_shifted_listing_keeps_its_shard(kafka
     async with sim_process(agents=6, events_per_sec=0, seed=5, paused=True) as sim:
         settings = bridge_settings(kafka, sim, shard_capacity=3)
         await asyncio.to_thread(ensure_topics, settings, shard_map_partitions=1)
-        rest = GenesysRest.from_settings(settings, settings.clients()[0])
+        rest = genesys_rest(settings, settings.clients()[0])
         try:
             everyone = sorted(u.id for u in await rest.active_users())
 
@@ -68,7 +68,7 @@ async def test_still_active_answers_by_id_in_chunks(kafka: KafkaBroker) -> None:
     """Deleted and unknown ids are not active; more ids than one call holds are all asked."""
     async with sim_process(agents=150, events_per_sec=0, seed=3, paused=True) as sim:
         settings = bridge_settings(kafka, sim, shard_capacity=200)
-        rest = GenesysRest.from_settings(settings, settings.clients()[0])
+        rest = genesys_rest(settings, settings.clients()[0])
         try:
             everyone = sorted(u.id for u in await rest.active_users())
             await sim.admin("DELETE", f"/sim/users/{everyone[-1]}")
