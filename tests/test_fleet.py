@@ -10,7 +10,8 @@ import pytest
 
 from bridge import fleet as fleet_module
 from bridge.errors import FencedError
-from bridge.fleet import Fleet, MapRecord, _Assigned, _CaughtUp, _Record, _Revoked
+from bridge.fleet import Fleet, MapRecord
+from bridge.fleet.membership import _Assigned, _CaughtUp, _Record, _Revoked
 from bridge.settings import Settings
 from bridge.shard import ShardStats
 

@@ -1,0 +1,605 @@
+"""The fleet: runs exactly the shards whose control partitions this worker is assigned."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from confluent_kafka import Consumer
+
+from bridge import log, metrics
+from bridge.errors import AuthorizationError, FencedError, SinkError
+from bridge.fleet.coordinator import (
+    COORDINATOR_RETRY_S,
+    Coordinator,
+    clear_roster_gauges,
+    coordinator_fenced_retry_s,
+)
+from bridge.fleet.map import POLL_S, ConsumerFactory, MapRecord, log_foreign
+from bridge.fleet.membership import (
+    Membership,
+    MembershipEvent,
+    _Assigned,
+    _CaughtUp,
+    _Failed,
+    _Record,
+    _Revoked,
+)
+from bridge.settings import Settings
+from bridge.shard import Shard
+
+__all__ = [
+    "LOST_GRACE_S",
+    "SHARD_RESTART_DEADLINE_S",
+    "Fleet",
+    "ShardFactory",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Added to the drain budget when a revocation waits for its shards to stop.
+STOP_MARGIN_S = 2.0
+#: After the coordinator adds partitions, readiness waits for the next assignment this long at most.
+REBALANCE_PENDING_MAX_S = 30.0
+#: Shards of partitions lost with the session keep running this long at most
+#: while the group has not answered (a broker outage the sink rides out).
+LOST_GRACE_S = 60.0
+#: A shard that ended by itself (neither stopped nor fenced) is started again after this.
+SHARD_RESTART_DELAY_S = 1.0
+#: A mapped shard not running for this long (restarts failing) fails /healthz.
+SHARD_RESTART_DEADLINE_S = 60.0
+
+
+#: (shard id, users, OAuth client index) → a Shard not yet running.
+ShardFactory = Callable[[int, Sequence[str], int], Shard]
+
+
+class _Slot:
+    """An owned partition: its latest map record and the shard that runs it."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.record: MapRecord | None = None
+        self.caught_up = False
+        self.revoked = False
+        self.fenced = False
+        self.shard: Shard | None = None
+        self.client_index = 0
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+        self.driver: asyncio.Task[None] | None = None
+        self.not_before = 0.0
+        #: Since when the slot has had members but no shard that connected (None: fine).
+        self.down_since: float | None = None
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return self.record.users if self.record is not None else ()
+
+    @property
+    def running(self) -> bool:
+        return self.shard is not None and self.task is not None and not self.task.done()
+
+    def down_for(self, now: float) -> float:
+        """How long the slot's members have had no running shard that connected."""
+        if not self.caught_up or self.fenced or self.revoked or not self.users:
+            self.down_since = None
+            return 0.0
+        shard = self.shard
+        if self.running and shard is not None and shard.stats.last_connected is not None:
+            self.down_since = None
+            return 0.0
+        if self.down_since is None:
+            self.down_since = now
+        return 0.0 if self.running else now - self.down_since
+
+    def ready(self) -> bool:
+        if not self.caught_up or self.fenced:
+            return False
+        if not self.users:
+            return True
+        return self.running and self.shard is not None and self.shard.ready
+
+
+class Fleet:
+    """Runs exactly the shards whose control partitions this worker is assigned.
+
+    ``shard_factory`` builds a :class:`Shard` for (shard id, users, client
+    index); ``coordinator_factory`` builds the :class:`Coordinator` when this
+    worker gains partition 0 (it gets a callback to announce new partitions).
+    :meth:`run` returns after ``stop`` is set and everything is shut down:
+    shards drained first, then the consumer closed (leaving the group).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        shard_factory: ShardFactory,
+        coordinator_factory: Callable[[Callable[[int], None]], Coordinator],
+        consumer_factory: ConsumerFactory = Consumer,
+        clients: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._shard_factory = shard_factory
+        self._coordinator_factory = coordinator_factory
+        self._clients = clients
+        self._clock = clock
+        self._slots: dict[int, _Slot] = {}
+        self._lost: dict[int, _Slot] = {}
+        self._stopping: dict[int, asyncio.Task[None]] = {}
+        self._events: asyncio.Queue[MembershipEvent] = asyncio.Queue()
+        self._membership = Membership(
+            settings,
+            self._events.put_nowait,
+            consumer_factory=consumer_factory,
+            revoke_wait_s=settings.drain_timeout_s + STOP_MARGIN_S,
+        )
+        self.coordinator: Coordinator | None = None
+        self._coord_task: asyncio.Task[None] | None = None
+        self._coord_fenced = False
+        self.joined = False
+        self._rebalance_pending_until: float | None = None
+        self._shutting_down = False
+        self.failure: str | None = None
+        #: A missing ACL met by any part of the fleet: it stops, and run() raises it.
+        self.forbidden: AuthorizationError | None = None
+        #: Control records of another fleet seen on this worker's partitions (never applied).
+        self.foreign_records = 0
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- what the worker, /readyz and tests read ----------------------------------------
+
+    @property
+    def shards(self) -> list[Shard]:
+        """The shards running now, by shard id."""
+        return [
+            slot.shard
+            for _, slot in sorted({**self._slots, **self._lost}.items())
+            if slot.shard is not None and slot.running and not slot.fenced
+        ]
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._slots)
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self._coord_task is not None and not self._coord_task.done()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: joined, no rebalance pending, every owned partition read and its shard ready.
+
+        Never ready while the control topic shows another fleet's records, nor
+        while this worker owns partition 0 and no coordinator runs (or it has
+        not refreshed yet).
+        """
+        now = self._clock()
+        pending = self._rebalance_pending_until is not None and now < self._rebalance_pending_until
+        conflict = self.coordinator.conflict if self.coordinator is not None and self.is_coordinator else None
+        refreshed = self.is_coordinator and self.coordinator is not None and self.coordinator.refreshes > 0
+        if 0 in self._slots:
+            coordinator_ok = conflict is None and refreshed
+        else:
+            coordinator_ok = conflict is None and (refreshed or not self.is_coordinator)
+        slots = list(self._slots.values())
+        ready = (
+            self.joined
+            and not pending
+            and not self._lost
+            and coordinator_ok
+            and self.foreign_records == 0
+            and all(s.ready() for s in slots)
+        )
+        wall = time.time()
+        shards: dict[str, object] = {}
+        for slot in sorted(slots, key=lambda s: s.partition):
+            info: dict[str, object] = {"users": len(slot.users), "fenced": slot.fenced}
+            if slot.record is not None:
+                info["epoch"] = slot.record.epoch
+                info["clientIndex"] = slot.record.client_index
+            if slot.shard is not None and slot.running:
+                info.update(slot.shard.describe())
+                stats = slot.shard.stats
+                if stats.last_reconciled is not None:
+                    info["reconciledAt"] = wall - (self._clock() - stats.last_reconciled)
+                info["connects"] = stats.connects
+            shards[str(slot.partition)] = info
+        details: dict[str, object] = {
+            "partitions": self.partitions,
+            "coordinator": self.is_coordinator,
+            "joined": self.joined,
+            "shards": shards,
+        }
+        if self.foreign_records or conflict is not None:
+            details["foreignMapRecords"] = self.foreign_records
+            details["conflict"] = conflict or "another fleet's map records on this worker's partitions"
+        if self.coordinator is not None and self.is_coordinator:
+            details["refreshes"] = self.coordinator.refreshes
+            details["unassigned"] = self.coordinator.last_unassigned
+        return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Alive unless a mapped shard has not been running for :data:`SHARD_RESTART_DEADLINE_S`.
+
+        A shard counts as down from the moment its slot has members and no
+        shard of it has connected, and stays down while its restarts end
+        before connecting; it is up again once a started shard connects. A
+        running shard that is still reconnecting (Genesys down) is alive.
+        Failing /healthz makes Kubernetes replace the pod.
+        """
+        now = self._clock()
+        down = sorted(
+            slot.partition for slot in self._slots.values() if slot.down_for(now) > SHARD_RESTART_DEADLINE_S
+        )
+        details: dict[str, object] = {"down": down}
+        if self.failure is not None:
+            details["failure"] = self.failure
+        return not down and self.failure is None, details
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Join the group and follow it until ``stop``; then drain the shards and leave the group."""
+        self._membership.start()
+        events = asyncio.create_task(self._process_events())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({events, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._shutting_down = True
+            stopper.cancel()
+            await self._shutdown()
+            events.cancel()
+            await asyncio.gather(events, return_exceptions=True)
+        if self.forbidden is not None:
+            raise self.forbidden
+        if self.failure is not None:
+            raise SinkError(f"fleet membership failed: {self.failure}")
+
+    async def _shutdown(self) -> None:
+        logger.info("stopping: draining %d shards, then leaving the group", len(self.shards))
+        await self._stop_coordinator()
+        slots = [*self._slots.values(), *self._lost.values()]
+        self._slots.clear()
+        self._lost.clear()
+        for slot in slots:
+            slot.revoked = True
+            slot.wake.set()
+        drivers = [s.driver for s in slots if s.driver is not None]
+        await asyncio.gather(*drivers, *self._stopping.values(), return_exceptions=True)
+        metrics.SHARDS_OWNED.set(0)
+        await self._membership.close()
+
+    async def _process_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                self._handle(event)
+            except Exception:
+                logger.exception("fleet event %r failed", event)
+            if isinstance(event, _Failed):
+                return
+
+    def _handle(self, event: MembershipEvent) -> None:
+        if isinstance(event, _Assigned):
+            self.joined = True
+            self._rebalance_pending_until = None
+            for p in event.partitions:
+                self._gain(p)
+            # Lost partitions the group did not give back belong to others now.
+            self._expire_lost()
+        elif isinstance(event, _Revoked) and event.lost:
+            self._hold_lost(event.partitions)
+        elif isinstance(event, _Revoked):
+            self._lose(event.partitions, event.done)
+        elif isinstance(event, _Record):
+            self._on_record(event)
+        elif isinstance(event, _CaughtUp):
+            slot = self._slots.get(event.partition)
+            if slot is not None and not slot.caught_up:
+                slot.caught_up = True
+                slot.wake.set()
+        else:
+            logger.error("fleet membership failed: %s", event.error)
+            self.failure = event.error
+            if event.forbidden is not None:
+                self.forbidden = event.forbidden
+
+    def _gain(self, p: int) -> None:
+        if p in self._slots:
+            return
+        held = self._lost.pop(p, None)
+        if held is not None and not (held.fenced or (held.shard is not None and held.shard.fenced)):
+            # Given back after a lost session: the shard never stopped; the
+            # partition is read again from the beginning (same or newer epoch).
+            self._slots[p] = held
+            logger.info("partition %d is ours again; its shard kept running", p)
+            if p == 0 and not self.is_coordinator:  # fenced while the session was lost
+                self._coord_fenced = False
+                self._start_coordinator()
+            return
+        if held is not None:
+            # Another worker owned it meanwhile and fenced this shard: retire the
+            # old slot; the new one starts when it has stopped (its new sink
+            # fences that interim owner, which no longer owns the partition).
+            logger.info("partition %d is ours again; its shard was fenced meanwhile: restarting it", p)
+            held.revoked = True
+            held.wake.set()
+            if held.driver is not None:
+                self._stopping[p] = held.driver
+                held.driver.add_done_callback(functools.partial(self._forget_stopping, p))
+        slot = _Slot(p)
+        self._slots[p] = slot
+        if self._shutting_down:
+            return
+        slot.driver = asyncio.create_task(self._drive(slot), name=f"fleet-partition-{p}")
+        if p == 0:
+            self._coord_fenced = False
+            self._start_coordinator()
+
+    def _hold_lost(self, partitions: list[int]) -> None:
+        """The session was lost: keep the shards running until the group answers.
+
+        The usual cause is a broker or network outage, after which the group
+        gives the same partitions back: the shards keep what they queued in
+        memory and nothing is lost. If another worker got them meanwhile, its
+        sink has fenced ours (nothing we write becomes visible) and the next
+        assignment, or :data:`LOST_GRACE_S`, stops them.
+        """
+        for p in partitions:
+            slot = self._slots.pop(p, None)
+            if slot is not None:
+                self._lost[p] = slot
+        if self._lost:
+            asyncio.get_running_loop().call_later(LOST_GRACE_S, self._expire_lost)
+
+    def _expire_lost(self) -> None:
+        if not self._lost:
+            return
+        partitions = sorted(self._lost)
+        logger.warning("lost partitions %s now belong to other workers; stopping their shards", partitions)
+        self._slots.update(self._lost)
+        self._lost.clear()
+        self._lose(partitions, None)
+
+    def _lose(self, partitions: list[int], done: concurrent.futures.Future[None] | None) -> None:
+        drivers: list[asyncio.Task[None]] = []
+        for p in partitions:
+            slot = self._slots.pop(p, None)
+            if slot is None:
+                continue
+            slot.revoked = True
+            slot.wake.set()
+            if slot.driver is not None:
+                drivers.append(slot.driver)
+                self._stopping[p] = slot.driver
+                slot.driver.add_done_callback(functools.partial(self._forget_stopping, p))
+        if 0 in partitions:
+            self._spawn(self._stop_coordinator())
+        if done is not None:
+
+            async def ack() -> None:
+                await asyncio.gather(*drivers, return_exceptions=True)
+                if not done.done():
+                    done.set_result(None)
+
+            self._spawn(ack())
+
+    def _forget_stopping(self, p: int, task: asyncio.Task[None]) -> None:
+        if self._stopping.get(p) is task:
+            del self._stopping[p]
+
+    def _on_record(self, event: _Record) -> None:
+        slot = self._slots.get(event.partition)
+        if slot is None or slot.revoked:
+            return
+        record = event.record
+        if record.foreign_to(self._settings.id):
+            log_foreign(record, self._settings, event.partition)
+            self.foreign_records += 1
+            return
+        if record.shard != event.partition:
+            logger.warning("control record for shard %d found in partition %d", record.shard, event.partition)
+            return
+        if slot.record is not None and record.epoch < slot.record.epoch:
+            logger.warning(
+                "ignoring stale map record for shard %d (epoch %d < %d)",
+                record.shard,
+                record.epoch,
+                slot.record.epoch,
+            )
+            return
+        slot.record = record
+        if slot.caught_up:
+            slot.wake.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def runner() -> None:
+            await coro
+
+        task = asyncio.create_task(runner())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- coordinator ----------------------------------------------------------------------
+
+    def _start_coordinator(self) -> None:
+        if self.is_coordinator or self._shutting_down or self._coord_fenced:
+            return
+        self.coordinator = self._coordinator_factory(self._partitions_added)
+        self._coord_task = asyncio.create_task(self._run_coordinator(self.coordinator), name="coordinator")
+        logger.info("this worker owns partition 0: coordinating the partition map")
+
+    async def _run_coordinator(self, coordinator: Coordinator) -> None:
+        try:
+            await coordinator.run()
+        except FencedError as exc:
+            # Another worker coordinates now; this one learns it lost partition 0
+            # shortly. If it does not, the group says it is ours: coordinate again.
+            retry_s = coordinator_fenced_retry_s(self._settings)
+            logger.error("%s; no longer coordinating (again in %.0f s if partition 0 stays)", exc, retry_s)
+            self._coord_fenced = True
+            clear_roster_gauges()
+            asyncio.get_running_loop().call_later(retry_s, self._retry_fenced_coordinator)
+        except AuthorizationError as exc:
+            self._stop_for(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("coordinator failed; restarting it")
+            await asyncio.sleep(COORDINATOR_RETRY_S)
+            if 0 in self._slots and not self._shutting_down:
+                self._coord_task = None
+                self._start_coordinator()
+
+    def _retry_fenced_coordinator(self) -> None:
+        if 0 in self._slots and self._coord_fenced and not self.is_coordinator and not self._shutting_down:
+            logger.warning("partition 0 is still ours after the coordinator was fenced; coordinating again")
+            self._coord_fenced = False
+            self._start_coordinator()
+
+    async def _stop_coordinator(self) -> None:
+        task, self._coord_task = self._coord_task, None
+        if task is not None and not task.done():
+            logger.info("no longer coordinating")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            clear_roster_gauges()
+
+    def _partitions_added(self, total: int) -> None:
+        logger.info("partition map grew to %d shards; waiting for the rebalance", total)
+        self._rebalance_pending_until = self._clock() + REBALANCE_PENDING_MAX_S
+        self._membership.request_metadata_refresh()
+
+    # -- one partition's shard ------------------------------------------------------------
+
+    async def _drive(self, slot: _Slot) -> None:
+        """Converge the partition's shard on its latest record until revoked; then stop it."""
+        with log.bind(shard=slot.partition):
+            previous = self._stopping.get(slot.partition)
+            if previous is not None:  # the same shard, lost a moment ago, still stopping
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                while True:
+                    await slot.wake.wait()
+                    slot.wake.clear()
+                    if slot.revoked:
+                        break
+                    if not slot.caught_up:
+                        continue
+                    try:
+                        await self._converge(slot)
+                    except Exception:
+                        logger.exception("shard %d: applying the map failed; retrying", slot.partition)
+                        self._wake_later(slot, SHARD_RESTART_DELAY_S)
+            finally:
+                await self._stop_shard(slot)
+
+    async def _converge(self, slot: _Slot) -> None:
+        users = slot.users
+        record = slot.record
+        client = record.client_index if record is not None else 0
+        if not slot.running:
+            self._reap(slot)
+            if slot.fenced or not users or self._clock() < slot.not_before:
+                return
+            if client >= self._clients:
+                logger.error(
+                    "shard %d wants OAuth client %d but only %d are configured",
+                    slot.partition,
+                    client,
+                    self._clients,
+                )
+                return
+            new = self._shard_factory(slot.partition, users, client)
+            slot.shard, slot.client_index = new, client
+            slot.task = asyncio.create_task(new.run(), name=f"shard-{slot.partition}")
+            slot.task.add_done_callback(lambda _t: slot.wake.set())
+            logger.info("shard %d started with %d users (client %d)", slot.partition, len(users), client)
+            self._owned_changed()
+            return
+        shard = slot.shard
+        assert shard is not None
+        if client != slot.client_index:
+            logger.info("shard %d moves to OAuth client %d; restarting it", slot.partition, client)
+            await self._stop_shard(slot)
+            slot.wake.set()
+            return
+        if tuple(shard.users) == users:
+            return
+        # Apply membership changes once the shard has loaded its states and connected,
+        # so removed users get their tombstone.
+        while shard.stats.last_connected is None and slot.running and not slot.revoked:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)  # the shard exposes no event for its first connection
+        if slot.revoked or not slot.running:
+            slot.wake.set()
+            return
+        added, removed = await shard.set_users(users)
+        logger.info(
+            "shard %d: map epoch %s adds %d and removes %d users",
+            slot.partition,
+            record.epoch if record is not None else "-",
+            len(added),
+            len(removed),
+        )
+        if not users:
+            await self._stop_shard(slot)
+
+    def _reap(self, slot: _Slot) -> None:
+        """Look at a shard that ended by itself: fenced → wait for revocation; else restart later."""
+        shard, task = slot.shard, slot.task
+        if shard is None or task is None:
+            return
+        slot.shard, slot.task = None, None
+        self._owned_changed()
+        slot.down_for(self._clock())
+        if shard.fenced:
+            slot.fenced = True
+            logger.error("shard %d was fenced by a newer owner; its channel is closed", slot.partition)
+            return
+        exc = task.exception() if not task.cancelled() else None
+        if isinstance(exc, AuthorizationError):
+            self._stop_for(exc)
+            return
+        logger.error("shard %d ended unexpectedly (%r); restarting it", slot.partition, exc)
+        self._wake_later(slot, SHARD_RESTART_DELAY_S)
+
+    def _stop_for(self, exc: AuthorizationError) -> None:
+        """A missing ACL: retrying cannot help; stop the whole worker (run() raises it)."""
+        if self.forbidden is not None:
+            return
+        logger.error("%s; stopping", exc)
+        self._events.put_nowait(_Failed(str(exc), exc))
+
+    def _wake_later(self, slot: _Slot, delay: float) -> None:
+        slot.not_before = self._clock() + delay
+        asyncio.get_running_loop().call_later(delay, slot.wake.set)
+
+    async def _stop_shard(self, slot: _Slot) -> None:
+        shard, task = slot.shard, slot.task
+        slot.shard, slot.task = None, None
+        if shard is None or task is None:
+            return
+        if not task.done():
+            await shard.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._settings.drain_timeout_s + STOP_MARGIN_S)
+            except TimeoutError:
+                logger.error("shard %d did not stop in time; cancelling it", slot.partition)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            except Exception as exc:
+                logger.error("shard %d ended with %r", slot.partition, exc)
+        if shard.fenced:
+            slot.fenced = True
+        logger.info("shard %d stopped", slot.partition)
+        self._owned_changed()
+
+    def _owned_changed(self) -> None:
+        metrics.SHARDS_OWNED.set(len(self.shards))
