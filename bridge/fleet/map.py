@@ -8,23 +8,19 @@ its OAuth client and the fleet that wrote it (see :mod:`bridge.fleet`).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from bridge import metrics
-from bridge.acl import reader_authorization_error
-from bridge.errors import SinkError
+from bridge.kafka.compacted import ConsumerFactory, read_to_end, reader_config
 from bridge.settings import Settings
 
 __all__ = [
     "CALL_TIMEOUT_S",
-    "FETCH_WAIT_MAX_MS",
     "LIBRDKAFKA_LOGGER",
     "MAP_SCHEMA",
     "POLL_S",
@@ -45,9 +41,6 @@ POLL_S = 0.2
 DEFAULT_READ_TIMEOUT_S = 30.0
 #: Timeout of one blocking transactional call of the coordinator's producer.
 CALL_TIMEOUT_S = 10.0
-FETCH_WAIT_MAX_MS = 50
-
-ConsumerFactory = Callable[[dict[str, Any]], Any]
 
 
 def _iso_now() -> str:
@@ -126,72 +119,37 @@ def read_map(
 ) -> tuple[int, dict[int, MapRecord]]:
     """(partition count, partition → latest committed map record) of the control topic.
 
-    Reads every partition from the beginning to its end (read_committed, no
-    group joined). Per partition the record with the highest epoch wins (the
+    Reads every partition from the beginning to its end as of the call
+    (:func:`bridge.kafka.compacted.read_to_end`: read_committed, no group
+    joined). Per partition the record with the highest epoch wins (the
     latest on ties); records that do not parse are logged and skipped.
     Records another fleet wrote are never returned: each is logged as an
     ERROR, counted, and appended to ``foreign`` when given.
-    Raises :class:`SinkError` when the topic is missing or Kafka fails.
+    Raises :class:`SinkError` when the topic is missing or Kafka fails
+    (:class:`AuthorizationError` for a missing READ ACL).
     """
     topic = settings.topic_shard_map
-    consumer = consumer_factory(
-        {
-            **settings.kafka_config(),
-            "group.id": f"{settings.id}-map-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
-        }
-    )
-    try:
-        md = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if md is None or md.error is not None:
-            raise SinkError(f"control topic {topic} is not available")
-        partitions = sorted(md.partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in partitions
-        }
-        remaining = {p for p, high in ends.items() if high > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(remaining)])
-        records: dict[int, MapRecord] = {}
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise SinkError(f"reading {topic} did not finish within {timeout_s:.0f} s")
-            msg = consumer.poll(POLL_S)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
-                    continue
-                raise KafkaException(err)
-            p = msg.partition()
-            if msg.value() is not None:
-                try:
-                    record = MapRecord.decode(msg.value())
-                except ValueError as exc:
-                    logger.warning("skipping control record at %s[%d]@%d: %s", topic, p, msg.offset(), exc)
-                else:
-                    if record.foreign_to(settings.id):
-                        log_foreign(record, settings, p)
-                        if foreign is not None:
-                            foreign.append(record)
-                    elif p not in records or record.epoch >= records[p].epoch:
-                        records[p] = record
-            if msg.offset() + 1 >= ends[p]:
-                remaining.discard(p)
-        return len(partitions), records
-    except KafkaException as exc:
-        forbidden = reader_authorization_error(exc.args[0], topic, f"{settings.id}-map-reader")
-        if forbidden is not None:
-            raise forbidden from None
-        raise SinkError(f"cannot read the partition map: {exc.args[0].str()}") from None
-    finally:
-        consumer.close()
+    records: dict[int, MapRecord] = {}
+
+    def apply(msg: Any) -> None:
+        p = msg.partition()
+        if msg.value() is None:
+            return
+        try:
+            record = MapRecord.decode(msg.value())
+        except ValueError as exc:
+            logger.warning("skipping control record at %s[%d]@%d: %s", topic, p, msg.offset(), exc)
+            return
+        if record.foreign_to(settings.id):
+            log_foreign(record, settings, p)
+            if foreign is not None:
+                foreign.append(record)
+        elif p not in records or record.epoch >= records[p].epoch:
+            records[p] = record
+
+    config = reader_config(settings.kafka_config(), f"{settings.id}-map-reader")
+    partitions = read_to_end(consumer_factory, config, topic, apply, timeout_s=timeout_s, kind="control")
+    return partitions, records
 
 
 def log_foreign(record: MapRecord, settings: Settings, partition: int) -> None:
