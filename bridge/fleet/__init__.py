@@ -69,8 +69,9 @@ the broker's ``group.min.session.timeout.ms`` (6 s default) and
 
 The package is split by role: :mod:`bridge.fleet.map` (the map records,
 their codec and reader), :mod:`bridge.fleet.coordinator`,
-:mod:`bridge.fleet.membership` (the group consumer thread) and
-:mod:`bridge.fleet.fleet` (the slots that run the shards).
+:mod:`bridge.fleet.membership` (the group consumer thread),
+:mod:`bridge.fleet.slot` (an owned partition and the driver of its shard)
+and :mod:`bridge.fleet.fleet` (the fleet: slots, coordinator role, health).
 """
 
 from bridge.fleet.coordinator import (
@@ -82,9 +83,10 @@ from bridge.fleet.coordinator import (
     coordinator_fenced_retry_s,
     coordinator_transactional_id,
 )
-from bridge.fleet.fleet import SHARD_RESTART_DEADLINE_S, Fleet, ShardFactory
+from bridge.fleet.fleet import SHARD_RESTART_DEADLINE_S, Fleet
 from bridge.fleet.map import MAP_SCHEMA, ConsumerFactory, MapRecord, read_map, shard_key
 from bridge.fleet.membership import Membership, consumer_config
+from bridge.fleet.slot import ShardFactory
 
 __all__ = [
     "COORDINATOR_FENCED_SESSIONS",
