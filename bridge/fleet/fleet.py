@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,107 @@ LOST_GRACE_S = 60.0
 #: A mapped shard not running for this long (restarts failing) fails /healthz.
 SHARD_RESTART_DEADLINE_S = 60.0
 
+CoordinatorFactory = Callable[[Callable[[int], None]], Coordinator]
+
+
+class _CoordinatorRole:
+    """Runs the :class:`Coordinator` while this worker owns partition 0.
+
+    A fenced coordinator runs again after :func:`coordinator_fenced_retry_s`
+    if partition 0 is still here then; one that failed otherwise after
+    :data:`COORDINATOR_RETRY_S`; a missing ACL goes to ``forbidden``.
+    ``owns_partition_0`` and ``shutting_down`` ask the fleet.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: CoordinatorFactory,
+        *,
+        partitions_added: Callable[[int], None],
+        owns_partition_0: Callable[[], bool],
+        shutting_down: Callable[[], bool],
+        forbidden: Callable[[AuthorizationError], None],
+    ) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._partitions_added = partitions_added
+        self._owns_partition_0 = owns_partition_0
+        self._shutting_down = shutting_down
+        self._forbidden = forbidden
+        self.coordinator: Coordinator | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._fenced = False
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def claim(self) -> None:
+        """Partition 0 is (again) ours: coordinate, even if a coordinator of ours was fenced before."""
+        self._fenced = False
+        self.start()
+
+    def start(self) -> None:
+        if self.active or self._shutting_down() or self._fenced:
+            return
+        self.coordinator = self._factory(self._partitions_added)
+        self._task = asyncio.create_task(self._run(self.coordinator), name="coordinator")
+        logger.info("this worker owns partition 0: coordinating the partition map")
+
+    async def _run(self, coordinator: Coordinator) -> None:
+        try:
+            await coordinator.run()
+        except FencedError as exc:
+            # Another worker coordinates now; this one learns it lost partition 0
+            # shortly. If it does not, the group says it is ours: coordinate again.
+            retry_s = coordinator_fenced_retry_s(self._settings)
+            logger.error("%s; no longer coordinating (again in %.0f s if partition 0 stays)", exc, retry_s)
+            self._fenced = True
+            clear_roster_gauges()
+            asyncio.get_running_loop().call_later(retry_s, self._retry_fenced)
+        except AuthorizationError as exc:
+            self._forbidden(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("coordinator failed; restarting it")
+            await asyncio.sleep(COORDINATOR_RETRY_S)
+            if self._here():
+                self._task = None
+                self.start()
+
+    def _retry_fenced(self) -> None:
+        if self._here() and self._fenced and not self.active:
+            logger.warning("partition 0 is still ours after the coordinator was fenced; coordinating again")
+            self.claim()
+
+    def _here(self) -> bool:
+        return self._owns_partition_0() and not self._shutting_down()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            logger.info("no longer coordinating")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            clear_roster_gauges()
+
+    def readiness(self, owns_partition_0: bool) -> tuple[bool, str | None, dict[str, object]]:
+        """(coordination fine, the control topic's conflict if any, the coordinator's figures).
+
+        Owning partition 0 needs a running coordinator that has refreshed.
+        """
+        coordinator = self.coordinator if self.active else None
+        if coordinator is None:
+            return not owns_partition_0, None, {}
+        conflict = coordinator.conflict
+        figures: dict[str, object] = {
+            "refreshes": coordinator.refreshes,
+            "unassigned": coordinator.last_unassigned,
+        }
+        return conflict is None and coordinator.refreshes > 0, conflict, figures
+
 
 class Fleet:
     """Runs exactly the shards whose control partitions this worker is assigned.
@@ -65,24 +165,21 @@ class Fleet:
         settings: Settings,
         *,
         shard_factory: ShardFactory,
-        coordinator_factory: Callable[[Callable[[int], None]], Coordinator],
+        coordinator_factory: CoordinatorFactory,
         consumer_factory: ConsumerFactory = Consumer,
         clients: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._coordinator_factory = coordinator_factory
         self._clock = clock
         self._slots: dict[int, Slot] = {}
         self._lost: dict[int, Slot] = {}
-        self._stopping: dict[int, asyncio.Task[None]] = {}
         self._driver = ShardDriver(
             settings,
             shard_factory=shard_factory,
             clients=clients,
             clock=clock,
-            stopping=self._stopping,
-            owned_changed=self._owned_changed,
+            owned_changed=lambda: metrics.SHARDS_OWNED.set(len(self.shards)),
             forbidden=self._stop_for,
         )
         self._events: asyncio.Queue[MembershipEvent] = asyncio.Queue()
@@ -92,9 +189,14 @@ class Fleet:
             consumer_factory=consumer_factory,
             revoke_wait_s=settings.drain_timeout_s + STOP_MARGIN_S,
         )
-        self.coordinator: Coordinator | None = None
-        self._coord_task: asyncio.Task[None] | None = None
-        self._coord_fenced = False
+        self._coordination = _CoordinatorRole(
+            settings,
+            coordinator_factory,
+            partitions_added=self._partitions_added,
+            owns_partition_0=lambda: 0 in self._slots,
+            shutting_down=lambda: self._shutting_down,
+            forbidden=self._stop_for,
+        )
         self.joined = False
         self._rebalance_pending_until: float | None = None
         self._shutting_down = False
@@ -121,8 +223,13 @@ class Fleet:
         return sorted(self._slots)
 
     @property
+    def coordinator(self) -> Coordinator | None:
+        """The coordinator this worker runs or ran last (None: never coordinated)."""
+        return self._coordination.coordinator
+
+    @property
     def is_coordinator(self) -> bool:
-        return self._coord_task is not None and not self._coord_task.done()
+        return self._coordination.active
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready: joined, no rebalance pending, every owned partition read and its shard ready.
@@ -133,13 +240,8 @@ class Fleet:
         """
         now = self._clock()
         pending = self._rebalance_pending_until is not None and now < self._rebalance_pending_until
-        conflict = self.coordinator.conflict if self.coordinator is not None and self.is_coordinator else None
-        refreshed = self.is_coordinator and self.coordinator is not None and self.coordinator.refreshes > 0
-        if 0 in self._slots:
-            coordinator_ok = conflict is None and refreshed
-        else:
-            coordinator_ok = conflict is None and (refreshed or not self.is_coordinator)
-        slots = list(self._slots.values())
+        coordinator_ok, conflict, figures = self._coordination.readiness(0 in self._slots)
+        slots = sorted(self._slots.values(), key=lambda s: s.partition)
         ready = (
             self.joined
             and not pending
@@ -149,31 +251,16 @@ class Fleet:
             and all(s.ready() for s in slots)
         )
         wall = time.time()
-        shards: dict[str, object] = {}
-        for slot in sorted(slots, key=lambda s: s.partition):
-            info: dict[str, object] = {"users": len(slot.users), "fenced": slot.fenced}
-            if slot.record is not None:
-                info["epoch"] = slot.record.epoch
-                info["clientIndex"] = slot.record.client_index
-            if slot.shard is not None and slot.running:
-                info.update(slot.shard.describe())
-                stats = slot.shard.stats
-                if stats.last_reconciled is not None:
-                    info["reconciledAt"] = wall - (self._clock() - stats.last_reconciled)
-                info["connects"] = stats.connects
-            shards[str(slot.partition)] = info
         details: dict[str, object] = {
             "partitions": self.partitions,
             "coordinator": self.is_coordinator,
             "joined": self.joined,
-            "shards": shards,
+            "shards": {str(slot.partition): slot.describe(now, wall) for slot in slots},
         }
         if self.foreign_records or conflict is not None:
             details["foreignMapRecords"] = self.foreign_records
             details["conflict"] = conflict or "another fleet's map records on this worker's partitions"
-        if self.coordinator is not None and self.is_coordinator:
-            details["refreshes"] = self.coordinator.refreshes
-            details["unassigned"] = self.coordinator.last_unassigned
+        details.update(figures)
         return ready, details
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
@@ -216,7 +303,7 @@ class Fleet:
 
     async def _shutdown(self) -> None:
         logger.info("stopping: draining %d shards, then leaving the group", len(self.shards))
-        await self._stop_coordinator()
+        await self._coordination.stop()
         slots = [*self._slots.values(), *self._lost.values()]
         self._slots.clear()
         self._lost.clear()
@@ -224,7 +311,7 @@ class Fleet:
             slot.revoked = True
             slot.wake.set()
         drivers = [s.driver for s in slots if s.driver is not None]
-        await asyncio.gather(*drivers, *self._stopping.values(), return_exceptions=True)
+        await asyncio.gather(*drivers, *self._driver.stopping(), return_exceptions=True)
         metrics.SHARDS_OWNED.set(0)
         await self._membership.close()
 
@@ -254,9 +341,8 @@ class Fleet:
             self._on_record(event)
         elif isinstance(event, _CaughtUp):
             slot = self._slots.get(event.partition)
-            if slot is not None and not slot.caught_up:
-                slot.caught_up = True
-                slot.wake.set()
+            if slot is not None:
+                slot.catch_up()
         else:
             logger.error("fleet membership failed: %s", event.error)
             self.failure = event.error
@@ -273,27 +359,21 @@ class Fleet:
             self._slots[p] = held
             logger.info("partition %d is ours again; its shard kept running", p)
             if p == 0 and not self.is_coordinator:  # fenced while the session was lost
-                self._coord_fenced = False
-                self._start_coordinator()
+                self._coordination.claim()
             return
         if held is not None:
             # Another worker owned it meanwhile and fenced this shard: retire the
             # old slot; the new one starts when it has stopped (its new sink
             # fences that interim owner, which no longer owns the partition).
             logger.info("partition %d is ours again; its shard was fenced meanwhile: restarting it", p)
-            held.revoked = True
-            held.wake.set()
-            if held.driver is not None:
-                self._stopping[p] = held.driver
-                held.driver.add_done_callback(functools.partial(self._forget_stopping, p))
+            self._driver.retire(held)
         slot = Slot(p)
         self._slots[p] = slot
         if self._shutting_down:
             return
-        slot.driver = asyncio.create_task(self._driver.drive(slot), name=f"fleet-partition-{p}")
+        self._driver.start(slot)
         if p == 0:
-            self._coord_fenced = False
-            self._start_coordinator()
+            self._coordination.claim()
 
     def _hold_lost(self, partitions: list[int]) -> None:
         """The session was lost: keep the shards running until the group answers.
@@ -326,14 +406,11 @@ class Fleet:
             slot = self._slots.pop(p, None)
             if slot is None:
                 continue
-            slot.revoked = True
-            slot.wake.set()
-            if slot.driver is not None:
-                drivers.append(slot.driver)
-                self._stopping[p] = slot.driver
-                slot.driver.add_done_callback(functools.partial(self._forget_stopping, p))
+            driver = self._driver.retire(slot)
+            if driver is not None:
+                drivers.append(driver)
         if 0 in partitions:
-            self._spawn(self._stop_coordinator())
+            self._spawn(self._coordination.stop())
         if done is not None:
 
             async def ack() -> None:
@@ -343,33 +420,15 @@ class Fleet:
 
             self._spawn(ack())
 
-    def _forget_stopping(self, p: int, task: asyncio.Task[None]) -> None:
-        if self._stopping.get(p) is task:
-            del self._stopping[p]
-
     def _on_record(self, event: _Record) -> None:
         slot = self._slots.get(event.partition)
         if slot is None or slot.revoked:
             return
-        record = event.record
-        if record.foreign_to(self._settings.id):
-            log_foreign(record, self._settings, event.partition)
+        if event.record.foreign_to(self._settings.id):
+            log_foreign(event.record, self._settings, event.partition)
             self.foreign_records += 1
             return
-        if record.shard != event.partition:
-            logger.warning("control record for shard %d found in partition %d", record.shard, event.partition)
-            return
-        if slot.record is not None and record.epoch < slot.record.epoch:
-            logger.warning(
-                "ignoring stale map record for shard %d (epoch %d < %d)",
-                record.shard,
-                record.epoch,
-                slot.record.epoch,
-            )
-            return
-        slot.record = record
-        if slot.caught_up:
-            slot.wake.set()
+        slot.offer(event.record)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def runner() -> None:
@@ -378,51 +437,6 @@ class Fleet:
         task = asyncio.create_task(runner())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    # -- coordinator ----------------------------------------------------------------------
-
-    def _start_coordinator(self) -> None:
-        if self.is_coordinator or self._shutting_down or self._coord_fenced:
-            return
-        self.coordinator = self._coordinator_factory(self._partitions_added)
-        self._coord_task = asyncio.create_task(self._run_coordinator(self.coordinator), name="coordinator")
-        logger.info("this worker owns partition 0: coordinating the partition map")
-
-    async def _run_coordinator(self, coordinator: Coordinator) -> None:
-        try:
-            await coordinator.run()
-        except FencedError as exc:
-            # Another worker coordinates now; this one learns it lost partition 0
-            # shortly. If it does not, the group says it is ours: coordinate again.
-            retry_s = coordinator_fenced_retry_s(self._settings)
-            logger.error("%s; no longer coordinating (again in %.0f s if partition 0 stays)", exc, retry_s)
-            self._coord_fenced = True
-            clear_roster_gauges()
-            asyncio.get_running_loop().call_later(retry_s, self._retry_fenced_coordinator)
-        except AuthorizationError as exc:
-            self._stop_for(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("coordinator failed; restarting it")
-            await asyncio.sleep(COORDINATOR_RETRY_S)
-            if 0 in self._slots and not self._shutting_down:
-                self._coord_task = None
-                self._start_coordinator()
-
-    def _retry_fenced_coordinator(self) -> None:
-        if 0 in self._slots and self._coord_fenced and not self.is_coordinator and not self._shutting_down:
-            logger.warning("partition 0 is still ours after the coordinator was fenced; coordinating again")
-            self._coord_fenced = False
-            self._start_coordinator()
-
-    async def _stop_coordinator(self) -> None:
-        task, self._coord_task = self._coord_task, None
-        if task is not None and not task.done():
-            logger.info("no longer coordinating")
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            clear_roster_gauges()
 
     def _partitions_added(self, total: int) -> None:
         logger.info("partition map grew to %d shards; waiting for the rebalance", total)
@@ -435,6 +449,3 @@ class Fleet:
             return
         logger.error("%s; stopping", exc)
         self._events.put_nowait(_Failed(str(exc), exc))
-
-    def _owned_changed(self) -> None:
-        metrics.SHARDS_OWNED.set(len(self.shards))

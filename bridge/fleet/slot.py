@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -77,13 +78,52 @@ class Slot:
             return True
         return self.running and self.shard is not None and self.shard.ready
 
+    def catch_up(self) -> None:
+        """The partition is read to its end: its latest record is the shard's member list."""
+        if not self.caught_up:
+            self.caught_up = True
+            self.wake.set()
+
+    def offer(self, record: MapRecord) -> None:
+        """Take a map record of this partition; one for another shard or of an older epoch is ignored."""
+        if record.shard != self.partition:
+            logger.warning("control record for shard %d found in partition %d", record.shard, self.partition)
+            return
+        if self.record is not None and record.epoch < self.record.epoch:
+            logger.warning(
+                "ignoring stale map record for shard %d (epoch %d < %d)",
+                record.shard,
+                record.epoch,
+                self.record.epoch,
+            )
+            return
+        self.record = record
+        if self.caught_up:
+            self.wake.set()
+
+    def describe(self, now: float, wall: float) -> dict[str, object]:
+        """The slot in /readyz: members, epoch, client, and its running shard's own description.
+
+        ``now`` is the fleet's clock, ``wall`` the same instant as Unix time.
+        """
+        info: dict[str, object] = {"users": len(self.users), "fenced": self.fenced}
+        if self.record is not None:
+            info["epoch"] = self.record.epoch
+            info["clientIndex"] = self.record.client_index
+        if self.shard is not None and self.running:
+            info.update(self.shard.describe())
+            stats = self.shard.stats
+            if stats.last_reconciled is not None:
+                info["reconciledAt"] = wall - (now - stats.last_reconciled)
+            info["connects"] = stats.connects
+        return info
+
 
 class ShardDriver:
     """Converges each slot's shard on the slot's latest map record until the slot is revoked.
 
-    ``stopping`` (partition → driver task of a slot that is stopping) is the
-    fleet's; a new driver of the same partition waits for it first.
-    ``owned_changed`` is called whenever a shard starts or stops,
+    A retired slot's driver keeps stopping its shard; a new slot of the
+    same partition waits for that first. ``owned_changed`` is called whenever a shard starts or stops,
     ``forbidden`` when a shard ended on a missing ACL.
     """
 
@@ -94,7 +134,6 @@ class ShardDriver:
         shard_factory: ShardFactory,
         clients: int,
         clock: Callable[[], float],
-        stopping: dict[int, asyncio.Task[None]],
         owned_changed: Callable[[], None],
         forbidden: Callable[[AuthorizationError], None],
     ) -> None:
@@ -102,9 +141,32 @@ class ShardDriver:
         self._shard_factory = shard_factory
         self._clients = clients
         self._clock = clock
-        self._stopping = stopping
+        #: partition → the driver of a retired slot, until it has stopped its shard.
+        self._stopping: dict[int, asyncio.Task[None]] = {}
         self._owned_changed = owned_changed
         self._forbidden = forbidden
+
+    def start(self, slot: Slot) -> None:
+        """Drive ``slot`` in a task of its own (``slot.driver``)."""
+        slot.driver = asyncio.create_task(self.drive(slot), name=f"fleet-partition-{slot.partition}")
+
+    def retire(self, slot: Slot) -> asyncio.Task[None] | None:
+        """Revoke ``slot``: its driver stops the shard and ends; returns that driver (None: never driven)."""
+        slot.revoked = True
+        slot.wake.set()
+        driver = slot.driver
+        if driver is not None:
+            self._stopping[slot.partition] = driver
+            driver.add_done_callback(functools.partial(self._forget_stopping, slot.partition))
+        return driver
+
+    def stopping(self) -> list[asyncio.Task[None]]:
+        """The drivers of retired slots still stopping their shards."""
+        return list(self._stopping.values())
+
+    def _forget_stopping(self, p: int, task: asyncio.Task[None]) -> None:
+        if self._stopping.get(p) is task:
+            del self._stopping[p]
 
     async def drive(self, slot: Slot) -> None:
         """Converge the partition's shard on its latest record until revoked; then stop it."""

@@ -108,7 +108,7 @@ async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 async def _close(fleet: Fleet) -> None:
     fleet._shutting_down = True
-    await fleet._stop_coordinator()
+    await fleet._coordination.stop()
     for slot in [*fleet._slots.values(), *fleet._lost.values()]:
         slot.revoked = True
         slot.wake.set()
@@ -131,15 +131,23 @@ async def test_a_shard_fenced_while_the_session_was_lost_restarts_when_the_parti
     await _close(fleet)
 
 
-async def test_a_fenced_coordinator_is_restarted_while_partition_0_stays_here(
+async def _owner_of_0_whose_coordinator_was_fenced(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Fenced but still the owner of partition 0: not ready meanwhile, then coordinating again."""
+) -> tuple[Fleet, list[FakeShard]]:
+    """A fleet owning partition 0 whose first coordinator run ended fenced."""
     monkeypatch.setattr(FakeCoordinator, "runs", 0)
     shards: list[FakeShard] = []
     fleet = _fleet(shards)
     _own(fleet, 0)
     await _until(lambda: FakeCoordinator.runs == 1 and not fleet.is_coordinator)
+    return fleet, shards
+
+
+async def test_a_fenced_coordinator_is_restarted_while_partition_0_stays_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fenced but still the owner of partition 0: not ready meanwhile, then coordinating again."""
+    fleet, _shards = await _owner_of_0_whose_coordinator_was_fenced(monkeypatch)
     await _until(lambda: len(fleet.shards) == 1)
     assert not fleet.readiness()[0], "ready with partition 0 owned and no coordinator"
     await _until(
@@ -172,11 +180,7 @@ async def test_partition_0_given_back_after_a_lost_session_coordinates_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The coordinator was fenced while the session was lost; regaining partition 0 restarts it."""
-    monkeypatch.setattr(FakeCoordinator, "runs", 0)
-    shards: list[FakeShard] = []
-    fleet = _fleet(shards)
-    _own(fleet, 0)
-    await _until(lambda: FakeCoordinator.runs == 1 and not fleet.is_coordinator)
+    fleet, shards = await _owner_of_0_whose_coordinator_was_fenced(monkeypatch)
     fleet._handle(_Revoked([0], lost=True, done=None))
     _own(fleet, 0)
     await _until(lambda: fleet.is_coordinator, timeout_s=1.0)
@@ -207,10 +211,10 @@ def _no_shard(*_args: Any) -> Any:
 async def test_losing_the_coordinator_role_clears_the_roster_gauges() -> None:
     """A former coordinator reports 0 unassigned: max() over the fleet must not keep its stale 50."""
     fleet = Fleet(Settings(), shard_factory=_no_shard, coordinator_factory=_Coordinator)  # type: ignore[arg-type]
-    fleet._start_coordinator()
+    fleet._coordination.start()
     assert isinstance(fleet.coordinator, _Coordinator)
     await asyncio.wait_for(fleet.coordinator.reported.wait(), 5)
     assert metrics.ROSTER_UNASSIGNED._value.get() == 50
-    await fleet._stop_coordinator()
+    await fleet._coordination.stop()
     assert metrics.ROSTER_UNASSIGNED._value.get() == 0
     assert metrics.ROSTER_USERS._value.get() == 0
