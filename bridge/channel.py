@@ -24,12 +24,9 @@ from bridge import log, metrics
 from bridge.errors import ChannelClosedError, GenesysError, NotFoundError, SinkError
 from bridge.events import Accepted
 from bridge.genesys import protocol
-from bridge.genesys.rest import (
-    INCLUDE_OAUTH_CLIENT,
-    ChannelInfo,
-    RequestBudget,
-    SubscriptionResult,
-)
+from bridge.genesys.budget import RequestBudget
+from bridge.genesys.models import ChannelInfo, SubscriptionResult
+from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT
 from bridge.genesys.retry import Action
 from bridge.genesys.session import EXPIRING, Accept, DeadLetter, HandOver, Reconnect, Rotate, Session
 from bridge.model import Change

@@ -103,7 +103,7 @@ def _run(_args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from bridge.audit import DEFAULT_GRACE_S, audit  # noqa: PLC0415 - keeps --help fast
-    from bridge.genesys.rest import GenesysRest  # noqa: PLC0415
+    from bridge.worker import genesys_rest  # noqa: PLC0415
 
     grace = DEFAULT_GRACE_S if args.grace_s is None else args.grace_s
 
@@ -113,7 +113,7 @@ def _audit(args: argparse.Namespace) -> int:
             print("presence-bridge: no Genesys OAuth client configured", file=sys.stderr)
             return 2
         log.register_secret(clients[0].client_secret.get_secret_value())
-        rest = GenesysRest.from_settings(settings, clients[0])
+        rest = genesys_rest(settings, clients[0])
         try:
             report = await audit(
                 settings,

@@ -11,7 +11,7 @@ What it does, in order:
    enough that several shards exist); their logs go to files in the demo's
    folder (``--dir``, a fresh temporary folder by default), not the terminal;
 4. once every shard is streaming, starts the generator and shows a live view
-   read from the simulator's ``/sim/stats`` and ``/sim/truth`` and the
+   (:mod:`bridge.demo_view`) read from the simulator's ``/sim/stats`` and ``/sim/truth`` and the
    workers' ``/metrics``: changes per second, records produced, agents per
    presence and routing status, shards per worker, reconnects, delivery p99;
    redrawn in place with plain ANSI escapes on a terminal, one status line
@@ -42,12 +42,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TextIO
+
+from bridge.demo_view import GREEN, RED, RESET, Sampler, Screen, Snapshot, clock_text, plural, render_line
 
 __all__ = [
     "DEFAULT_AGENTS",
@@ -55,9 +56,6 @@ __all__ = [
     "DEFAULT_WORKERS",
     "Demo",
     "DemoOptions",
-    "Snapshot",
-    "WorkerStats",
-    "parse_metrics",
     "register",
 ]
 
@@ -97,172 +95,7 @@ STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 5.0
 #: How often the live view samples the simulator and the workers.
 SAMPLE_S = 1.0
-#: How often a status line is printed when stdout is not a terminal.
-PLAIN_EVERY_S = 5.0
-#: Changes/s is averaged over this many samples.
-RATE_WINDOW = 5
 LOOPBACK = "127.0.0.1"
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
-BOLD = "\x1b[1m"
-GREEN = "\x1b[32m"
-RED = "\x1b[31m"
-RESET = "\x1b[0m"
-DELIVERY_METRIC = "bridge_event_delivery_seconds"
-
-
-# ----------------------------------------------------------------------------- metrics parsing
-
-
-@dataclass
-class WorkerStats:
-    """What one worker's ``/metrics`` says."""
-
-    up: bool = False
-    shards: int = 0
-    shard_ids: tuple[str, ...] = ()
-    records: float = 0.0
-    reconnects: float = 0.0
-    reconciles: float = 0.0
-    fenced: float = 0.0
-    delivery_buckets: dict[float, float] = field(default_factory=dict)
-
-
-def parse_metrics(text: str) -> WorkerStats:
-    """The few series the demo shows, from Prometheus text exposition."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
-    stats = WorkerStats(up=True)
-    shard_ids: list[str] = []
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if name == "bridge_shards_owned":
-                stats.shards = int(value)
-            elif name == "bridge_shard_users" and value > 0:
-                shard_ids.append(labels.get("shard", "?"))
-            elif name == "bridge_records_produced_total":
-                stats.records += value
-            elif name == "bridge_channel_connects_total" and labels.get("reason") != "start":
-                stats.reconnects += value
-            elif name == "bridge_reconcile_runs_total":
-                stats.reconciles += value
-            elif name == "bridge_fenced_total":
-                stats.fenced += value
-            elif name == f"{DELIVERY_METRIC}_bucket":
-                stats.delivery_buckets[float(labels["le"])] = value
-    stats.shard_ids = tuple(sorted(shard_ids, key=lambda s: (len(s), s)))
-    return stats
-
-
-def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
-    """The upper bound of the histogram bucket holding quantile ``q`` (None without data)."""
-    if not buckets:
-        return None
-    ordered = sorted(buckets.items())
-    total = ordered[-1][1]
-    if total <= 0:
-        return None
-    for bound, count in ordered:
-        if count >= q * total:
-            return bound
-    return ordered[-1][0]
-
-
-@dataclass
-class Snapshot:
-    """One sample of the whole demo, for the live view."""
-
-    elapsed: float
-    phase: str
-    changes: int = 0
-    changes_per_s: float = 0.0
-    records_per_s: float = 0.0
-    channels: int = 0
-    connected: int = 0
-    presence: Counter[str] = field(default_factory=Counter)
-    routing: Counter[str] = field(default_factory=Counter)
-    workers: list[WorkerStats] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
-
-    @property
-    def records(self) -> float:
-        return sum(w.records for w in self.workers)
-
-    @property
-    def reconnects(self) -> float:
-        return sum(w.reconnects for w in self.workers)
-
-    def delivery_p99(self) -> float | None:
-        merged: dict[float, float] = {}
-        for w in self.workers:
-            for bound, count in w.delivery_buckets.items():
-                merged[bound] = merged.get(bound, 0.0) + count
-        return bucket_quantile(merged, 0.99)
-
-
-def _clock(seconds: float) -> str:
-    s = max(0, int(seconds))
-    return f"{s // 60:02d}:{s % 60:02d}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _counts(counter: Counter[str]) -> str:
-    return " · ".join(f"{k} {v}" for k, v in counter.most_common()) or "-"
-
-
-def _p99_text(snap: Snapshot) -> str:
-    p99 = snap.delivery_p99()
-    if p99 is None:
-        return "-"
-    return "> 60 s" if math.isinf(p99) else f"≤ {p99 * 1000:.0f} ms"
-
-
-def render_screen(snap: Snapshot, opts: DemoOptions, header: dict[str, str]) -> list[str]:
-    """The terminal view as lines."""
-    limit = _clock(opts.seconds) if opts.seconds is not None else "Ctrl-C to stop"
-    lines = [
-        f"{BOLD}presence-bridge demo{RESET} — {opts.agents} agents, {_plural(opts.workers, 'worker')}, "
-        f"{header.get('shards', '?')} shards — {_clock(snap.elapsed)} / {limit}   [{snap.phase}]",
-        "",
-        f"  genesys sim   {header.get('sim', '')}   channels {snap.connected}/{snap.channels} connected",
-        f"  changes/s     {snap.changes_per_s:8.1f}      changes total  {snap.changes:,}",
-        f"  records/s     {snap.records_per_s:8.1f}      records total  {int(snap.records):,}  "
-        f"(kafka {opts.bootstrap})",
-        f"  delivery p99  {_p99_text(snap):>8}      reconnects {int(snap.reconnects)}",
-        "",
-        f"  presence   {_counts(snap.presence)}",
-        f"  routing    {_counts(snap.routing)}",
-        "",
-    ]
-    for i, w in enumerate(snap.workers, start=1):
-        if not w.up:
-            lines.append(f"  worker {i}   (not answering)")
-            continue
-        ids = ",".join(w.shard_ids) or "-"
-        lines.append(
-            f"  worker {i}   shards {w.shards} [{ids}]   records {int(w.records):,}   "
-            f"reconnects {int(w.reconnects)}   reconciliations {int(w.reconciles)}"
-        )
-    lines.append("")
-    lines.append(f"  faults     {' · '.join(snap.faults) or 'scheduled half-way'}")
-    lines.append(f"  logs       {header.get('dir', '')}")
-    return lines
-
-
-def render_line(snap: Snapshot) -> str:
-    """One plain status line (stdout is not a terminal)."""
-    shards = " ".join(
-        f"w{i}={w.shards}" if w.up else f"w{i}=down" for i, w in enumerate(snap.workers, start=1)
-    )
-    return (
-        f"demo {_clock(snap.elapsed)} {snap.phase}: {snap.changes_per_s:.0f} changes/s, "
-        f"{int(snap.records):,} records, channels {snap.connected}/{snap.channels}, "
-        f"shards {shards}, reconnects {int(snap.reconnects)}, delivery p99 {_p99_text(snap)} | "
-        f"{_counts(snap.presence)}"
-    )
 
 
 # ----------------------------------------------------------------------------- processes
@@ -333,8 +166,8 @@ class Demo:
 
     def __init__(self, opts: DemoOptions, out: TextIO = sys.stdout) -> None:
         self.opts = opts
-        self.out = out
-        self.tty = out.isatty()
+        self.screen = Screen(opts, out)
+        self.tty = self.screen.tty
         self.children: list[Child] = []
         self.metrics_ports: list[int] = []
         self.sim_url = ""
@@ -343,14 +176,14 @@ class Demo:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
         self._http: Any = None
-        self._history: list[tuple[float, int, float]] = []
+        self._sampler = Sampler(None)
         self.faults: list[str] = []
         self._streaming_from: float | None = None
 
     # -- helpers -----------------------------------------------------------------
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        self.screen.say(text)
 
     def env(self) -> dict[str, str]:
         """The worker's and the audit's environment: the caller's BRIDGE_* plus the demo's own."""
@@ -464,49 +297,13 @@ class Demo:
 
     # -- sampling ----------------------------------------------------------------
 
-    def _get(self, url: str) -> Any:
-        try:
-            response = self._http.get(url)
-            response.raise_for_status()
-        except Exception:  # a child restarting or not up yet: show it as down
-            return None
-        return response
-
     def sample(self, started: float, phase: str) -> Snapshot:
         """One snapshot; ``elapsed`` counts from the moment the generator started."""
         origin = self._streaming_from if self._streaming_from is not None else started
-        snap = Snapshot(elapsed=time.monotonic() - origin, phase=phase, faults=list(self.faults))
-        stats = self._get(f"{self.sim_url}/sim/stats")
-        if stats is not None:
-            doc = stats.json()
-            snap.changes = int(doc.get("changesEmitted", 0))
-            channels = doc.get("channels", [])
-            snap.channels = len(channels)
-            snap.connected = sum(1 for c in channels if c.get("connected"))
-        truth = self._get(f"{self.sim_url}/sim/truth")
-        if truth is not None:
-            for user in truth.json().get("users", {}).values():
-                snap.presence[user["presence"]["systemPresence"]] += 1
-                snap.routing[user["routingStatus"]["status"]] += 1
-        for port in self.metrics_ports:
-            response = self._get(f"http://{LOOPBACK}:{port}/metrics")
-            snap.workers.append(parse_metrics(response.text) if response is not None else WorkerStats())
-        now = time.monotonic()
-        self._history.append((now, snap.changes, snap.records))
-        self._history = self._history[-RATE_WINDOW:]
-        t0, c0, r0 = self._history[0]
-        if now > t0:
-            snap.changes_per_s = (snap.changes - c0) / (now - t0)
-            snap.records_per_s = (snap.records - r0) / (now - t0)
-        return snap
-
-    def show(self, snap: Snapshot, header: dict[str, str], last_plain: list[float]) -> None:
-        if self.tty:
-            self.out.write(CLEAR_SCREEN + "\n".join(render_screen(snap, self.opts, header)) + "\n")
-            self.out.flush()
-        elif snap.elapsed - last_plain[0] >= PLAIN_EVERY_S:
-            last_plain[0] = snap.elapsed
-            self.say(render_line(snap))
+        metrics = [f"http://{LOOPBACK}:{port}/metrics" for port in self.metrics_ports]
+        return self._sampler.sample(
+            self.sim_url, metrics, elapsed=time.monotonic() - origin, phase=phase, faults=self.faults
+        )
 
     def _admin(self, path: str, body: dict[str, object]) -> Any:
         response = self._http.post(f"{self.sim_url}{path}", json=body)
@@ -514,7 +311,7 @@ class Demo:
         return response.json()
 
     def _connected_channels(self) -> list[str]:
-        response = self._get(f"{self.sim_url}/sim/stats")
+        response = self._sampler.get(f"{self.sim_url}/sim/stats")
         if response is None:
             return []
         return [c["id"] for c in response.json().get("channels", []) if c.get("connected")]
@@ -523,27 +320,27 @@ class Demo:
         """One fault on one connected channel (a different one for each fault when possible)."""
         channels = self._connected_channels()
         if not channels:
-            self.faults.append(f"{kind} at {_clock(elapsed)} skipped (no connected channel)")
+            self.faults.append(f"{kind} at {clock_text(elapsed)} skipped (no connected channel)")
             return
         target = channels[0] if kind == "socket drop" else channels[-1]
         if kind == "socket drop":
             self._admin("/sim/faults/drop", {"channelId": target})
         else:
             self._admin("/sim/faults/maintenance", {"channelId": target})
-        self.faults.append(f"{kind} at {_clock(elapsed)} ({target[:12]}…)")
+        self.faults.append(f"{kind} at {clock_text(elapsed)} ({target[:12]}…)")
         if not self.tty:
-            self.say(f"demo {_clock(elapsed)}: injected {kind} on channel {target}")
+            self.say(f"demo {clock_text(elapsed)}: injected {kind} on channel {target}")
 
     # -- the run -----------------------------------------------------------------
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    def wait_ready(self, started: float, header: dict[str, str], last_plain: list[float]) -> bool:
+    def wait_ready(self, started: float) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self._stop.is_set() and time.monotonic() < deadline:
             snap = self.sample(started, "starting")
-            self.show(snap, header, last_plain)
+            self.screen.show(snap)
             owned = sum(w.shards for w in snap.workers)
             if snap.connected >= self.opts.shards and owned >= self.opts.shards:
                 return True
@@ -556,7 +353,7 @@ class Demo:
             self.say(f"demo: the workers did not connect every shard within {READY_TIMEOUT_S:.0f} s")
         return False
 
-    def stream(self, started: float, header: dict[str, str], last_plain: list[float]) -> None:
+    def stream(self, started: float) -> None:
         self._admin("/sim/generator", {"paused": False})
         streaming_from = self._streaming_from = time.monotonic()
         fault_at = self.opts.seconds / 2 if self.opts.seconds is not None else DEFAULT_FAULT_AT_S
@@ -570,10 +367,10 @@ class Demo:
             since = time.monotonic() - streaming_from
             while pending and since >= pending[0][0]:
                 self.inject(pending.pop(0)[1], since)
-            self.show(self.sample(started, "streaming"), header, last_plain)
+            self.screen.show(self.sample(started, "streaming"))
             self._stop.wait(SAMPLE_S)
 
-    def settle(self, started: float, header: dict[str, str], last_plain: list[float]) -> None:
+    def settle(self, started: float) -> None:
         """Pause the generator; wait until every channel is connected and no record arrives."""
         with contextlib.suppress(Exception):
             self._admin("/sim/generator", {"paused": True})
@@ -582,7 +379,7 @@ class Demo:
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             snap = self.sample(started, "settling")
-            self.show(snap, header, last_plain)
+            self.screen.show(snap)
             if snap.records != last_records or snap.connected < self.opts.shards:
                 last_records = snap.records
                 quiet_since = time.monotonic()
@@ -614,12 +411,13 @@ class Demo:
 
         if not self.check_kafka():
             return 2
-        header = {"dir": str(self.dir), "shards": str(self.opts.shards)}
-        last_plain = [-PLAIN_EVERY_S]
+        header = self.screen.header
+        header.update({"dir": str(self.dir), "shards": str(self.opts.shards)})
         self._http = httpx.Client(timeout=HTTP_TIMEOUT_S)
+        self._sampler = Sampler(self._http)
         try:
             self.say(
-                f"demo: {self.opts.agents} agents, {_plural(self.opts.workers, 'worker')}, "
+                f"demo: {self.opts.agents} agents, {plural(self.opts.workers, 'worker')}, "
                 f"{self.opts.shards} shards "
                 f"of ≤ {self.opts.capacity} agents, {self.opts.events_per_sec:.0f} changes/s, "
                 f"kafka {self.opts.bootstrap}; logs in {self.dir}"
@@ -628,15 +426,15 @@ class Demo:
             header["sim"] = self.sim_url
             self.start_workers()
             started = time.monotonic()
-            if not self.wait_ready(started, header, last_plain):
+            if not self.wait_ready(started):
                 if self._stop.is_set():
                     self.say("demo: interrupted before streaming started")
                 return 1
-            self.stream(started, header, last_plain)
-            self.settle(started, header, last_plain)
+            self.stream(started)
+            self.settle(started)
             final = self.sample(started, "audit")
             if self.tty:
-                self.show(final, header, last_plain)
+                self.screen.show(final)
             else:
                 self.say(render_line(final))
             self.say(

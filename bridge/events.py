@@ -34,8 +34,10 @@ routing status are ordered independently; Genesys stamps them separately):
   ``max(changed_at, last changed_at + 1 ms)`` so per-user order holds on the
   topic; the same value → duplicate.
 
-Every dropped stream change counts ``bridge_stale_events_total{kind}`` (a
-reconciliation's unchanged states are dropped silently: it repeats them by design). An accepted
+A dropped change comes back as the :class:`Dropped` reason (stale or
+duplicate); this module counts nothing. The shard counts every dropped stream
+change in ``bridge_stale_events_total{kind}`` (a reconciliation's unchanged
+states are dropped silently: it repeats them by design). An accepted
 presence is enriched with ``presence_label`` from the org's presence
 definitions (``GET /api/v2/presence/definitions``).
 
@@ -47,31 +49,38 @@ objects are never mutated after they are handed out, so an
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bridge.metrics import STALE_EVENTS
 from bridge.model import (
     AgentState,
     Change,
     Kind,
-    Origin,
     PresenceValue,
     RoutingValue,
     VersionedPresence,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import event_id
 
-__all__ = ["UNKNOWN_TIMESTAMP_STEP", "Accepted", "ShardState"]
+__all__ = ["UNKNOWN_TIMESTAMP_STEP", "Accepted", "Dropped", "ShardState"]
 
 #: Genesys times have millisecond precision: a change without a timestamp is
 #: placed at least this far after the last one so that per-user order holds.
 UNKNOWN_TIMESTAMP_STEP = timedelta(milliseconds=1)
 
 _Value = PresenceValue | RoutingValue
-_STALE = {kind: STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
+
+
+class Dropped(enum.Enum):
+    """Why :meth:`ShardState.apply` dropped a change."""
+
+    STALE = "stale"
+    """Older than the last accepted change of its user and kind (a late or replayed frame)."""
+    DUPLICATE = "duplicate"
+    """The value already accepted at that time (a repeat, or a replay within one millisecond)."""
 
 
 @dataclass(slots=True)
@@ -152,8 +161,8 @@ class ShardState:
 
     # -- the hot path -----------------------------------------------------------
 
-    def apply(self, change: Change) -> Accepted | None:
-        """Order, dedupe and enrich one change; None when it is dropped (module rules)."""
+    def apply(self, change: Change) -> Accepted | Dropped:
+        """Order, dedupe and enrich one change; why it was dropped otherwise (module rules)."""
         state = self._states.get(change.user_id)
         value = change.value
         if isinstance(value, PresenceValue):
@@ -166,8 +175,8 @@ class ShardState:
                 last_p is not None
                 and (last_p.value.same_as(value) or self._replayed(change, last_p.changed_at, value)),
             )
-            if ordered is None:
-                return None
+            if isinstance(ordered, Dropped):
+                return ordered
             if last_p is not None:
                 self._remember(ordered, last_p.changed_at, last_p.value)
             enriched = self._enrich(value)
@@ -185,8 +194,8 @@ class ShardState:
                 last_r is not None
                 and (last_r.value.same_as(value) or self._replayed(change, last_r.changed_at, value)),
             )
-            if ordered is None:
-                return None
+            if isinstance(ordered, Dropped):
+                return ordered
             if last_r is not None:
                 self._remember(ordered, last_r.changed_at, last_r.value)
             routing = VersionedRouting(value, ordered.changed_at, ordered.event_id)
@@ -227,8 +236,8 @@ class ShardState:
         )
 
 
-def _order(change: Change, last_at: datetime | None, same: bool) -> Change | None:
-    """The change to accept (with its final time and id), or None after counting the drop.
+def _order(change: Change, last_at: datetime | None, same: bool) -> Change | Dropped:
+    """The change to accept (with its final time and id), or why it is dropped.
 
     ``last_at`` is the time of the last accepted change of this user and kind,
     ``same`` whether ``change`` carries the same value as that one.
@@ -237,8 +246,7 @@ def _order(change: Change, last_at: datetime | None, same: bool) -> Change | Non
         return change if change.event_id else _with_id(change, change.changed_at)
     if not change.timestamp_known:
         if same:
-            _dropped(change)
-            return None
+            return Dropped.DUPLICATE
         floor = last_at + UNKNOWN_TIMESTAMP_STEP
         at = change.changed_at if change.changed_at >= floor else floor
         if at != change.changed_at or not change.event_id:
@@ -246,21 +254,13 @@ def _order(change: Change, last_at: datetime | None, same: bool) -> Change | Non
         return change
     if change.changed_at > last_at or (change.changed_at == last_at and not same):
         return change if change.event_id else _with_id(change, change.changed_at)
-    _dropped(change)
-    return None
+    return Dropped.DUPLICATE if change.changed_at == last_at else Dropped.STALE
 
 
 def _same(a: _Value, b: _Value) -> bool:
     if isinstance(a, PresenceValue):
         return isinstance(b, PresenceValue) and a.same_as(b)
     return isinstance(b, RoutingValue) and a.same_as(b)
-
-
-def _dropped(change: Change) -> None:
-    """Count a dropped stream frame. A reconciliation repeats every unchanged
-    state by design; counting those would bury real stale frames."""
-    if change.origin is Origin.STREAM:
-        _STALE[change.kind].inc()
 
 
 def _with_id(change: Change, at: datetime) -> Change:

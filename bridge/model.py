@@ -9,13 +9,23 @@ They are values: never mutate one after it is built; make a new one
 dataclass sets every field through ``object.__setattr__``, which made
 building a ``Change`` five times slower (2.3 µs against 0.45 µs), several
 objects per change (``tests/bench/bench_hotpath.py``).
+
+The change's stable id (:func:`event_id`), the time format every record uses
+(:func:`format_time`) and the millisecond wall clock (:func:`utc_now_ms`) live
+here too: the Genesys layer stamps ids and the shard reads the clock without
+importing the Kafka record models of :mod:`bridge.records`.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import hashlib
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+import orjson
 
 __all__ = [
     "SYSTEM_PRESENCES",
@@ -27,7 +37,18 @@ __all__ = [
     "RoutingValue",
     "VersionedPresence",
     "VersionedRouting",
+    "event_id",
+    "format_time",
+    "utc_now_ms",
 ]
+
+#: A change's time is formatted for its event id, its event record and the
+#: agent's state record (which repeats the other kind's last time too): a
+#: cache of recent times turns those repeats into lookups.
+TIME_CACHE_SIZE = 16_384
+#: Lengths of ``YYYY-MM-DDTHH:MM:SS.mmm`` and ``YYYY-MM-DDTHH:MM:SS``.
+_ISO_MS_LENGTH = 23
+_ISO_SECONDS_LENGTH = 19
 
 #: Genesys system presences, normalised to upper snake case.
 SYSTEM_PRESENCES = frozenset(
@@ -164,3 +185,56 @@ class VersionedRouting:
     value: RoutingValue
     changed_at: datetime
     event_id: str
+
+
+# --------------------------------------------------------------------------- times and ids
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_now_ms: tuple[int, datetime] = (-1, _EPOCH)
+
+
+def utc_now_ms() -> datetime:
+    """The wall clock (aware UTC) truncated to the millisecond the records carry.
+
+    The same object for every call within one millisecond, so the per-change
+    ``observedAt`` and ``updatedAt`` times hit :func:`format_time`'s cache at
+    high rates instead of being formatted anew. Safe from any thread: the
+    cache is one tuple, replaced whole.
+    """
+    global _now_ms  # noqa: PLW0603 - a one-entry cache
+    ms = time.time_ns() // 1_000_000
+    cached = _now_ms
+    if cached[0] == ms:
+        return cached[1]
+    now = _EPOCH + timedelta(milliseconds=ms)
+    _now_ms = (ms, now)
+    return now
+
+
+@functools.lru_cache(maxsize=TIME_CACHE_SIZE)
+def format_time(value: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times.
+
+    Runs several times per change on the hot path (event id, event record,
+    state record). orjson writes a datetime as ``"YYYY-MM-DDTHH:MM:SS.ffffff…"``
+    (no fraction when the microseconds are 0) about three times faster than
+    ``isoformat(timespec=…)``, whose keyword parsing dominates its cost; the
+    quoted text is cut to milliseconds (truncated, as ``isoformat`` does).
+    """
+    raw = orjson.dumps(value)
+    if value.microsecond:
+        return raw[1 : 1 + _ISO_MS_LENGTH].decode() + "Z"
+    return raw[1 : 1 + _ISO_SECONDS_LENGTH].decode() + ".000Z"
+
+
+def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValue | RoutingValue) -> str:
+    """Stable id of one change: the same user, kind, time and value give the same id.
+
+    The label is left out: it is enrichment, not part of what Genesys reported.
+    """
+    if isinstance(value, RoutingValue):
+        canonical = value.status
+    else:
+        canonical = f"{value.system_presence}|{value.presence_definition_id or ''}|{value.message or ''}"
+    raw = f"{user_id}|{kind}|{format_time(changed_at)}|{canonical}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()

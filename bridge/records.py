@@ -17,12 +17,9 @@ received it), ``origin`` (``stream`` or ``reconcile``), ``shard`` and
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
 import sys
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
+from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue, format_time, utc_now_ms
 
 __all__ = [
     "DLQ_SCHEMA",
@@ -47,11 +44,10 @@ __all__ = [
     "encode_dlq",
     "encode_event",
     "encode_state",
-    "event_id",
     "event_type",
-    "format_time",
     "json_schemas",
     "model_for",
+    "utc_now_ms",  # kept for bridge.sink until it imports bridge.model (the clock lives there)
 ]
 
 PRESENCE_SCHEMA = "genesys.presence.v1"
@@ -63,13 +59,6 @@ EVENT_TYPE = {Kind.PRESENCE: "presence", Kind.ROUTING_STATUS: "routing-status"}
 SCHEMA_BY_KIND = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
 #: How much of an undecodable frame the DLQ keeps (frames are small; this bounds a hostile one).
 DLQ_FRAME_LIMIT = 64 * 1024
-#: A change's time is formatted for its event id, its event record and the
-#: agent's state record (which repeats the other kind's last time too): a
-#: cache of recent times turns those repeats into lookups.
-TIME_CACHE_SIZE = 16_384
-#: Lengths of ``YYYY-MM-DDTHH:MM:SS.mmm`` and ``YYYY-MM-DDTHH:MM:SS``.
-_ISO_MS_LENGTH = 23
-_ISO_SECONDS_LENGTH = 19
 
 
 class _Record(BaseModel):
@@ -150,44 +139,6 @@ class DlqRecord(_Record):
     observed_at: datetime
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_now_ms: tuple[int, datetime] = (-1, _EPOCH)
-
-
-def utc_now_ms() -> datetime:
-    """The wall clock (aware UTC) truncated to the millisecond the records carry.
-
-    The same object for every call within one millisecond, so the per-change
-    ``observedAt`` and ``updatedAt`` times hit :func:`format_time`'s cache at
-    high rates instead of being formatted anew. Safe from any thread: the
-    cache is one tuple, replaced whole.
-    """
-    global _now_ms  # noqa: PLW0603 - a one-entry cache
-    ms = time.time_ns() // 1_000_000
-    cached = _now_ms
-    if cached[0] == ms:
-        return cached[1]
-    now = _EPOCH + timedelta(milliseconds=ms)
-    _now_ms = (ms, now)
-    return now
-
-
-@functools.lru_cache(maxsize=TIME_CACHE_SIZE)
-def format_time(value: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times.
-
-    Runs several times per change on the hot path (event id, event record,
-    state record). orjson writes a datetime as ``"YYYY-MM-DDTHH:MM:SS.ffffff…"``
-    (no fraction when the microseconds are 0) about three times faster than
-    ``isoformat(timespec=…)``, whose keyword parsing dominates its cost; the
-    quoted text is cut to milliseconds (truncated, as ``isoformat`` does).
-    """
-    raw = orjson.dumps(value)
-    if value.microsecond:
-        return raw[1 : 1 + _ISO_MS_LENGTH].decode() + "Z"
-    return raw[1 : 1 + _ISO_SECONDS_LENGTH].decode() + ".000Z"
-
-
 def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
     if isinstance(value, RoutingValue):
         return {"status": value.status}
@@ -199,19 +150,6 @@ def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
         "source": value.source,
         "primary": value.primary,
     }
-
-
-def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValue | RoutingValue) -> str:
-    """Stable id of one change: the same user, kind, time and value give the same id.
-
-    The label is left out: it is enrichment, not part of what Genesys reported.
-    """
-    if isinstance(value, RoutingValue):
-        canonical = value.status
-    else:
-        canonical = f"{value.system_presence}|{value.presence_definition_id or ''}|{value.message or ''}"
-    raw = f"{user_id}|{kind}|{format_time(changed_at)}|{canonical}".encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def encode_event(change: Change, shard: int, channel_id: str | None) -> bytes:

@@ -24,6 +24,13 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bridge.errors import ConfigError
+from bridge.genesys.config import (
+    DEFAULT_BACKOFF_INITIAL_S,
+    DEFAULT_REST_BUDGET_PER_MIN,
+    DEFAULT_REST_MAX_RETRIES,
+    DEFAULT_REST_TIMEOUT_S,
+)
+from bridge.genesys.regions import host_urls
 
 __all__ = [
     "BRIDGE_ID_PLACEHOLDER",
@@ -76,16 +83,11 @@ DEFAULT_PONG_TIMEOUT_S = 5.0
 #: Every owned agent is read again from Genesys once per this interval
 #: (bridge/sweep.py): anything the stream lost is corrected within it.
 DEFAULT_SWEEP_INTERVAL_S = 900.0
-DEFAULT_BACKOFF_INITIAL_S = 0.5
 #: Reconnect delays are capped between 60 and 90 s (the shard lifecycle).
 DEFAULT_BACKOFF_MAX_S = 60.0
 DEFAULT_BACKOFF_RESET_S = 60.0
 #: Re-subscribe this long before a channel's ``expires`` (channels live 24 h).
 DEFAULT_CHANNEL_EXTEND_MARGIN_S = 3600.0
-#: Genesys allows about 300 requests/min per token; keep a margin for other callers.
-DEFAULT_REST_BUDGET_PER_MIN = 240
-DEFAULT_REST_TIMEOUT_S = 15.0
-DEFAULT_REST_MAX_RETRIES = 6
 #: The batching window of a transaction, the bulk of the delivery latency:
 #: at 1,000 changes/s p99 was 226 ms with 100 ms and 99 ms with 50 ms, for
 #: the same throughput under a flood (tests/bench/bench_bridge.py).
@@ -298,12 +300,12 @@ class Settings(BaseSettings):
     @property
     def login_url(self) -> str:
         """The OAuth base URL: the explicit override or ``https://login.<region>``."""
-        return (self.genesys_login_url or f"https://login.{self.genesys_region}").rstrip("/")
+        return host_urls(self.genesys_region, self.genesys_login_url, self.genesys_api_url).login_url
 
     @property
     def api_url(self) -> str:
         """The REST base URL: the explicit override or ``https://api.<region>``."""
-        return (self.genesys_api_url or f"https://api.{self.genesys_region}").rstrip("/")
+        return host_urls(self.genesys_region, self.genesys_login_url, self.genesys_api_url).api_url
 
     def clients(self) -> list[GenesysClient]:
         """Every configured OAuth client, the primary one first."""

@@ -90,13 +90,12 @@ from bridge.channel import (
     cancel_all,
 )
 from bridge.errors import FencedError
-from bridge.events import ShardState
-from bridge.genesys.rest import ChannelInfo, RejectedTopic
+from bridge.events import Dropped, ShardState
+from bridge.genesys.models import ChannelInfo, RejectedTopic
 from bridge.genesys.session import Session, SessionConfig
 from bridge.members import Members, OrphanFinder, OwnedElsewhere, StateLoader
-from bridge.model import Change
+from bridge.model import Change, Kind, Origin, utc_now_ms
 from bridge.reconcile import Reconciler
-from bridge.records import utc_now_ms
 from bridge.settings import Settings
 from bridge.subscriptions import MAX_NAMED_AGENTS
 from bridge.sweep import Sweep
@@ -115,6 +114,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``bridge_stale_events_total{kind}``: the changes of the stream that the event state dropped.
+_DROPPED = {kind: metrics.STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -380,7 +382,11 @@ class Shard:
         if change.user_id not in self._members.set:
             return False
         accepted = self._state.apply(change)
-        if accepted is None:
+        if isinstance(accepted, Dropped):
+            # A reconciliation repeats every unchanged state by design; counting
+            # those would bury the stale and duplicate frames of the stream.
+            if change.origin is Origin.STREAM:
+                _DROPPED[change.kind].inc()
             return False
         self._sink.submit(accepted, channel_id)
         return True

@@ -19,7 +19,7 @@ from typing import Final
 
 from bridge import metrics
 from bridge.genesys import protocol
-from bridge.genesys.rest import RejectedTopic, SubscriptionResult
+from bridge.genesys.models import RejectedTopic, SubscriptionResult
 
 __all__ = ["MAX_NAMED_AGENTS", "MAX_REASON_LABEL", "Subscriptions", "reason_label"]
 

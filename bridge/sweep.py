@@ -24,7 +24,7 @@ How (per shard):
   (12.7 a minute, about 5 % of the default 240/min budget) for the 19,000
   agents one OAuth client can hold (20 channels, one kept spare).
 - **Within the REST budget and after everything else**: every call goes
-  through the client's shared :class:`~bridge.genesys.rest.RequestBudget`, so
+  through the client's shared :class:`~bridge.genesys.budget.RequestBudget`, so
   the budget is never exceeded; and before each call the sweep waits until
   at least :data:`SWEEP_BUDGET_RESERVE` of the budget's window is unspent, so
   it never takes the requests that reconnects, reconciliations and
@@ -57,7 +57,8 @@ from typing import Final
 from bridge import metrics
 from bridge.errors import GenesysError
 from bridge.events import ShardState
-from bridge.genesys.rest import USERS_MAX_IDS, RequestBudget
+from bridge.genesys.budget import RequestBudget
+from bridge.genesys.rest import USERS_MAX_IDS
 from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 
 __all__ = [

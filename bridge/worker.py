@@ -39,6 +39,8 @@ from bridge.assign import shard_budget, shards_per_client
 from bridge.errors import AuthorizationError, ConfigError, RateLimitedError, TransientError
 from bridge.events import ShardState
 from bridge.fleet import ConsumerFactory, Coordinator, Fleet, read_map
+from bridge.genesys.config import ClientConfig
+from bridge.genesys.regions import base_urls
 from bridge.genesys.rest import GenesysRest
 from bridge.genesys.retry import backoff_delays
 from bridge.genesys.socket import NotificationSocket
@@ -50,9 +52,33 @@ from bridge.sink import ProducerFactory, ShardSink
 from bridge.statestore import load_shard_states, load_states, written_by_other_fleets
 from bridge.topics import ensure_topics
 
-__all__ = ["Worker", "install_signal_handlers", "presence_labels"]
+__all__ = ["Worker", "genesys_config", "genesys_rest", "install_signal_handlers", "presence_labels"]
 
 logger = logging.getLogger(__name__)
+
+
+def genesys_config(settings: Settings) -> ClientConfig:
+    """The Genesys layer's plain configuration from ``settings`` (region checked, overrides honoured)."""
+    urls = base_urls(
+        settings.genesys_region, login_url=settings.genesys_login_url, api_url=settings.genesys_api_url
+    )
+    return ClientConfig(
+        login_url=urls.login_url,
+        api_url=urls.api_url,
+        budget_per_min=settings.rest_budget_per_min,
+        timeout_s=settings.rest_timeout_s,
+        max_retries=settings.rest_max_retries,
+        retry_initial_s=settings.backoff_initial_s,
+    )
+
+
+def genesys_rest(
+    settings: Settings, client: GenesysClient, *, transport: httpx.AsyncBaseTransport | None = None
+) -> GenesysRest:
+    """A REST client (with its own OAuth flow) for one OAuth client of ``settings``."""
+    return GenesysRest.for_client(
+        client.client_id, client.client_secret, genesys_config(settings), transport=transport
+    )
 
 
 @dataclass
@@ -97,7 +123,7 @@ class Worker:
 
     def _rest_for(self, client: GenesysClient) -> GenesysRest:
         log.register_secret(client.client_secret.get_secret_value())
-        return GenesysRest.from_settings(self.settings, client, transport=self.transport)
+        return genesys_rest(self.settings, client, transport=self.transport)
 
     async def run(self, users: Sequence[str] | None = None) -> int:
         """Join the fleet, stream until stopped, drain and leave; returns the exit code."""
@@ -146,7 +172,12 @@ class Worker:
                 if self.consumer_factory is not None:
                     kwargs["consumer_factory"] = self.consumer_factory
                 return Coordinator(
-                    s, roster, clients=len(clients), on_partitions_added=on_partitions_added, **kwargs
+                    s,
+                    roster,
+                    clients=len(clients),
+                    on_partitions_added=on_partitions_added,
+                    still_active=None if fixed is not None else primary.still_active,
+                    **kwargs,
                 )
 
             fleet_kwargs: dict[str, Any] = {}

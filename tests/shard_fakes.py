@@ -9,7 +9,8 @@ from typing import Any
 
 from bridge.errors import SinkError
 from bridge.events import Accepted
-from bridge.genesys.rest import ChannelInfo, RejectedTopic, RequestBudget, SubscriptionResult
+from bridge.genesys.budget import RequestBudget
+from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import Change
 
 

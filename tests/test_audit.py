@@ -11,7 +11,6 @@ from confluent_kafka import Producer
 
 from bridge.audit import EventRecord, audit, check_events, compare, read_events
 from bridge.genesys.protocol import parse_timestamp
-from bridge.genesys.rest import GenesysRest
 from bridge.model import (
     AgentState,
     Change,
@@ -21,10 +20,12 @@ from bridge.model import (
     RoutingValue,
     VersionedPresence,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import encode_event, encode_state, event_id
+from bridge.records import encode_event, encode_state
 from bridge.statestore import written_by
 from bridge.topics import ensure_topics
+from bridge.worker import genesys_rest
 from tests.conftest import KafkaBroker
 from tests.worker.conftest import bridge_settings, sim_process
 
@@ -196,7 +197,7 @@ async def test_audit_finds_planted_mismatches_only_in_its_own_fleet(kafka: Kafka
         await asyncio.to_thread(_produce, kafka, planted)
         lines: list[str] = []
         clients = settings.clients()
-        rest = GenesysRest.from_settings(settings, clients[0])
+        rest = genesys_rest(settings, clients[0])
         try:
             report = await audit(settings, rest, grace_s=0.2, out=lines.append)
         finally:

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.events import UNKNOWN_TIMESTAMP_STEP, Accepted, ShardState
-from bridge.metrics import STALE_EVENTS
+from bridge.events import UNKNOWN_TIMESTAMP_STEP, Accepted, Dropped, ShardState
 from bridge.model import (
     AgentState,
     Change,
@@ -18,8 +17,8 @@ from bridge.model import (
     PresenceValue,
     RoutingValue,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import event_id
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 USER = "u-1"
@@ -60,10 +59,6 @@ def routing(at: datetime, status: str = "IDLE", *, known: bool = True, user: str
     )
 
 
-def stale_count(kind: Kind) -> float:
-    return STALE_EVENTS.labels(kind=kind.value)._value.get()
-
-
 def ms(n: int) -> timedelta:
     return timedelta(milliseconds=n)
 
@@ -79,82 +74,76 @@ def test_first_change_is_accepted_with_a_snapshot() -> None:
 
 
 def test_newer_change_wins_and_older_is_stale() -> None:
-    """A newer change is accepted; an older one is dropped and counted as stale."""
+    """A newer change is accepted; an older one is dropped as stale."""
     state = ShardState()
-    assert state.apply(routing(T0 + ms(10), "INTERACTING"))
-    before = stale_count(Kind.ROUTING_STATUS)
-    assert state.apply(routing(T0, "IDLE")) is None
-    assert stale_count(Kind.ROUTING_STATUS) == before + 1
-    assert state.apply(routing(T0 + ms(11), "IDLE"))
+    assert isinstance(state.apply(routing(T0 + ms(10), "INTERACTING")), Accepted)
+    assert state.apply(routing(T0, "IDLE")) is Dropped.STALE
+    assert isinstance(state.apply(routing(T0 + ms(11), "IDLE")), Accepted)
     current = state.get(USER)
     assert current is not None and current.routing is not None
     assert current.routing.value.status == "IDLE"
 
 
 def test_same_time_same_value_is_a_duplicate() -> None:
-    """A repeat of the last change (same time, same value) is dropped and counted."""
+    """A repeat of the last change (same time, same value) is dropped as a duplicate."""
     state = ShardState()
-    assert state.apply(presence(T0))
-    before = stale_count(Kind.PRESENCE)
-    assert state.apply(presence(T0)) is None
-    assert stale_count(Kind.PRESENCE) == before + 1
+    assert isinstance(state.apply(presence(T0)), Accepted)
+    assert state.apply(presence(T0)) is Dropped.DUPLICATE
 
 
 def test_same_millisecond_different_value_is_accepted() -> None:
     """Two different changes stamped in the same millisecond are both accepted, the later arrival wins."""
     state = ShardState()
-    assert state.apply(routing(T0, "IDLE"))
+    assert isinstance(state.apply(routing(T0, "IDLE")), Accepted)
     got = state.apply(routing(T0, "INTERACTING"))
-    assert got is not None and got.state.routing is not None
+    assert isinstance(got, Accepted) and got.state.routing is not None
     assert got.state.routing.value.status == "INTERACTING"
 
 
 def test_kinds_are_ordered_independently() -> None:
     """An old routing status is still new when only a newer presence is known."""
     state = ShardState()
-    assert state.apply(presence(T0 + ms(500)))
+    assert isinstance(state.apply(presence(T0 + ms(500))), Accepted)
     got = state.apply(routing(T0))
-    assert got is not None
+    assert isinstance(got, Accepted)
     assert got.state.presence is not None and got.state.routing is not None
 
 
 def test_missing_timestamp_is_restamped_after_the_last_change() -> None:
     """A change without timestamp lands at least 1 ms after the last one, with a matching event id."""
     state = ShardState()
-    assert state.apply(routing(T0 + ms(1000), "IDLE"))
+    assert isinstance(state.apply(routing(T0 + ms(1000), "IDLE")), Accepted)
     late = routing(T0, "INTERACTING", known=False)  # receive time behind Genesys's last stamp
     got = state.apply(late)
-    assert got is not None
+    assert isinstance(got, Accepted)
     assert got.change.changed_at == T0 + ms(1000) + UNKNOWN_TIMESTAMP_STEP
     assert got.change.event_id == event_id(
         USER, Kind.ROUTING_STATUS, got.change.changed_at, RoutingValue("INTERACTING")
     )
     now = T0 + ms(5000)
     got2 = state.apply(routing(now, "IDLE", known=False))
-    assert got2 is not None and got2.change.changed_at == now
+    assert isinstance(got2, Accepted) and got2.change.changed_at == now
     assert got2.change.event_id
 
 
 def test_missing_timestamp_with_same_value_is_a_duplicate() -> None:
     """A change without timestamp that repeats the current value is dropped."""
     state = ShardState()
-    assert state.apply(routing(T0, "IDLE"))
-    before = stale_count(Kind.ROUTING_STATUS)
-    assert state.apply(routing(T0 + ms(9000), "IDLE", known=False)) is None
-    assert stale_count(Kind.ROUTING_STATUS) == before + 1
+    assert isinstance(state.apply(routing(T0, "IDLE")), Accepted)
+    assert state.apply(routing(T0 + ms(9000), "IDLE", known=False)) is Dropped.DUPLICATE
 
 
 def test_presence_is_enriched_with_the_definition_label() -> None:
     """An accepted presence carries the org's label for its definition, in the change and the state."""
     state = ShardState(labels={"d-lunch": "Lunch"})
     got = state.apply(presence(T0, "MEAL", "d-lunch"))
-    assert got is not None
+    assert isinstance(got, Accepted)
     assert isinstance(got.change.value, PresenceValue)
     assert got.change.value.presence_label == "Lunch"
     assert got.state.presence is not None and got.state.presence.value.presence_label == "Lunch"
     state.labels = {"d-lunch": "Lunch break"}
     got2 = state.apply(presence(T0 + ms(1), "AVAILABLE", "d-other"))
-    assert got2 is not None and isinstance(got2.change.value, PresenceValue)
+    assert isinstance(got2, Accepted) and isinstance(got2.change.value, PresenceValue)
     assert got2.change.value.presence_label is None
     assert state.labels == {"d-lunch": "Lunch break"}
 
@@ -162,16 +151,16 @@ def test_presence_is_enriched_with_the_definition_label() -> None:
 def test_label_does_not_change_the_identity_of_a_change() -> None:
     """A duplicate is recognised even though the stored value carries a label and the new one does not."""
     state = ShardState(labels={"d-avail": "Available"})
-    assert state.apply(presence(T0))
-    assert state.apply(presence(T0)) is None
+    assert isinstance(state.apply(presence(T0)), Accepted)
+    assert state.apply(presence(T0)) is Dropped.DUPLICATE
 
 
 def test_snapshot_is_not_changed_by_later_changes() -> None:
     """An Accepted state snapshot keeps its values after later changes of the same user."""
     state = ShardState()
     first = state.apply(routing(T0, "IDLE"))
-    assert first is not None
-    assert state.apply(routing(T0 + ms(1), "INTERACTING"))
+    assert isinstance(first, Accepted)
+    assert isinstance(state.apply(routing(T0 + ms(1), "INTERACTING")), Accepted)
     assert first.state.routing is not None and first.state.routing.value.status == "IDLE"
 
 
@@ -181,7 +170,7 @@ def test_load_remove_and_users() -> None:
     loaded = AgentState("u-2", routing=VersionedRouting(RoutingValue("IDLE"), T0 + ms(100), "e"))
     state.load({"u-2": loaded})
     assert "u-2" in state and len(state) == 1
-    assert state.apply(routing(T0, "INTERACTING", user="u-2")) is None
+    assert state.apply(routing(T0, "INTERACTING", user="u-2")) is Dropped.STALE
     assert state.remove_user("u-2") is True
     assert state.remove_user("u-2") is False
     assert list(state.users()) == []
@@ -192,7 +181,7 @@ def test_missing_event_id_is_filled_in() -> None:
     state = ShardState()
     bare = Change(USER, Kind.ROUTING_STATUS, T0, RoutingValue("IDLE"), T0, Origin.RECONCILE)
     got = state.apply(bare)
-    assert got is not None
+    assert isinstance(got, Accepted)
     assert got.change.event_id == event_id(USER, Kind.ROUTING_STATUS, T0, RoutingValue("IDLE"))
 
 
@@ -213,7 +202,7 @@ def test_any_permutation_ends_at_the_newest(
     dups = data.draw(st.lists(st.sampled_from(changes), max_size=5))
     order = data.draw(st.permutations(changes + dups))
     state = ShardState()
-    accepted = [a for a in (state.apply(c) for c in order) if a is not None]
+    accepted = [a for a in (state.apply(c) for c in order) if isinstance(a, Accepted)]
     newest = max(changes, key=lambda c: c.changed_at)
     current = state.get(USER)
     assert current is not None and current.routing is not None
@@ -225,28 +214,24 @@ def test_any_permutation_ends_at_the_newest(
     assert len({a.change.event_id for a in accepted}) == len(accepted)
 
 
-def test_reconciliation_repeats_are_dropped_without_counting_as_stale() -> None:
-    """An unchanged state found by reconciliation is dropped silently; a stream duplicate is counted."""
+def test_reconciliation_repeats_are_dropped_as_duplicates() -> None:
+    """An unchanged state found by reconciliation is a duplicate, as a stream repeat is (the shard counts
+    only the stream's)."""
     import dataclasses
 
     state = ShardState()
     state.apply(routing(T0))
-    before = stale_count(Kind.ROUTING_STATUS)
-    assert state.apply(dataclasses.replace(routing(T0), origin=Origin.RECONCILE)) is None
-    assert stale_count(Kind.ROUTING_STATUS) == before
-    assert state.apply(routing(T0)) is None
-    assert stale_count(Kind.ROUTING_STATUS) == before + 1
+    assert state.apply(dataclasses.replace(routing(T0), origin=Origin.RECONCILE)) is Dropped.DUPLICATE
+    assert state.apply(routing(T0)) is Dropped.DUPLICATE
 
 
 def test_same_millisecond_replay_of_an_earlier_value_is_a_duplicate() -> None:
     """A, then B in the same millisecond, then A replayed at that millisecond: the replay is dropped."""
     state = ShardState()
-    assert state.apply(routing(T0, "IDLE"))
-    assert state.apply(routing(T0, "INTERACTING"))
-    before = stale_count(Kind.ROUTING_STATUS)
-    assert state.apply(routing(T0, "IDLE")) is None
-    assert state.apply(routing(T0, "INTERACTING")) is None
-    assert stale_count(Kind.ROUTING_STATUS) == before + 2
+    assert isinstance(state.apply(routing(T0, "IDLE")), Accepted)
+    assert isinstance(state.apply(routing(T0, "INTERACTING")), Accepted)
+    assert state.apply(routing(T0, "IDLE")) is Dropped.DUPLICATE
+    assert state.apply(routing(T0, "INTERACTING")) is Dropped.DUPLICATE
     current = state.get(USER)
     assert current is not None and current.routing is not None
     assert current.routing.value.status == "INTERACTING"
@@ -255,20 +240,20 @@ def test_same_millisecond_replay_of_an_earlier_value_is_a_duplicate() -> None:
 def test_same_millisecond_replay_of_an_earlier_presence_is_a_duplicate() -> None:
     """The same-millisecond replay rule holds for presence too, and a third distinct value is still new."""
     state = ShardState()
-    assert state.apply(presence(T0, "AVAILABLE", "d-avail"))
-    assert state.apply(presence(T0, "BREAK", "d-break"))
-    assert state.apply(presence(T0, "AVAILABLE", "d-avail")) is None
-    assert state.apply(presence(T0, "MEAL", "d-meal"))
-    assert state.apply(presence(T0, "BREAK", "d-break")) is None
+    assert isinstance(state.apply(presence(T0, "AVAILABLE", "d-avail")), Accepted)
+    assert isinstance(state.apply(presence(T0, "BREAK", "d-break")), Accepted)
+    assert state.apply(presence(T0, "AVAILABLE", "d-avail")) is Dropped.DUPLICATE
+    assert isinstance(state.apply(presence(T0, "MEAL", "d-meal")), Accepted)
+    assert state.apply(presence(T0, "BREAK", "d-break")) is Dropped.DUPLICATE
 
 
 def test_a_newer_millisecond_forgets_the_earlier_same_millisecond_values() -> None:
     """After a newer change, the values of the older millisecond are plain stale, and a later
     same-millisecond pair is judged on its own."""
     state = ShardState()
-    assert state.apply(routing(T0, "IDLE"))
-    assert state.apply(routing(T0, "INTERACTING"))
-    assert state.apply(routing(T0 + ms(1), "OFF_QUEUE"))
-    assert state.apply(routing(T0, "IDLE")) is None
-    assert state.apply(routing(T0 + ms(1), "IDLE"))
-    assert state.apply(routing(T0 + ms(1), "OFF_QUEUE")) is None
+    assert isinstance(state.apply(routing(T0, "IDLE")), Accepted)
+    assert isinstance(state.apply(routing(T0, "INTERACTING")), Accepted)
+    assert isinstance(state.apply(routing(T0 + ms(1), "OFF_QUEUE")), Accepted)
+    assert state.apply(routing(T0, "IDLE")) is Dropped.STALE
+    assert isinstance(state.apply(routing(T0 + ms(1), "IDLE")), Accepted)
+    assert state.apply(routing(T0 + ms(1), "OFF_QUEUE")) is Dropped.DUPLICATE

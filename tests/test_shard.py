@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bridge import metrics
 from bridge.errors import DeliveryError, GenesysError, SinkError
-from bridge.events import ShardState
+from bridge.events import Accepted, ShardState
+from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.protocol import user_topic
-from bridge.genesys.rest import ChannelInfo, SubscriptionResult
 from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
 from bridge.settings import Settings
 from bridge.shard import Shard
@@ -267,6 +267,35 @@ async def test_orphans_found_after_the_load_are_tombstoned_but_never_members() -
     assert sink.tombstones == ["gone"]
 
 
+def test_dropped_stream_changes_are_counted_and_reconciliation_repeats_are_not() -> None:
+    """A stale or duplicate stream change counts bridge_stale_events_total{kind}; an unchanged state
+    found by reconciliation is dropped silently, and neither reaches the sink."""
+    sink = FakeSink()
+    shard = Shard(
+        3,
+        ["u-1"],
+        rest=NullRest(),
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=FakeSocket,
+    )
+    at = datetime(2026, 5, 1, 9, tzinfo=UTC)
+
+    def change(when: datetime, origin: Origin) -> Change:
+        return Change("u-1", Kind.ROUTING_STATUS, when, RoutingValue("IDLE"), when, origin)
+
+    stale = metrics.STALE_EVENTS.labels(kind=Kind.ROUTING_STATUS.value)
+    assert shard._accept(change(at, Origin.STREAM), None)
+    before = stale._value.get()
+    assert not shard._accept(change(at, Origin.RECONCILE), None)
+    assert stale._value.get() == before
+    assert not shard._accept(change(at, Origin.STREAM), None)
+    assert not shard._accept(change(at - timedelta(seconds=1), Origin.STREAM), None)
+    assert stale._value.get() == before + 2
+    assert sink.submitted == ["u-1"]
+
+
 class FailingRest(NullRest):
     """A Genesys whose channel creation always fails (the shard keeps retrying)."""
 
@@ -441,7 +470,7 @@ async def test_added_users_are_reconciled_against_their_loaded_state() -> None:
     rest, sink = SubscribingRest(), FakeSink()
     await sink.start()
     known = ShardState()
-    assert known.apply(routing("b")) is not None
+    assert isinstance(known.apply(routing("b")), Accepted)
     loads: list[list[str]] = []
 
     async def load(users: Sequence[str]) -> Mapping[str, AgentState]:

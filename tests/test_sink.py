@@ -81,7 +81,7 @@ def presence_change(user: str, n: int) -> Change:
 
 def accepted(state: ShardState, change: Change) -> Accepted:
     got = state.apply(change)
-    assert got is not None
+    assert isinstance(got, Accepted)
     return got
 
 
@@ -397,7 +397,7 @@ async def test_fencing_reported_by_poll_stops_the_sink_as_fenced() -> None:
     assert sink.failed is not None
     state = ShardState()
     accepted = state.apply(routing_change("u-1", 1))
-    assert accepted is not None
+    assert isinstance(accepted, Accepted)
     sink.submit(accepted, "channel-1")
     error = await asyncio.wait_for(sink.failed, 5)
     assert isinstance(error, FencedError)

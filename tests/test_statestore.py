@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from bridge.errors import SinkError
-from bridge.events import ShardState
+from bridge.events import Accepted, ShardState
 from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, RoutingValue
 from bridge.records import encode_state
 from bridge.settings import Settings
@@ -63,7 +63,7 @@ async def test_round_trip_with_updates_and_tombstones(kafka: KafkaBroker) -> Non
             for u in range(30):
                 for kind in Kind:
                     got = shard.apply(change(f"u-{u}", n * 10 + u % 7, kind))
-                    assert got is not None
+                    assert isinstance(got, Accepted)
                     sink.submit(got, None)
         for u in range(25, 30):
             assert shard.remove_user(f"u-{u}")
@@ -129,7 +129,7 @@ def test_twenty_thousand_agents_load_in_seconds(kafka: KafkaBroker) -> None:
     for u in range(AGENTS):
         for kind in Kind:
             got = state.apply(change(f"user-{u:05d}", u % 50, kind))
-            assert got is not None
+            assert isinstance(got, Accepted)
             producer.produce(topic, key=got.change.user_id.encode(), value=encoded(got.state))
         if u % 5_000 == 0:
             producer.poll(0)

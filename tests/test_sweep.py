@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge import metrics
-from bridge.events import ShardState
-from bridge.genesys.rest import RequestBudget
-from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.events import Accepted, ShardState
+from bridge.genesys.budget import RequestBudget
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
 from bridge.sweep import SWEEP_BATCH, SWEEP_BUDGET_POLL_S, SWEEP_IN_FLIGHT_GRACE_S, Sweep
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -79,9 +78,9 @@ def make_sweep(
 
     def accept(change: Change) -> bool:
         accepted = state.apply(change)
-        if accepted is not None:
+        if isinstance(accepted, Accepted):
             written.append(accepted.change)
-        return accepted is not None
+        return isinstance(accepted, Accepted)
 
     async def sleep(seconds: float) -> None:
         record.append(seconds)

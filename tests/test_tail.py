@@ -22,8 +22,9 @@ from bridge.model import (
     RoutingValue,
     VersionedPresence,
     VersionedRouting,
+    event_id,
 )
-from bridge.records import encode_event, encode_state, event_id
+from bridge.records import encode_event, encode_state
 from bridge.tail import TailView, format_age
 from tests.conftest import KafkaBroker
 

@@ -1,4 +1,4 @@
-"""The worker's start-up: it waits out a busy Genesys instead of exiting."""
+"""The worker: it builds the Genesys clients from the settings, and waits out a busy Genesys at start-up."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import itertools
 from typing import Any, cast
 
 from bridge.errors import RateLimitedError, TransientError
-from bridge.genesys.rest import GenesysRest, PresenceDefinition
-from bridge.worker import presence_labels
+from bridge.genesys.models import PresenceDefinition
+from bridge.genesys.rest import GenesysRest
+from bridge.settings import GenesysClient, Settings
+from bridge.worker import genesys_config, genesys_rest, presence_labels
+from tests.genesys.fakes import API_URL, CLIENT_ID, LOGIN_URL, SECRET, FakeLogin, json_response, transport
+from tests.genesys.test_rest import CHANNEL_REPLY
 
 
 class FlakyDefinitions:
@@ -48,3 +52,30 @@ async def test_stop_during_the_wait_returns_none() -> None:
     asyncio.get_running_loop().call_later(0.05, stop.set)
     labels = await asyncio.wait_for(presence_labels(rest(fake), stop, itertools.repeat(30.0)), 5)
     assert labels is None
+
+
+async def test_from_settings_uses_overrides() -> None:
+    """genesys_rest builds auth + client from Settings, honouring explicit base URLs."""
+    settings = Settings.model_construct(
+        genesys_region="nowhere",
+        genesys_login_url=LOGIN_URL,
+        genesys_api_url=API_URL,
+        rest_budget_per_min=5,
+        rest_timeout_s=3.0,
+        rest_max_retries=1,
+        backoff_initial_s=0.1,
+    )
+    login = FakeLogin()
+    tr = transport(login, lambda r: json_response(200, CHANNEL_REPLY))
+    rest = genesys_rest(settings, GenesysClient(client_id=CLIENT_ID, client_secret=SECRET), transport=tr)
+    async with rest:
+        await rest.create_channel()
+    assert rest.budget.per_window == 5 and login.calls == 1
+    assert SECRET not in repr(rest)
+
+
+def test_region_from_settings() -> None:
+    """A known region in settings gives its hosts."""
+    assert genesys_config(Settings.model_construct(genesys_region="mypurecloud.de")).api_url == (
+        "https://api.mypurecloud.de"
+    )

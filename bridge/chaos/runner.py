@@ -29,6 +29,7 @@ from bridge.chaos.env import Environment
 from bridge.chaos.faults import apply_fault
 from bridge.chaos.schedule import BROKER_FAULTS, KAFKA_LINK_FAULTS, Fault, build_schedule
 from bridge.genesys.rest import GenesysRest
+from bridge.worker import genesys_rest
 
 __all__ = ["DEFAULT_SETTLE_S", "DEFAULT_STARTUP_S", "ChaosOptions", "run_chaos"]
 
@@ -221,7 +222,7 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
             f"fleet {env.bridge_id}, logs in {run_dir}"
         )
         settings = env.checker_settings()
-        rest = GenesysRest.from_settings(settings, settings.clients()[0])
+        rest = genesys_rest(settings, settings.clients()[0])
         try:
             ready, _, _ = await run.wait_until_good(rest, opts.startup_s, "startup")
             if not ready:

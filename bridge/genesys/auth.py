@@ -40,6 +40,7 @@ import orjson
 from pydantic import SecretStr
 
 from bridge.errors import AuthError, GenesysError, RateLimitedError, RequestError, TransientError
+from bridge.genesys.http import NO_STATUS, RETRY_AFTER, TOKEN_ERRORS
 from bridge.metrics import GENESYS_HTTP_REQUESTS
 
 __all__ = [
@@ -61,8 +62,6 @@ REFRESH_MARGIN_S: Final = 300.0
 MIN_REFRESH_FRACTION: Final = 0.5
 #: Timeout of one token request.
 DEFAULT_TOKEN_TIMEOUT_S: Final = 15.0
-#: Used when a 429 from the login host carries no usable Retry-After.
-DEFAULT_TOKEN_RETRY_AFTER_S: Final = 5.0
 #: OAuth ``error`` codes that mean the credentials themselves are wrong.
 CREDENTIAL_ERRORS: Final = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 _MASK: Final = "**********"
@@ -169,16 +168,16 @@ class ClientCredentialsAuth(httpx.Auth):
                 headers={"Accept": "application/json"},
             )
         except httpx.TransportError as exc:
-            GENESYS_HTTP_REQUESTS.labels(endpoint=TOKEN_PATH, status="error").inc()
+            GENESYS_HTTP_REQUESTS.labels(endpoint=TOKEN_PATH, status=NO_STATUS).inc()
             raise TransientError(f"token request failed: {type(exc).__name__}", endpoint=TOKEN_PATH) from None
         except httpx.HTTPError as exc:
-            GENESYS_HTTP_REQUESTS.labels(endpoint=TOKEN_PATH, status="error").inc()
+            GENESYS_HTTP_REQUESTS.labels(endpoint=TOKEN_PATH, status=NO_STATUS).inc()
             raise RequestError(f"token request failed: {type(exc).__name__}", endpoint=TOKEN_PATH) from None
         status = response.status_code
         GENESYS_HTTP_REQUESTS.labels(endpoint=TOKEN_PATH, status=str(status)).inc()
         body = _json_object(response.content)
         if status != httpx.codes.OK:
-            raise _token_error(status, body, response.headers.get("Retry-After"))
+            raise _token_error(status, body, response.headers.get(RETRY_AFTER))
         value = body.get("access_token")
         lifetime = body.get("expires_in")
         if not isinstance(value, str) or not value:
@@ -222,16 +221,6 @@ def _token_error(status: int, body: dict[str, object], retry_after: str | None) 
     code = body.get("error")
     detail = f" ({code})" if isinstance(code, str) and code.isidentifier() else ""
     message = f"token request refused: HTTP {status}{detail}"
-    if status in {httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN} or (
-        code in CREDENTIAL_ERRORS and status == httpx.codes.BAD_REQUEST
-    ):
+    if code in CREDENTIAL_ERRORS and status == httpx.codes.BAD_REQUEST:
         return AuthError(message, status=status, endpoint=TOKEN_PATH)
-    if status == httpx.codes.TOO_MANY_REQUESTS:
-        try:
-            delay = max(0.0, float(retry_after)) if retry_after else DEFAULT_TOKEN_RETRY_AFTER_S
-        except ValueError:
-            delay = DEFAULT_TOKEN_RETRY_AFTER_S
-        return RateLimitedError(message, retry_after=delay, endpoint=TOKEN_PATH)
-    if status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
-        return TransientError(message, status=status, endpoint=TOKEN_PATH)
-    return RequestError(message, status=status, endpoint=TOKEN_PATH)
+    return TOKEN_ERRORS.error(status, message, endpoint=TOKEN_PATH, retry_after=retry_after)

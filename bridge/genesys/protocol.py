@@ -73,8 +73,7 @@ from typing import ClassVar, Final
 import orjson
 
 from bridge.errors import ProtocolError
-from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
 
 __all__ = [
     "FRAME_KINDS",

@@ -7,9 +7,9 @@ channel's ``connectUri`` names it). Explicit base URLs
 region, e.g. to point at the simulator; then the region is not checked for
 that host.
 
-The URL construction itself lives once, in :attr:`bridge.settings.Settings.login_url`
-and :attr:`~bridge.settings.Settings.api_url`; this module adds the list of
-known regions and the check.
+The URL rule lives once, in :func:`host_urls`; :func:`base_urls` adds the
+check against the known regions. Both take plain values (the application's
+settings are read by the worker, not here).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from bridge.errors import ConfigError
-from bridge.settings import Settings
 
-__all__ = ["REGION_DOMAINS", "BaseUrls", "base_urls", "check_region", "region_urls"]
+__all__ = ["REGION_DOMAINS", "BaseUrls", "base_urls", "check_region", "host_urls", "region_urls"]
 
 #: Every Genesys Cloud region domain the official SDKs know: the API hosts of
 #: ``PureCloudRegionHosts`` in PureCloudPlatformClientV2 269.0.0
@@ -68,14 +67,27 @@ def check_region(domain: str) -> str:
     return domain
 
 
+def host_urls(region: str, login_url: str | None = None, api_url: str | None = None) -> BaseUrls:
+    """The explicit base URLs where given, else ``https://login.<region>`` / ``https://api.<region>``.
+
+    Trailing slashes are dropped; the region is not checked (:func:`base_urls` does that).
+    """
+    return BaseUrls(
+        login_url=(login_url or f"https://login.{region}").rstrip("/"),
+        api_url=(api_url or f"https://api.{region}").rstrip("/"),
+    )
+
+
 def region_urls(domain: str) -> BaseUrls:
     """``https://login.D`` and ``https://api.D`` for a known region domain ``D``."""
-    # model_construct: the URL rule of Settings without reading the environment.
-    return base_urls(Settings.model_construct(genesys_region=check_region(domain)))
+    return host_urls(check_region(domain))
 
 
-def base_urls(settings: Settings) -> BaseUrls:
-    """The base URLs of ``settings``: explicit overrides win, else the (checked) region's hosts."""
-    if not (settings.genesys_login_url and settings.genesys_api_url):
-        check_region(settings.genesys_region)
-    return BaseUrls(login_url=settings.login_url, api_url=settings.api_url)
+def base_urls(region: str, *, login_url: str | None = None, api_url: str | None = None) -> BaseUrls:
+    """The base URLs to use: explicit overrides win, else the (checked) region's hosts.
+
+    The region is checked unless both URLs are given.
+    """
+    if not (login_url and api_url):
+        check_region(region)
+    return host_urls(region, login_url, api_url)

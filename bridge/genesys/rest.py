@@ -4,18 +4,9 @@ Genesys behaviour followed:
 
 * About 300 requests per minute per token, and Genesys asks for one token per
   client: one :class:`GenesysRest` per OAuth client per process, and every
-  caller of it shares one :class:`RequestBudget` of ``budget_per_min``
-  (default below 300 to leave a margin). The budget is a token bucket whose
-  tokens come back one window (60 s) after they were spent, so no 60-second
-  window ever holds more than ``budget_per_min`` requests, retries included.
-  That is the ceiling; below it each endpoint follows Genesys's own
-  allowance: replies carry ``inin-ratelimit-allowed`` / ``-count`` /
-  ``-reset`` (seconds), which differ per endpoint (e.g. 180 on ``GET
-  /api/v2/users``). :class:`EndpointAllowances` keeps what the last reply of
-  each endpoint said; when an endpoint's window is spent its next request
-  waits for the reset instead of earning a 429. What is left shows in
-  ``bridge_genesys_rate_limit_remaining{endpoint}``. (These headers come from
-  Genesys's API documentation and traces; the SDK does not model them.)
+  caller of it shares one :class:`~bridge.genesys.budget.RequestBudget` of
+  ``budget_per_min``; below that ceiling each endpoint follows the allowance
+  Genesys's replies state (:mod:`bridge.genesys.budget`).
 * A 429 carries ``Retry-After`` (seconds): the client waits that long (and
   holds back every other caller of the budget for as long), counts
   ``bridge_genesys_rate_limited_total`` and retries.
@@ -65,19 +56,16 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from bridge.errors import (
-    AuthError,
     GenesysError,
     NotFoundError,
     ProtocolError,
@@ -86,19 +74,37 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.genesys.auth import ClientCredentialsAuth
-from bridge.genesys.protocol import normalise_status, presence_change, routing_change
-from bridge.genesys.regions import base_urls
-from bridge.genesys.retry import backoff_delays
-from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMIT_REMAINING, GENESYS_RATE_LIMITED
-from bridge.model import Change, Origin
-from bridge.settings import (
+from bridge.genesys.budget import EndpointAllowances, RequestBudget, Sleep
+from bridge.genesys.config import (
     DEFAULT_BACKOFF_INITIAL_S,
     DEFAULT_REST_BUDGET_PER_MIN,
     DEFAULT_REST_MAX_RETRIES,
     DEFAULT_REST_TIMEOUT_S,
-    GenesysClient,
-    Settings,
+    ClientConfig,
 )
+from bridge.genesys.http import NO_STATUS, REST_ERRORS, RETRY_AFTER
+from bridge.genesys.models import (
+    LISTED_CHANNELS,
+    PRESENCE_LIST,
+    REJECTED,
+    TOPIC_LIST,
+    ChannelInfo,
+    ChannelTopic,
+    ListedChannel,
+    Page,
+    PresenceDefinition,
+    RawDefinition,
+    RejectedTopic,
+    RoutingStatus,
+    SubscriptionResult,
+    User,
+    UserPresence,
+    UserWithStatus,
+)
+from bridge.genesys.protocol import normalise_status
+from bridge.genesys.retry import backoff_delays
+from bridge.metrics import GENESYS_HTTP_REQUESTS, GENESYS_RATE_LIMITED
+from bridge.model import Change, Origin
 
 __all__ = [
     "BULK_PRESENCE",
@@ -111,18 +117,8 @@ __all__ = [
     "USERS",
     "USERS_MAX_IDS",
     "USER_PRESENCE",
-    "ChannelInfo",
-    "EndpointAllowances",
     "GenesysRest",
-    "PresenceDefinition",
-    "PresenceDefinitionRef",
-    "RejectedTopic",
-    "RequestBudget",
-    "RoutingStatus",
-    "SubscriptionResult",
-    "User",
-    "UserPresence",
-    "UserWithStatus",
+    "RestSession",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,282 +143,15 @@ DEFAULT_ROSTER_PAGE_SIZE: Final = 500
 DEFINITIONS_PAGE_SIZE: Final = 100
 #: Guard against a server that never reports its last page.
 MAX_PAGES: Final = 10_000
-#: The budget's window: Genesys's limit is per minute.
-BUDGET_WINDOW_S: Final = 60.0
 #: Cap of the per-request retry backoff (the shard's reconnect backoff is separate and longer).
 DEFAULT_RETRY_MAX_S: Final = 10.0
-#: Used when a 429 has no usable Retry-After header.
-DEFAULT_RETRY_AFTER_S: Final = 5.0
 #: Genesys error messages are short; this bounds a hostile or HTML body in an exception.
 ERROR_TEXT_LIMIT: Final = 300
-#: The label used when no HTTP status was received.
-NO_STATUS: Final = "error"
-#: ``ChannelTopic.state`` of a topic Genesys refused (the SDK's enum: Permitted, Rejected).
-REJECTED: Final = "Rejected"
 #: The ``includechannels`` values of the channel listing.
 INCLUDE_TOKEN: Final = "token"  # noqa: S105 - a parameter value, not a secret
 INCLUDE_OAUTH_CLIENT: Final = "oauthclient"
-RATELIMIT_ALLOWED: Final = "inin-ratelimit-allowed"
-RATELIMIT_COUNT: Final = "inin-ratelimit-count"
-RATELIMIT_RESET: Final = "inin-ratelimit-reset"
 
 T = TypeVar("T", bound=BaseModel)
-Sleep = Callable[[float], Awaitable[None]]
-
-
-# --------------------------------------------------------------------------- response models
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
-
-class ChannelInfo(_Model):
-    """A notification channel: ``{id, connectUri, expires}``."""
-
-    id: str
-    connect_uri: str
-    expires: datetime
-
-
-class User(_Model):
-    """A roster entry of ``GET /api/v2/users``."""
-
-    id: str
-    name: str | None = None
-    state: str | None = None
-
-
-class PresenceDefinitionRef(_Model):
-    """``presenceDefinition`` inside a presence: ``{id, systemPresence}`` (raw, not normalised)."""
-
-    id: str | None = None
-    system_presence: str | None = None
-
-
-class UserPresence(_Model):
-    """A user's presence (bulk item or ``expand=presence``), as Genesys sent it.
-
-    :meth:`to_change` normalises it with the stream's code
-    (:func:`bridge.genesys.protocol.presence_change`).
-    """
-
-    user_id: str | None = None
-    presence_definition: PresenceDefinitionRef | None = None
-    message: str | None = None
-    modified_date: str | None = None
-    source: str | None = None
-    primary: bool | None = None
-
-    def to_change(
-        self, user_id: str | None = None, *, observed_at: datetime, origin: Origin = Origin.RECONCILE
-    ) -> Change:
-        """A :class:`Change` (raises ``ProtocolError`` when systemPresence is missing or bad)."""
-        return presence_change(
-            user_id or self.user_id or "",
-            self.model_dump(by_alias=True, exclude_none=True),
-            observed_at=observed_at,
-            origin=origin,
-        )
-
-
-class RoutingStatus(_Model):
-    """A routing status: ``{userId, status, startTime}`` (raw, not normalised)."""
-
-    user_id: str | None = None
-    status: str | None = None
-    start_time: str | None = None
-
-    def to_change(
-        self, user_id: str | None = None, *, observed_at: datetime, origin: Origin = Origin.RECONCILE
-    ) -> Change:
-        """A :class:`Change` (raises ``ProtocolError`` when the status is missing or bad)."""
-        return routing_change(
-            user_id or self.user_id or "",
-            self.model_dump(by_alias=True, exclude_none=True),
-            observed_at=observed_at,
-            origin=origin,
-        )
-
-
-class UserWithStatus(_Model):
-    """A user with ``expand=presence,routingStatus``; either part may be missing."""
-
-    id: str
-    name: str | None = None
-    state: str | None = None
-    presence: UserPresence | None = None
-    routing_status: RoutingStatus | None = None
-
-    def to_changes(self, *, observed_at: datetime, origin: Origin = Origin.RECONCILE) -> list[Change]:
-        """The presence and routing-status changes present (``ProtocolError`` if one is malformed)."""
-        out: list[Change] = []
-        if self.presence is not None:
-            out.append(self.presence.to_change(self.id, observed_at=observed_at, origin=origin))
-        if self.routing_status is not None:
-            out.append(self.routing_status.to_change(self.id, observed_at=observed_at, origin=origin))
-        return out
-
-
-class PresenceDefinition(_Model):
-    """An org presence definition: ``system_presence`` normalised, ``label`` in en_US."""
-
-    id: str
-    system_presence: str
-    label: str
-
-
-class _RawDefinition(_Model):
-    id: str
-    system_presence: str
-    language_labels: dict[str, str] = Field(default_factory=dict)
-
-
-class _Page(_Model):
-    entities: list[dict[str, Any]] = Field(default_factory=list)
-    page_count: int | None = None
-    total: int | None = None
-
-
-class _ChannelTopic(_Model):
-    id: str
-    state: str | None = None
-    rejection_reason: str | None = None
-    missing_permissions: list[str] | None = None
-
-
-class _ListedChannel(_Model):
-    id: str | None = None
-    connect_uri: str | None = None
-    expires: datetime | None = None
-
-
-class RejectedTopic(_Model):
-    """A topic Genesys refused to subscribe (``ChannelTopic.state == "Rejected"``)."""
-
-    id: str
-    reason: str | None = None
-    missing_permissions: tuple[str, ...] = ()
-
-
-class SubscriptionResult(_Model):
-    """A subscription reply: the channel's permitted topics, and those rejected."""
-
-    permitted: tuple[str, ...] = ()
-    rejected: tuple[RejectedTopic, ...] = ()
-
-
-_TOPIC_REFS: Final = TypeAdapter(list[_ChannelTopic])
-_LISTED: Final = TypeAdapter(list[_ListedChannel])
-_PRESENCES: Final = TypeAdapter(list[UserPresence])
-
-
-# --------------------------------------------------------------------------- budget
-
-
-class RequestBudget:
-    """At most ``per_window`` requests in any ``window_s`` (a bucket whose tokens return after a window).
-
-    Shared by every caller of one client; waiting callers are served in
-    arrival order. :meth:`pause_until` holds everyone back after a 429.
-    """
-
-    def __init__(
-        self,
-        per_window: int,
-        *,
-        window_s: float = BUDGET_WINDOW_S,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        if per_window < 1:
-            raise ValueError("the request budget must allow at least one request")
-        self.per_window = per_window
-        self.window_s = window_s
-        self._clock = clock
-        self._sleep = sleep
-        self._spent: deque[float] = deque()
-        self._not_before = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        """Wait until one more request fits, then spend it."""
-        async with self._lock:
-            while True:
-                now = self._clock()
-                while self._spent and now - self._spent[0] >= self.window_s:
-                    self._spent.popleft()
-                if self._not_before > now:
-                    wait = self._not_before - now
-                elif len(self._spent) >= self.per_window:
-                    wait = self._spent[0] + self.window_s - now
-                else:
-                    self._spent.append(now)
-                    return
-                await self._sleep(wait)
-
-    def spare(self) -> int:
-        """Requests that could be sent right now without waiting (0 while paused after a 429)."""
-        now = self._clock()
-        if self._not_before > now:
-            return 0
-        recent = sum(1 for spent in self._spent if now - spent < self.window_s)
-        return max(0, self.per_window - recent)
-
-    def pause_until(self, when: float) -> None:
-        """Send nothing before the monotonic time ``when`` (Genesys said Retry-After)."""
-        self._not_before = max(self._not_before, when)
-
-
-class EndpointAllowances:
-    """Genesys's per-endpoint allowance, as the ``inin-ratelimit-*`` headers of its replies state it.
-
-    For each endpoint the last reply said how many requests its window allows
-    and how many were made, and when the window resets. :meth:`acquire` lets
-    a request through while some are left (counting the ones in flight) and
-    otherwise waits for the reset; an endpoint never heard from, or whose
-    window has reset, is not held back. It only ever slows requests down:
-    the :class:`RequestBudget` ceiling applies on top.
-    """
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        # endpoint -> [remaining after the last reply, reset (monotonic), requests in flight]
-        self._state: dict[str, list[float]] = {}
-
-    def remaining(self, endpoint: str) -> int | None:
-        """Requests left in the endpoint's window as last reported (None: unknown or reset)."""
-        state = self._state.get(endpoint)
-        if state is None or state[1] <= self._clock():
-            return None
-        return int(state[0])
-
-    async def acquire(self, endpoint: str) -> None:
-        """Wait, if the endpoint's window is spent, until it resets; then count one in flight."""
-        while True:
-            state = self._state.setdefault(endpoint, [0.0, 0.0, 0.0])
-            now = self._clock()
-            if state[1] <= now or state[0] - state[2] > 0:
-                state[2] += 1
-                return
-            await self._sleep(state[1] - now)
-
-    def release(self, endpoint: str, headers: Mapping[str, str] | None) -> None:
-        """One request ended; learn the endpoint's allowance from its reply's headers (if any)."""
-        state = self._state.setdefault(endpoint, [0.0, 0.0, 0.0])
-        state[2] = max(0.0, state[2] - 1)
-        if headers is None:
-            return
-        try:
-            allowed = int(headers[RATELIMIT_ALLOWED])
-            count = int(headers[RATELIMIT_COUNT])
-            reset_s = float(headers[RATELIMIT_RESET])
-        except (KeyError, ValueError):
-            return
-        state[0] = float(max(0, allowed - count))
-        state[1] = self._clock() + max(0.0, reset_s)
-        GENESYS_RATE_LIMIT_REMAINING.labels(endpoint=endpoint).set(state[0])
 
 
 # --------------------------------------------------------------------------- client
@@ -431,14 +160,6 @@ class EndpointAllowances:
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _retry_after(response: httpx.Response) -> float:
-    raw = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(raw)) if raw else DEFAULT_RETRY_AFTER_S
-    except ValueError:
-        return DEFAULT_RETRY_AFTER_S
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -453,12 +174,16 @@ def _error_text(response: httpx.Response) -> str:
     return (": " + " / ".join(parts))[:ERROR_TEXT_LIMIT] if parts else ""
 
 
-class GenesysRest:
-    """Async Genesys Cloud REST client over ``httpx.AsyncClient``.
+class RestSession:
+    """One OAuth client's requests over ``httpx.AsyncClient``: budget, allowances, retries, parsing.
 
-    Every I/O seam is injected: ``transport`` (e.g. ``httpx.MockTransport``),
-    ``auth`` (normally :class:`ClientCredentialsAuth`), the monotonic
-    ``clock``, ``sleep`` and the jitter ``rng``.
+    The request loop of :class:`GenesysRest` (which adds the endpoints): every
+    request waits for its endpoint's allowance and the shared budget, is
+    retried as the module docstring says, and its reply is parsed into a
+    model or mapped to the exception tree. Every I/O seam is injected:
+    ``transport`` (e.g. ``httpx.MockTransport``), ``auth`` (normally
+    :class:`ClientCredentialsAuth`), the monotonic ``clock``, ``sleep`` and
+    the jitter ``rng``.
     """
 
     def __init__(
@@ -494,42 +219,8 @@ class GenesysRest:
         self._sleep = sleep
         self._rng = rng or random.Random()
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        client: GenesysClient,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-    ) -> GenesysRest:
-        """A client for one OAuth client of ``settings`` (region checked, overrides honoured)."""
-        urls = base_urls(settings)
-        auth = ClientCredentialsAuth(
-            client.client_id,
-            client.client_secret,
-            login_url=urls.login_url,
-            transport=transport,
-            clock=clock,
-            timeout_s=settings.rest_timeout_s,
-        )
-        return cls(
-            urls.api_url,
-            auth=auth,
-            transport=transport,
-            budget_per_min=settings.rest_budget_per_min,
-            timeout_s=settings.rest_timeout_s,
-            max_retries=settings.rest_max_retries,
-            retry_initial_s=settings.backoff_initial_s,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
-        )
-
     def __repr__(self) -> str:
-        return f"GenesysRest(api_url={self.api_url!r}, auth={self.auth!r})"
+        return f"{type(self).__name__}(api_url={self.api_url!r}, auth={self.auth!r})"
 
     async def aclose(self) -> None:
         """Close the HTTP client (and the auth's token client)."""
@@ -537,7 +228,7 @@ class GenesysRest:
         if isinstance(self.auth, ClientCredentialsAuth):
             await self.auth.aclose()
 
-    async def __aenter__(self) -> GenesysRest:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -591,17 +282,13 @@ class GenesysRest:
                 if status < httpx.codes.MULTIPLE_CHOICES or (allow_404 and status == httpx.codes.NOT_FOUND):
                     return response
                 text = f"{method} {template}: HTTP {status}{_error_text(response)}"
-                if status == httpx.codes.TOO_MANY_REQUESTS:
+                failure = REST_ERRORS.error(
+                    status, text, endpoint=template, retry_after=response.headers.get(RETRY_AFTER)
+                )
+                if isinstance(failure, RateLimitedError):
                     GENESYS_RATE_LIMITED.inc()
-                    failure = RateLimitedError(text, retry_after=_retry_after(response), endpoint=template)
-                elif status >= httpx.codes.INTERNAL_SERVER_ERROR or status == httpx.codes.REQUEST_TIMEOUT:
-                    failure = TransientError(text, status=status, endpoint=template)
-                elif status == httpx.codes.UNAUTHORIZED:
-                    raise AuthError(text, status=status, endpoint=template)
-                elif status == httpx.codes.NOT_FOUND:
-                    raise NotFoundError(text, status=status, endpoint=template)
-                else:
-                    raise RequestError(text, status=status, endpoint=template)
+                elif not isinstance(failure, TransientError):
+                    raise failure
             if attempt >= self._max_retries:
                 raise failure
             attempt += 1
@@ -658,7 +345,7 @@ class GenesysRest:
             response = await self._call(
                 "GET", template, params={**params, "pageSize": page_size, "pageNumber": page_number}
             )
-            page: _Page = self._parse(_Page, self._json(response, template), response.status_code, template)
+            page: Page = self._parse(Page, self._json(response, template), response.status_code, template)
             out.extend(self._parse(adapter, page.entities, response.status_code, template))
             ids.update(e.get("id") for e in page.entities)
             total = page.total if page.total is not None else total
@@ -676,6 +363,44 @@ class GenesysRest:
                 f"listing has {len(ids)} distinct entities but its total is {total}", endpoint=template
             )
         return out
+
+
+class GenesysRest(RestSession):
+    """The Genesys Cloud REST API the bridge uses: channels, subscriptions, users, presence."""
+
+    @classmethod
+    def for_client(
+        cls,
+        client_id: str,
+        client_secret: SecretStr | str,
+        config: ClientConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> GenesysRest:
+        """A client for one OAuth client, with its own :class:`ClientCredentialsAuth`, as ``config`` says."""
+        auth = ClientCredentialsAuth(
+            client_id,
+            client_secret,
+            login_url=config.login_url,
+            transport=transport,
+            clock=clock,
+            timeout_s=config.timeout_s,
+        )
+        return cls(
+            config.api_url,
+            auth=auth,
+            transport=transport,
+            budget_per_min=config.budget_per_min,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            retry_initial_s=config.retry_initial_s,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
 
     # ------------------------------------------------------------------ channels
 
@@ -699,8 +424,8 @@ class GenesysRest:
         default) or ``oauthclient`` (the OAuth client's channels; those of
         other tokens come without an id and are left out here).
         """
-        page = await self._get_model(_Page, CHANNELS, params={"includechannels": include})
-        listed: list[_ListedChannel] = self._parse(_LISTED, page.entities, httpx.codes.OK, CHANNELS)
+        page = await self._get_model(Page, CHANNELS, params={"includechannels": include})
+        listed: list[ListedChannel] = self._parse(LISTED_CHANNELS, page.entities, httpx.codes.OK, CHANNELS)
         return [
             ChannelInfo(id=c.id, connect_uri=c.connect_uri or "", expires=c.expires)
             for c in listed
@@ -718,8 +443,8 @@ class GenesysRest:
         if not response.content:
             return SubscriptionResult()
         status = response.status_code
-        page: _Page = self._parse(_Page, self._json(response, SUBSCRIPTIONS), status, SUBSCRIPTIONS)
-        refs: list[_ChannelTopic] = self._parse(_TOPIC_REFS, page.entities, status, SUBSCRIPTIONS)
+        page: Page = self._parse(Page, self._json(response, SUBSCRIPTIONS), status, SUBSCRIPTIONS)
+        refs: list[ChannelTopic] = self._parse(TOPIC_LIST, page.entities, status, SUBSCRIPTIONS)
         return SubscriptionResult(
             permitted=tuple(r.id for r in refs if r.state != REJECTED),
             rejected=tuple(
@@ -772,7 +497,7 @@ class GenesysRest:
         for chunk in _chunks(user_ids, BULK_PRESENCE_MAX_IDS):
             response = await self._call("GET", BULK_PRESENCE, params={"id": ",".join(chunk)})
             data = self._json(response, BULK_PRESENCE)
-            out.extend(self._parse(_PRESENCES, data, response.status_code, BULK_PRESENCE))
+            out.extend(self._parse(PRESENCE_LIST, data, response.status_code, BULK_PRESENCE))
         return out
 
     async def users_with_status(self, user_ids: Sequence[str]) -> list[UserWithStatus]:
@@ -781,6 +506,19 @@ class GenesysRest:
         for chunk in _chunks(user_ids, USERS_MAX_IDS):
             params = {"id": ",".join(chunk), "expand": "presence,routingStatus"}
             out.extend(await self._pages(UserWithStatus, USERS, params, USERS_MAX_IDS))
+        return out
+
+    async def still_active(self, user_ids: Collection[str]) -> set[str]:
+        """Which of these users are active now: ``GET /api/v2/users?id=…&state=active``, 100 ids a call.
+
+        A paged roster listing is not a snapshot: an agent deleted from a page
+        already read shifts the later pages, and one live agent falls between
+        two of them. Asking for the missing ones by id tells skipped from gone.
+        """
+        out: set[str] = set()
+        for chunk in _chunks(sorted(user_ids), USERS_MAX_IDS):
+            params = {"id": ",".join(chunk), "state": "active"}
+            out.update(u.id for u in await self._pages(User, USERS, params, USERS_MAX_IDS))
         return out
 
     async def routing_status(self, user_id: str) -> RoutingStatus:
@@ -795,7 +533,7 @@ class GenesysRest:
 
     async def presence_definitions(self) -> list[PresenceDefinition]:
         """The org's presence definitions, ``system_presence`` normalised, label from en_US."""
-        raw = await self._pages(_RawDefinition, PRESENCE_DEFINITIONS, {}, DEFINITIONS_PAGE_SIZE)
+        raw = await self._pages(RawDefinition, PRESENCE_DEFINITIONS, {}, DEFINITIONS_PAGE_SIZE)
         return [
             PresenceDefinition(
                 id=d.id,

@@ -15,7 +15,8 @@ exception tree. Genesys behaviour followed:
   kills the socket without the shard knowing why.
 * A handshake refused with 404 means the channel is gone
   (:class:`NotFoundError` → new channel); 401/403 → :class:`AuthError`;
-  anything else, or any network failure → :class:`ChannelClosedError`.
+  anything else, or any network failure → :class:`ChannelClosedError`
+  (the table is :data:`bridge.genesys.http.HANDSHAKE_ERRORS`).
 
 The client is aiohttp's, whose frame reader is compiled: reading the
 simulator's notifications at 12,000 frames/s through five sockets took
@@ -39,7 +40,8 @@ from typing import Final, Protocol
 import aiohttp
 from yarl import URL
 
-from bridge.errors import AuthError, ChannelClosedError, GenesysError, NotFoundError, RequestError
+from bridge.errors import ChannelClosedError, GenesysError, RequestError
+from bridge.genesys.http import HANDSHAKE_ERRORS
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -58,8 +60,6 @@ OPEN_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 5.0
 #: Notification frames are small; this bounds a hostile one.
 MAX_FRAME_BYTES: Final = 1024 * 1024
-_HTTP_NOT_FOUND: Final = 404
-_HTTP_AUTH: Final = frozenset({401, 403})
 _SCHEMES: Final = frozenset({"ws", "wss"})
 _ENDED: Final = frozenset({aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED})
 
@@ -153,13 +153,7 @@ async def aiohttp_connect(uri: str) -> WebSocketConnection:
 
 def _handshake_error(exc: BaseException, uri_kind: str) -> GenesysError:
     if isinstance(exc, aiohttp.WSServerHandshakeError):
-        status = exc.status
-        message = f"{uri_kind} handshake refused: HTTP {status}"
-        if status == _HTTP_NOT_FOUND:
-            return NotFoundError(message, status=status)
-        if status in _HTTP_AUTH:
-            return AuthError(message, status=status)
-        return ChannelClosedError(message, status=status)
+        return HANDSHAKE_ERRORS.error(exc.status, f"{uri_kind} handshake refused: HTTP {exc.status}")
     return ChannelClosedError(f"{uri_kind} connect failed: {type(exc).__name__}")
 
 

@@ -56,9 +56,10 @@ from typing import Any
 
 import httpx
 
-from bridge.demo import free_port, parse_metrics
-from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, VersionedPresence
-from bridge.records import encode_event, encode_state, event_id
+from bridge.demo import free_port
+from bridge.demo_view import parse_metrics
+from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, VersionedPresence, event_id
+from bridge.records import encode_event, encode_state
 from bridge.sim.process import SimProcess
 from tests.bench import bench_hotpath
 from tests.bench.bench_sim import _reader_process

@@ -26,13 +26,13 @@ from typing import Any
 import httpx
 
 from bridge.events import Accepted, ShardState
-from bridge.genesys.rest import GenesysRest
 from bridge.genesys.socket import NotificationSocket
 from bridge.model import Origin
 from bridge.settings import GenesysClient, Settings
 from bridge.shard import Shard
 from bridge.sim.config import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SimConfig
 from bridge.sim.server import run_simulator
+from bridge.worker import genesys_rest
 
 AGENTS = 200
 CHANGE_EVERY_S = 0.01
@@ -85,7 +85,7 @@ async def _measure(runs: int) -> list[float]:
             }
         )
         client = GenesysClient(client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET)
-        rest = GenesysRest.from_settings(settings, client)
+        rest = genesys_rest(settings, client)
         sink = RecordingSink()
         shard = Shard(
             0,

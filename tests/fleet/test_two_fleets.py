@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from bridge.genesys.rest import GenesysRest
 from bridge.settings import DEFAULT_TOPIC_SHARD_MAP, Settings
-from bridge.worker import Worker
+from bridge.worker import Worker, genesys_rest
 from tests.conftest import KafkaBroker
 from tests.worker.conftest import SimProcess, bridge_settings, eventually, read_topic, sim_process
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.kafka
 
 
 async def _roster(settings: Settings) -> list[str]:
-    rest = GenesysRest.from_settings(settings, settings.clients()[0])
+    rest = genesys_rest(settings, settings.clients()[0])
     try:
         return sorted(u.id for u in await rest.active_users())
     finally:

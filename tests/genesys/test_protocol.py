@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -26,8 +28,7 @@ from bridge.genesys.protocol import (
     UnknownTopic,
     parse_frame,
 )
-from bridge.model import Kind, Origin, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.model import Kind, Origin, PresenceValue, RoutingValue, event_id
 
 OBSERVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 USER = "6f0e1a2b-1111-2222-3333-444455556666"
@@ -466,3 +467,16 @@ def test_system_message_with_a_bad_body_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as info:
         parse({"topicName": "v2.system.no_longer_subscribed", "eventBody": "gone"})
     assert info.value.reason == "bad_type"
+
+
+#: What the sans-I/O protocol must not pull in: the HTTP and socket clients, the app's records and settings.
+IO_MODULES = ("httpx", "aiohttp", "bridge.records", "bridge.settings")
+
+
+def test_protocol_imports_without_the_io_libraries() -> None:
+    """bridge.genesys.protocol loads in a fresh interpreter without httpx, aiohttp or the app's modules."""
+    probe = f"import sys, bridge.genesys.protocol; print(sorted(set({IO_MODULES!r}) & set(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -6,7 +6,6 @@ import pytest
 
 from bridge.errors import ConfigError
 from bridge.genesys.regions import REGION_DOMAINS, BaseUrls, base_urls, region_urls
-from bridge.settings import Settings
 
 
 @pytest.mark.parametrize("domain", REGION_DOMAINS)
@@ -26,24 +25,13 @@ def test_unknown_region_lists_known_ones() -> None:
 def test_settings_region_is_checked() -> None:
     """base_urls rejects an unknown region when a host is not overridden."""
     with pytest.raises(ConfigError):
-        base_urls(Settings.model_construct(genesys_region="nowhere.example", genesys_api_url="http://x"))
+        base_urls("nowhere.example", api_url="http://x")
 
 
 def test_explicit_urls_win() -> None:
     """Explicit login and API URLs override the region (which is then not checked)."""
-    settings = Settings.model_construct(
-        genesys_region="nowhere.example",
-        genesys_login_url="http://127.0.0.1:8080/",
-        genesys_api_url="http://127.0.0.1:8080",
-    )
-    assert base_urls(settings) == BaseUrls("http://127.0.0.1:8080", "http://127.0.0.1:8080")
-
-
-def test_region_from_settings() -> None:
-    """A known region in settings gives its hosts."""
-    assert base_urls(Settings.model_construct(genesys_region="mypurecloud.de")).api_url == (
-        "https://api.mypurecloud.de"
-    )
+    urls = base_urls("nowhere.example", login_url="http://127.0.0.1:8080/", api_url="http://127.0.0.1:8080")
+    assert urls == BaseUrls("http://127.0.0.1:8080", "http://127.0.0.1:8080")
 
 
 @pytest.mark.parametrize("domain", ["mxc1.pure.cloud", "apse1.pure.cloud", "edee1.eusc-pure.cloud"])

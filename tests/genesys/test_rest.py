@@ -21,10 +21,10 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.genesys.auth import ClientCredentialsAuth
-from bridge.genesys.rest import GenesysRest, RequestBudget
+from bridge.genesys.config import ClientConfig
+from bridge.genesys.rest import GenesysRest
 from bridge.metrics import REGISTRY
 from bridge.model import Kind, Origin
-from bridge.settings import GenesysClient, Settings
 
 from .fakes import (
     API_URL,
@@ -455,20 +455,6 @@ async def test_budget_counts_retries() -> None:
     assert time.now - start >= 60
 
 
-async def test_request_budget_alone() -> None:
-    """RequestBudget lets a full window through at once, then one per freed slot."""
-    time = FakeTime()
-    budget = RequestBudget(3, clock=time.clock, sleep=time.sleep)
-    for _ in range(3):
-        await budget.acquire()
-    assert time.sleeps == []
-    time.now += 10
-    await budget.acquire()
-    assert time.sleeps == [50.0]
-    with pytest.raises(ValueError):
-        RequestBudget(0)
-
-
 async def test_endpoint_labels_are_templated() -> None:
     """The http requests metric uses templated endpoints, never raw ids."""
     raw_id = "raw-channel-id-4242"
@@ -482,22 +468,14 @@ async def test_endpoint_labels_are_templated() -> None:
             assert all(raw_id not in value for value in sample.labels.values())
 
 
-async def test_from_settings_uses_overrides() -> None:
-    """from_settings builds auth + client from Settings, honouring explicit base URLs."""
-    settings = Settings.model_construct(
-        genesys_region="nowhere",
-        genesys_login_url=LOGIN_URL,
-        genesys_api_url=API_URL,
-        rest_budget_per_min=5,
-        rest_timeout_s=3.0,
-        rest_max_retries=1,
-        backoff_initial_s=0.1,
+async def test_for_client_uses_the_config() -> None:
+    """for_client builds auth + client from a ClientConfig: its base URLs and budget."""
+    config = ClientConfig(
+        LOGIN_URL, API_URL, budget_per_min=5, timeout_s=3.0, max_retries=1, retry_initial_s=0.1
     )
     login = FakeLogin()
     tr = transport(login, lambda r: json_response(200, CHANNEL_REPLY))
-    rest = GenesysRest.from_settings(
-        settings, GenesysClient(client_id=CLIENT_ID, client_secret=SECRET), transport=tr
-    )
+    rest = GenesysRest.for_client(CLIENT_ID, SECRET, config, transport=tr)
     async with rest:
         await rest.create_channel()
     assert rest.budget.per_window == 5 and login.calls == 1

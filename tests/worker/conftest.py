@@ -26,8 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.genesys.protocol import parse_timestamp
-from bridge.model import Kind, PresenceValue, RoutingValue
-from bridge.records import event_id
+from bridge.model import Kind, PresenceValue, RoutingValue, event_id
 from bridge.settings import Settings
 from bridge.worker import Worker
 from tests.conftest import KafkaBroker
@@ -310,10 +309,10 @@ async def run_audit(
 ) -> tuple[int, list[str]]:
     """Run the audit in-process; returns (mismatches, printed lines)."""
     from bridge.audit import audit
-    from bridge.genesys.rest import GenesysRest
+    from bridge.worker import genesys_rest
 
     clients = settings.clients()
-    rest = GenesysRest.from_settings(settings, clients[0])
+    rest = genesys_rest(settings, clients[0])
     lines: list[str] = []
     try:
         report = await audit(

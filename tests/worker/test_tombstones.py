@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Producer
 
 from bridge.fleet import Coordinator
-from bridge.genesys.rest import GenesysRest
 from bridge.settings import Settings
+from bridge.worker import genesys_rest
 from tests.conftest import KafkaBroker
 from tests.fleet.conftest import shard_map
 from tests.worker.conftest import bridge_settings, eventually_async, read_topic, running_worker, sim_process
@@ -38,7 +38,7 @@ def _plant(kafka: KafkaBroker, topic: str, user_id: str, value: dict[str, object
 async def _write_map_while_no_one_owns_it(settings: Settings) -> None:
     """The coordinator's next epoch, written while the shards have no running owner."""
     client = settings.clients()[0]
-    rest = GenesysRest.from_settings(settings, client)
+    rest = genesys_rest(settings, client)
 
     async def roster() -> list[str]:
         return [u.id for u in await rest.active_users()]
