@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from bridge.channel import WATCHDOG_TICK_S
 from bridge.liveness import Liveness, Verdict
 from bridge.settings import Settings
-from bridge.shard import WATCHDOG_TICK_S
 
 
 def live(now: float = 0.0) -> Liveness:

@@ -13,39 +13,12 @@ import pytest
 from bridge import metrics
 from bridge.errors import DeliveryError, GenesysError, SinkError
 from bridge.events import Accepted, ShardState
-from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
+from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.protocol import user_topic
 from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
 from bridge.settings import Settings
 from bridge.shard import Shard
-
-
-class FakeSink:
-    """Records what the shard hands to Kafka."""
-
-    def __init__(self) -> None:
-        self.tombstones: list[str] = []
-        self.submitted: list[str] = []
-        self.started = False
-        self.closed = False
-        self.failed: asyncio.Future[Any] | None = None
-        self.healthy = True
-        self.pending = 0
-        self.error = None
-
-    async def start(self) -> None:
-        self.started = True
-        self.failed = asyncio.get_running_loop().create_future()
-
-    def submit(self, accepted: Any, _channel_id: str | None) -> None:
-        self.submitted.append(accepted.change.user_id)
-
-    def submit_tombstone(self, user_id: str) -> None:
-        assert self.started, "nothing is written before the sink fenced the previous owner"
-        self.tombstones.append(user_id)
-
-    async def close(self) -> None:
-        self.closed = True
+from tests.shard_fakes import FakeRest, FakeSink, FakeSocket, NullRest, StreamSink
 
 
 async def test_users_removed_before_the_state_loads_are_still_tombstoned() -> None:
@@ -60,11 +33,11 @@ async def test_users_removed_before_the_state_loads_are_still_tombstoned() -> No
     shard = Shard(
         0,
         ["a", "b", "c"],
-        rest=Any,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=NullRest(),
+        sink=sink,
         state=ShardState(),
         settings=Settings(),
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
         load_states=load,
     )
     added, removed = await shard.set_users(["a", "c", "d"])
@@ -83,155 +56,15 @@ async def test_an_empty_shard_is_ready_once_connected() -> None:
     shard = Shard(
         1,
         [],
-        rest=Any,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=NullRest(),
+        sink=sink,
         state=ShardState(),
         settings=Settings(),
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
     )
     assert not shard.ready
     shard._connected = True
     assert shard.ready
-
-
-async def test_a_task_that_ignores_cancellation_does_not_hold_the_shard(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Serving tasks are cancelled with a bound: a stuck one is named and left, the shard goes on."""
-    from bridge.shard import TASK_STOP_TIMEOUT_S, _cancel_all
-
-    release = asyncio.Event()
-
-    async def stubborn() -> None:
-        while not release.is_set():
-            try:
-                await release.wait()
-            except asyncio.CancelledError:
-                continue  # ignores its cancellation
-
-    async def polite() -> None:
-        await asyncio.sleep(3600)
-
-    stuck, fine = asyncio.create_task(stubborn()), asyncio.create_task(polite())
-    await asyncio.sleep(0)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await _cancel_all({"reader": stuck, "watchdog": fine})
-    assert loop.time() - started < TASK_STOP_TIMEOUT_S + 1
-    assert fine.cancelled()
-    assert "['reader']" in caplog.text
-    release.set()
-    await stuck
-
-
-# --------------------------------------------------------------------- liveness under backpressure
-
-PONG = '{"topicName": "channel.metadata", "eventBody": {"message": "pong"}}'
-
-
-def _presence_frame(user: str) -> str:
-    definition = '{"id": "d1", "systemPresence": "AVAILABLE"}'
-    body = f'{{"presenceDefinition": {definition}, "modifiedDate": "2026-05-01T09:00:00Z"}}'
-    return f'{{"topicName": "v2.users.{user}.presence", "eventBody": {body}}}'
-
-
-class PongingSocket:
-    """An in-memory notification socket whose server answers every ping with a pong."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[str] = asyncio.Queue()
-        self.pings = 0
-        self.closed = False
-
-    async def connect(self, _uri: str) -> None:
-        return None
-
-    async def recv(self) -> str:
-        return await self.inbox.get()
-
-    async def send(self, text: str) -> None:
-        if "ping" in text:
-            self.pings += 1
-            self.inbox.put_nowait(PONG)
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-# --------------------------------------------------------------- fake Genesys: REST and sockets
-
-
-class FakeSocket:
-    """An in-memory notification socket: the test pushes frames, the shard reads them."""
-
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[str] = asyncio.Queue()
-        self.uri: str | None = None
-        self.closed = False
-
-    async def connect(self, uri: str) -> None:
-        self.uri = uri
-
-    async def recv(self) -> str:
-        return await self.frames.get()
-
-    async def send(self, text: str) -> None:
-        if '"ping"' in text:
-            self.frames.put_nowait('{"topicName":"channel.metadata","eventBody":{"message":"pong"}}')
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class SlowKafkaSink(FakeSink):
-    """A sink whose first record puts the shard over its backpressure mark for ``stall_s``."""
-
-    def __init__(self, stall_s: float) -> None:
-        super().__init__()
-        self.stall_s = stall_s
-        self.drained = asyncio.Event()
-
-    def submit(self, _accepted: Any, _channel: str | None) -> None:
-        from bridge.shard import MAX_PENDING_RECORDS
-
-        self.pending = MAX_PENDING_RECORDS + 1
-
-    async def drain_to(self, _max_pending: int) -> None:
-        await asyncio.sleep(self.stall_s)
-        self.pending = 0
-        self.drained.set()
-
-
-async def test_a_reader_waiting_on_kafka_backpressure_keeps_its_socket() -> None:
-    """Time the reader spends blocked on a slow Kafka is not silence: pongs wait unread, no reconnect."""
-    sink = SlowKafkaSink(stall_s=1.5)
-    sockets: list[PongingSocket] = []
-
-    def new_socket() -> PongingSocket:
-        sockets.append(PongingSocket())
-        return sockets[-1]
-
-    shard = Shard(
-        2,
-        ["u1"],
-        rest=FakeRest(),  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
-        state=ShardState(),
-        settings=Settings(ping_interval_s=0.2, pong_timeout_s=0.3, backoff_initial_s=0.05),
-        socket_factory=new_socket,  # type: ignore[arg-type]
-    )
-    task = asyncio.create_task(shard.run())
-    try:
-        while shard.stats.reconciles < 1:
-            await asyncio.sleep(0.01)
-        sockets[0].inbox.put_nowait(_presence_frame("u1"))
-        await asyncio.wait_for(sink.drained.wait(), 5)
-        await asyncio.sleep(0.5)  # the watchdog had time to act on the pongs read after the drain
-        assert shard.stats.connects == 1, "the socket was torn down while the reader waited on Kafka"
-        assert sockets[0].pings >= 1 and not sockets[0].closed
-    finally:
-        await shard.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
@@ -241,103 +74,24 @@ def test_the_sweep_is_on_by_default_and_reads_only_a_connected_shard() -> None:
         return Shard(
             3,
             ["a"],
-            rest=Any,  # type: ignore[arg-type]
-            sink=FakeSink(),  # type: ignore[arg-type]
+            rest=NullRest(),
+            sink=FakeSink(),
             state=ShardState(),
             settings=settings,
-            socket_factory=Any,  # type: ignore[arg-type]
+            socket_factory=FakeSocket,
         )
 
     on = shard(Settings())
     assert on.sweep is not None and on.sweep.interval_s == Settings().sweep_interval_s == 900.0
     assert not on._sweepable()
-    on._connected, on._subscribed = True, 1
+    on._connected, on._link.subscriptions.subscribed = True, 1
     assert on._sweepable()
     assert shard(Settings(sweep_interval_s=0)).sweep is None
 
 
-def test_dropped_stream_changes_are_counted_and_reconciliation_repeats_are_not() -> None:
-    """A stale or duplicate stream change counts bridge_stale_events_total{kind}; an unchanged state
-    found by reconciliation is dropped silently, and neither reaches the sink."""
-    sink = FakeSink()
-    shard = Shard(
-        3,
-        ["u-1"],
-        rest=Any,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
-        state=ShardState(),
-        settings=Settings(),
-        socket_factory=Any,  # type: ignore[arg-type]
-    )
-    at = datetime(2026, 5, 1, 9, tzinfo=UTC)
-
-    def change(when: datetime, origin: Origin) -> Change:
-        return Change("u-1", Kind.ROUTING_STATUS, when, RoutingValue("IDLE"), when, origin)
-
-    stale = metrics.STALE_EVENTS.labels(kind=Kind.ROUTING_STATUS.value)
-    assert shard._accept(change(at, Origin.STREAM), None)
-    before = stale._value.get()
-    assert not shard._accept(change(at, Origin.RECONCILE), None)
-    assert stale._value.get() == before
-    assert not shard._accept(change(at, Origin.STREAM), None)
-    assert not shard._accept(change(at - timedelta(seconds=1), Origin.STREAM), None)
-    assert stale._value.get() == before + 2
-    assert sink.submitted == ["u-1"]
-
-
-class FakeRest:
-    """Channels and subscription replies as Genesys gives them: POST/PUT list the whole channel."""
-
-    def __init__(self, rejected: dict[str, str] | None = None) -> None:
-        self.rejected = rejected or {}
-        self.channels: list[str] = []
-        self.topics: dict[str, list[str]] = {}
-        self.invalidated = 0
-        self.deleted: list[str] = []
-
-    async def create_channel(self) -> ChannelInfo:
-        cid = f"ch-{len(self.channels) + 1}"
-        self.channels.append(cid)
-        expires = datetime.now(UTC) + timedelta(hours=24)
-        return ChannelInfo(id=cid, connect_uri=f"wss://streaming.test/channels/{cid}", expires=expires)
-
-    def _reply(self, cid: str, topics: Sequence[str], *, replace: bool) -> SubscriptionResult:
-        ok = [t for t in topics if t not in self.rejected]
-        self.topics[cid] = ok if replace else [*self.topics.get(cid, []), *ok]
-        bad = [
-            RejectedTopic(id=t, reason=self.rejected[t], missing_permissions=("x:y:view",))
-            for t in topics
-            if t in self.rejected
-        ]
-        return SubscriptionResult(permitted=tuple(self.topics[cid]), rejected=tuple(bad))
-
-    async def put_subscriptions(self, cid: str, topics: Sequence[str], ignore_errors: bool = False) -> Any:
-        return self._reply(cid, topics, replace=True)
-
-    async def post_subscriptions(self, cid: str, topics: Sequence[str], ignore_errors: bool = False) -> Any:
-        return self._reply(cid, topics, replace=False)
-
-    async def delete_subscriptions(self, cid: str) -> None:
-        self.deleted.append(cid)
-
-    async def current_changes(self, users: Sequence[str], *, observed_at: datetime) -> list[Any]:
-        return []
-
-    async def invalidate_token(self) -> None:
-        self.invalidated += 1
-
-
-class StreamSink(FakeSink):
-    """A sink the serving loop can run against."""
-
-    def submit(self, *_args: Any) -> None:
-        pass
-
-    def submit_dlq(self, **_kwargs: Any) -> None:
-        pass
-
-
-def serving_shard(rest: FakeRest, users: list[str], sockets: list[FakeSocket]) -> Shard:
+def serving_shard(
+    rest: FakeRest, users: list[str], sockets: list[FakeSocket], settings: Settings | None = None
+) -> Shard:
     def factory() -> FakeSocket:
         sockets.append(FakeSocket())
         return sockets[-1]
@@ -345,11 +99,11 @@ def serving_shard(rest: FakeRest, users: list[str], sockets: list[FakeSocket]) -
     return Shard(
         7,
         users,
-        rest=rest,  # type: ignore[arg-type]
-        sink=StreamSink(),  # type: ignore[arg-type]
+        rest=rest,
+        sink=StreamSink(),
         state=ShardState(),
-        settings=Settings(),
-        socket_factory=factory,  # type: ignore[arg-type]
+        settings=settings or Settings(),
+        socket_factory=factory,
     )
 
 
@@ -383,6 +137,23 @@ async def test_system_message_moves_the_shard_to_a_new_channel(topic_type: str, 
     assert sockets[-1].uri == "wss://streaming.test/channels/ch-2" and sockets[0].closed
     assert rest.invalidated == invalidated
     await until(lambda: shard.stats.reconciles >= 2)
+    await shard.stop()
+    await task
+
+
+async def test_the_connected_event_is_set_on_every_connection() -> None:
+    """Shard.connected is set once connected and subscribed, and again after reconnecting to a new channel."""
+    rest = FakeRest()
+    sockets: list[FakeSocket] = []
+    shard = serving_shard(rest, ["a"], sockets, Settings(backoff_initial_s=0.05, backoff_max_s=0.1))
+    assert not shard.connected.is_set()
+    task = asyncio.create_task(shard.run())
+    await asyncio.wait_for(shard.connected.wait(), 5)
+    assert shard.stats.last_connected is not None and shard.channel_id == "ch-1"
+    shard.connected.clear()
+    sockets[0].frames.put_nowait('{"result": "404", "message": "channel not found"}')
+    await asyncio.wait_for(shard.connected.wait(), 5)
+    assert shard.channel_id == "ch-2" and shard.ready
     await shard.stop()
     await task
 
@@ -429,8 +200,7 @@ async def test_repeated_lost_subscription_messages_are_paced(caplog: pytest.LogC
     """A second lost-subscription message soon after the first still rotates, after a backoff."""
     rest = FakeRest()
     sockets: list[FakeSocket] = []
-    shard = serving_shard(rest, ["a"], sockets)
-    shard._settings = Settings(backoff_initial_s=0.05, backoff_max_s=0.1)
+    shard = serving_shard(rest, ["a"], sockets, Settings(backoff_initial_s=0.05, backoff_max_s=0.1))
     task = asyncio.create_task(shard.run())
     await until(lambda: shard.ready)
     frame = json.dumps({"topicName": "v2.system.no_longer_subscribed", "eventBody": {}})
@@ -459,11 +229,11 @@ async def test_a_move_to_another_shard_is_never_tombstoned() -> None:
     shard = Shard(
         0,
         ["a", "b", "c"],
-        rest=Any,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=NullRest(),
+        sink=sink,
         state=ShardState(),
         settings=Settings(),
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
         owned_elsewhere=elsewhere,
         find_orphans=no_orphans,
     )
@@ -485,11 +255,11 @@ async def test_orphans_found_after_the_load_are_tombstoned_but_never_members() -
     shard = Shard(
         0,
         ["a"],
-        rest=Any,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=NullRest(),
+        sink=sink,
         state=ShardState(),
         settings=Settings(),
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
         find_orphans=orphans,
     )
     await shard.stop()
@@ -497,7 +267,36 @@ async def test_orphans_found_after_the_load_are_tombstoned_but_never_members() -
     assert sink.tombstones == ["gone"]
 
 
-class FailingRest:
+def test_dropped_stream_changes_are_counted_and_reconciliation_repeats_are_not() -> None:
+    """A stale or duplicate stream change counts bridge_stale_events_total{kind}; an unchanged state
+    found by reconciliation is dropped silently, and neither reaches the sink."""
+    sink = FakeSink()
+    shard = Shard(
+        3,
+        ["u-1"],
+        rest=NullRest(),
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=FakeSocket,
+    )
+    at = datetime(2026, 5, 1, 9, tzinfo=UTC)
+
+    def change(when: datetime, origin: Origin) -> Change:
+        return Change("u-1", Kind.ROUTING_STATUS, when, RoutingValue("IDLE"), when, origin)
+
+    stale = metrics.STALE_EVENTS.labels(kind=Kind.ROUTING_STATUS.value)
+    assert shard._accept(change(at, Origin.STREAM), None)
+    before = stale._value.get()
+    assert not shard._accept(change(at, Origin.RECONCILE), None)
+    assert stale._value.get() == before
+    assert not shard._accept(change(at, Origin.STREAM), None)
+    assert not shard._accept(change(at - timedelta(seconds=1), Origin.STREAM), None)
+    assert stale._value.get() == before + 2
+    assert sink.submitted == ["u-1"]
+
+
+class FailingRest(NullRest):
     """A Genesys whose channel creation always fails (the shard keeps retrying)."""
 
     def __init__(self) -> None:
@@ -518,13 +317,13 @@ async def test_a_fatal_sink_error_ends_the_shard_instead_of_reconnecting_forever
     shard = Shard(
         0,
         ["a"],
-        rest=rest,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=rest,
+        sink=sink,
         state=ShardState(),
         settings=Settings(backoff_initial_s=0.01, backoff_max_s=0.01),
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
     )
-    sink.error = DeliveryError("shard 0: fatal Kafka error during commit")  # type: ignore[assignment]
+    sink.error = DeliveryError("shard 0: fatal Kafka error during commit")
     with pytest.raises(DeliveryError):
         await asyncio.wait_for(shard.run(), 5)
     assert rest.attempts == 1
@@ -541,11 +340,11 @@ async def test_a_failed_state_load_closes_the_sink() -> None:
     shard = Shard(
         0,
         ["a"],
-        rest=Any,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=NullRest(),
+        sink=sink,
         state=ShardState(),
         settings=Settings(),
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
         load_states=load,
     )
     with pytest.raises(SinkError):
@@ -568,7 +367,7 @@ def routing(user: str, status: str = "IDLE") -> Change:
     )
 
 
-class SubscribingRest:
+class SubscribingRest(NullRest):
     """A Genesys that records subscription calls; a PUT can be held open, a POST can fail."""
 
     def __init__(self) -> None:
@@ -609,7 +408,16 @@ class SubscribingRest:
 
 
 class IdleSocket:
+    """A socket that connects and never delivers a frame."""
+
     async def connect(self, _uri: str) -> None:
+        return None
+
+    async def recv(self) -> str:
+        await asyncio.Event().wait()
+        raise AssertionError("never delivers")
+
+    async def send(self, _text: str) -> None:
         return None
 
     async def close(self) -> None:
@@ -620,11 +428,11 @@ def _shard(rest: SubscribingRest, sink: FakeSink, users: list[str], **kwargs: An
     return Shard(
         0,
         users,
-        rest=rest,  # type: ignore[arg-type]
-        sink=sink,  # type: ignore[arg-type]
+        rest=rest,
+        sink=sink,
         state=ShardState(),
         settings=Settings(),
-        socket_factory=IdleSocket,  # type: ignore[arg-type]
+        socket_factory=IdleSocket,
         **kwargs,
     )
 
@@ -672,7 +480,7 @@ async def test_added_users_are_reconciled_against_their_loaded_state() -> None:
         return {"b": state} if "b" in users else {}
 
     shard = _shard(rest, sink, ["a"], load_states=load)
-    shard._loaded = True
+    shard._members.loaded = True
     await shard._connect("start")
     rest.current = [routing("b")]
     await shard.set_users(["a", "b"])

@@ -8,7 +8,7 @@ path can be judged in seconds, repeatably, on a noisy machine:
 - the frames are the simulator's notification JSON (presence and routing
   status, with correlation ids), as text, for :data:`AGENTS` agents with
   strictly increasing timestamps, so every change is accepted;
-- each frame goes through the real ``Shard._handle`` (parse, order, enrich,
+- each frame goes through the real ``Serving.handle`` of a ``Shard`` (parse, order, enrich,
   ``ShardSink.submit`` with both encodings), and the real sink thread takes
   the records into transactions of a producer that does nothing (librdkafka's
   own cost is measured by ``bench_bridge``'s bare-producer baseline);
@@ -41,6 +41,7 @@ from bridge.settings import Settings
 from bridge.shard import Shard
 from bridge.sink import ShardSink
 from tests.fakes import NullProducer
+from tests.shard_fakes import FakeSocket, NullRest
 
 AGENTS = 5_000
 CHANGES = 200_000
@@ -97,13 +98,13 @@ async def one_round(users: list[str], texts: list[str], labels: dict[str, str]) 
     shard = Shard(
         0,
         users,
-        rest=Any,  # type: ignore[arg-type]
+        rest=NullRest(),
         sink=sink,
         state=ShardState(labels=labels),
         settings=settings,
-        socket_factory=Any,  # type: ignore[arg-type]
+        socket_factory=FakeSocket,
     )
-    handle = shard._handle
+    handle = shard._serving.handle
     channel = "bench-channel"
     t0 = time.process_time()
     for start in range(0, len(texts), FRAMES_PER_READ):

@@ -91,7 +91,7 @@ async def _measure(runs: int) -> list[float]:
             0,
             users,
             rest=rest,
-            sink=sink,  # type: ignore[arg-type]
+            sink=sink,
             state=ShardState(),
             settings=settings,
             socket_factory=NotificationSocket,
