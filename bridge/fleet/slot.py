@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from bridge import log
 from bridge.errors import AuthorizationError
-from bridge.fleet.map import POLL_S, MapRecord
+from bridge.fleet.map import MapRecord
 from bridge.settings import Settings
 from bridge.shard import Shard
 
@@ -64,7 +64,7 @@ class Slot:
             self.down_since = None
             return 0.0
         shard = self.shard
-        if self.running and shard is not None and shard.stats.last_connected is not None:
+        if self.running and shard is not None and shard.connected.is_set():
             self.down_since = None
             return 0.0
         if self.down_since is None:
@@ -224,8 +224,8 @@ class ShardDriver:
             return
         # Apply membership changes once the shard has loaded its states and connected,
         # so removed users get their tombstone.
-        while shard.stats.last_connected is None and slot.running and not slot.revoked:  # noqa: ASYNC110
-            await asyncio.sleep(POLL_S)  # the shard exposes no event for its first connection
+        if not await _until_connected(shard, slot):
+            return  # woken first (revoked, a newer record, the shard ended): the driver looks again
         if slot.revoked or not slot.running:
             slot.wake.set()
             return
@@ -282,3 +282,17 @@ class ShardDriver:
             slot.fenced = True
         logger.info("shard %d stopped", slot.partition)
         self._owned_changed()
+
+
+async def _until_connected(shard: Shard, slot: Slot) -> bool:
+    """Wait for the shard's first connection or the slot's wake; True when connected."""
+    if shard.connected.is_set():
+        return True
+    connected = asyncio.ensure_future(shard.connected.wait())
+    woken = asyncio.ensure_future(slot.wake.wait())
+    try:
+        await asyncio.wait({connected, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        connected.cancel()
+        woken.cancel()
+    return shard.connected.is_set()

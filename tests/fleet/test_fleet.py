@@ -27,6 +27,7 @@ class FakeShard:
         self.users = list(users)
         self.fenced = False
         self.stats = ShardStats()
+        self.connected = asyncio.Event()
         self._end = asyncio.Event()
         self._connects = connects
 
@@ -37,6 +38,7 @@ class FakeShard:
     async def run(self) -> None:
         if self._connects:
             self.stats.last_connected = 1.0
+            self.connected.set()
         await self._end.wait()
 
     async def stop(self) -> None:
