@@ -6,11 +6,13 @@ listen address to an upstream and applies "toxics" to a proxy's streams:
 the connection stays open until the toxic is removed: a blackhole) and
 ``reset_peer`` (connections are reset with RST after ``timeout`` ms).
 Endpoints used: ``POST /proxies``, ``POST /proxies/{name}/toxics``,
-``DELETE /proxies/{name}/toxics/{toxic}``, ``GET /version``.
+``DELETE /proxies/{name}/toxics/{toxic}``, ``GET /proxies/{name}/toxics``,
+``GET /version``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +25,9 @@ __all__ = ["STREAMS", "ToxiproxyServer"]
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 HTTP_TIMEOUT_S = 10.0
+#: How long a toxic's removal is asked again (a client holding it closes well before).
+REMOVE_DEADLINE_S = 60.0
+REMOVE_RETRY_S = 1.0
 #: Both directions of a link: client → upstream and upstream → client.
 STREAMS = ("upstream", "downstream")
 
@@ -30,12 +35,16 @@ STREAMS = ("upstream", "downstream")
 class ToxiproxyServer:
     """``toxiproxy-server`` on loopback, managed through its REST API."""
 
-    def __init__(self, binary: Path, port: int, log: IO[bytes]) -> None:
+    def __init__(
+        self, binary: Path, port: int, log: IO[bytes], transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.binary = binary
         self.port = port
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT_S)
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT_S, transport=transport
+        )
 
     def start(self) -> None:
         """Start the server and wait until its API answers (RuntimeError otherwise)."""
@@ -68,11 +77,34 @@ class ToxiproxyServer:
         body = {"name": name, "type": kind, "stream": stream, "toxicity": 1.0, "attributes": attributes}
         (await self.http.post(f"/proxies/{proxy}/toxics", json=body)).raise_for_status()
 
-    async def remove_toxic(self, proxy: str, name: str) -> None:
-        """Remove toxic ``name`` (a toxic already gone is fine)."""
-        response = await self.http.delete(f"/proxies/{proxy}/toxics/{name}")
-        if response.status_code != httpx.codes.NOT_FOUND:
-            response.raise_for_status()
+    async def remove_toxic(self, proxy: str, name: str, deadline_s: float = REMOVE_DEADLINE_S) -> None:
+        """Remove toxic ``name`` (a toxic already gone is fine), however long Toxiproxy takes.
+
+        Toxiproxy removes a toxic link by link, first flushing what each link
+        holds to its client. A client that has stopped reading (librdkafka
+        waiting out a request timeout on a slow connection) holds the removal,
+        and every API call on that proxy, until it reads or closes; the DELETE
+        times out meanwhile with the removal still under way. So the removal is
+        asked again and checked for ``deadline_s`` (RuntimeError then: a
+        harness error, not a bridge failure).
+        """
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            try:
+                response = await self.http.delete(f"/proxies/{proxy}/toxics/{name}")
+                if response.status_code == httpx.codes.NOT_FOUND or response.is_success:
+                    return
+                if not await self._has_toxic(proxy, name):
+                    return
+            except httpx.TimeoutException:
+                pass
+            await asyncio.sleep(REMOVE_RETRY_S)
+        raise RuntimeError(f"toxic {name} of proxy {proxy} still there after {deadline_s:g} s")
+
+    async def _has_toxic(self, proxy: str, name: str) -> bool:
+        response = await self.http.get(f"/proxies/{proxy}/toxics")
+        response.raise_for_status()
+        return any(t.get("name") == name for t in response.json())
 
     async def aclose(self) -> None:
         await self.http.aclose()
