@@ -1,0 +1,1 @@
+"""Kafka plumbing written once: errors, client configs, compacted-topic reading, transactions."""
