@@ -48,6 +48,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bridge.acl import reader_authorization_error
 from bridge.errors import SinkError
+from bridge.kafka.config import FETCH_WAIT_MAX_MS, ConsumerFactory
 from bridge.model import AgentState, PresenceValue, RoutingValue, VersionedPresence, VersionedRouting
 from bridge.settings import Settings
 
@@ -79,13 +80,9 @@ _NOT_READY = frozenset(
         KafkaError.UNKNOWN_TOPIC_OR_PART,
     }
 )
-#: Don't let the broker hold a fetch for its full default wait at a partition's end.
-FETCH_WAIT_MAX_MS = 50
 
 #: The header naming the fleet (``settings.id``) that wrote a record.
 BRIDGE_ID_HEADER = "bridge-id"
-
-ConsumerFactory = Callable[[dict[str, Any]], Any]
 
 
 def written_by(headers: list[tuple[str, bytes | None]] | None, bridge_id: str) -> bool:

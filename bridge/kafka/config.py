@@ -17,6 +17,7 @@ from typing import Any
 from bridge.settings import Settings
 
 __all__ = [
+    "DEFAULT_ADMIN_TIMEOUT_S",
     "DEFAULT_COMPRESSION",
     "DEFAULT_LINGER_MS",
     "DEFAULT_RECONNECT_BACKOFF_MAX_MS",
@@ -35,6 +36,8 @@ ConsumerFactory = Callable[[dict[str, Any]], Any]
 #: Config dict → a confluent-kafka ``AdminClient``.
 AdminFactory = Callable[[dict[str, Any]], Any]
 
+#: Bounds one admin request (create topics or partitions, describe configs).
+DEFAULT_ADMIN_TIMEOUT_S = 30.0
 #: Don't let the broker hold a fetch for its full default wait at a partition's end.
 FETCH_WAIT_MAX_MS = 50
 #: librdkafka's own log lines go to this Python logger (served by ``poll()``), not
