@@ -18,8 +18,8 @@ a programming error, never a Kafka condition)::
                                        │           v
                                        └─ IDLE <─ ABORTING     (abortable: write again)
 
-    any state but CLOSED ──> FAILED (fenced or fatal) ──> CLOSED
-    any state ──> CLOSED (the producer is closed; terminal)
+    NEW … ABORTING ──> FAILED (fenced or fatal) ──> CLOSED
+    NEW … ABORTING ──> CLOSED (the producer is closed; terminal)
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ class TxnWriter(Generic[Item]):
             if not batch:
                 self.wake.clear()
                 if not queue:
-                    if self.close_request is Close.DRAIN:
+                    if self.close_request is not Close.RUN:
                         return
                     self.wake.wait(IDLE_WAIT_S)
                     continue
