@@ -53,21 +53,20 @@ exit 0 only when every count is 0.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
-from bridge.errors import SinkError
 from bridge.genesys import protocol
 from bridge.genesys.rest import GenesysRest, RejectedTopic
+from bridge.kafka.compacted import ConsumerFactory, read_to_end, reader_config
 from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 from bridge.settings import Settings
-from bridge.statestore import ConsumerFactory, load_states, written_by
+from bridge.statestore import load_states, written_by
 
 __all__ = [
     "DEFAULT_GRACE_S",
@@ -95,8 +94,6 @@ PROBE_TOPICS = 1000
 ROSTER_FIELDS = frozenset({"missing", "not_tombstoned"})
 #: Bounds reading the event topics (a week of events of a large org is big).
 DEFAULT_EVENTS_TIMEOUT_S = 600.0
-CONSUME_BATCH = 10_000
-CONSUME_POLL_S = 0.5
 #: Findings printed one per line before the rest are only counted.
 MAX_PRINTED = 200
 
@@ -330,84 +327,38 @@ def _read_topic(
     consumer_factory: ConsumerFactory,
     timeout_s: float,
 ) -> list[EventRecord]:
-    config: dict[str, Any] = {
-        **settings.kafka_config(),
-        "group.id": f"{settings.id}-audit",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_uncommitted",
-    }
-    deadline = time.monotonic() + timeout_s
-    probe = consumer_factory(config)
-    try:
-        metadata = probe.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise SinkError(f"event topic {topic} is not available")
-        ends: dict[int, int] = {}
-        assignment: list[TopicPartition] = []
-        for partition in sorted(metadata.partitions):
-            low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            start = low
-            if since is not None:
-                found = probe.offsets_for_times(
-                    [TopicPartition(topic, partition, int(since.timestamp() * 1000))], timeout=timeout_s
-                )[0].offset
-                start = high if found < 0 else max(low, found)
-            if high > start:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, start))
-    except KafkaException as exc:
-        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
-    finally:
-        probe.close()
     records: list[EventRecord] = []
-    if not assignment:
-        return records
-    consumer = consumer_factory({**config, "isolation.level": "read_committed"})
-    try:
-        consumer.assign(assignment)
-        while ends:
-            if time.monotonic() > deadline:
-                raise SinkError(f"reading {topic} did not finish within {timeout_s} s")
-            for msg in consumer.consume(num_messages=CONSUME_BATCH, timeout=CONSUME_POLL_S):
-                err = msg.error()
-                partition = msg.partition()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() >= ends.get(partition, 0):
-                            ends.pop(partition, None)
-                        continue
-                    raise KafkaException(err)
-                end = ends.get(partition)
-                if end is None or msg.offset() >= end:
-                    continue
-                if msg.offset() >= end - 1:
-                    ends.pop(partition, None)
-                value = msg.value()
-                if value is None or not written_by(msg.headers(), settings.id):
-                    continue
-                try:
-                    doc = orjson.loads(value)
-                    records.append(
-                        EventRecord(
-                            topic,
-                            partition,
-                            msg.offset(),
-                            str(doc["userId"]),
-                            str(doc["eventId"]),
-                            datetime.fromisoformat(doc["changedAt"]),
-                            str(doc.get("origin")),
-                        )
-                    )
-                except (ValueError, KeyError, TypeError):
-                    continue  # not an event record of ours; the schema tests guard the encoding
-        return records
-    except KafkaException as exc:
-        raise SinkError(f"cannot read {topic}: {exc.args[0].str()}") from None
-    finally:
-        consumer.close()
+
+    def collect(msg: Any) -> None:
+        value = msg.value()
+        if value is None or not written_by(msg.headers(), settings.id):
+            return
+        try:
+            doc = orjson.loads(value)
+            records.append(
+                EventRecord(
+                    topic,
+                    msg.partition(),
+                    msg.offset(),
+                    str(doc["userId"]),
+                    str(doc["eventId"]),
+                    datetime.fromisoformat(doc["changedAt"]),
+                    str(doc.get("origin")),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            return  # not an event record of ours; the schema tests guard the encoding
+
+    read_to_end(
+        consumer_factory,
+        reader_config(settings.kafka_config(), f"{settings.id}-audit"),
+        topic,
+        collect,
+        timeout_s=timeout_s,
+        kind="event",
+        since_ms=None if since is None else int(since.timestamp() * 1000),
+    )
+    return records
 
 
 # -- the command -------------------------------------------------------------------------

@@ -39,6 +39,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from bridge.kafka.state import decode_state
+
 __all__ = [
     "DEFAULT_REFRESH_S",
     "AgentRow",
@@ -67,6 +69,8 @@ HIDE_CURSOR = "\x1b[?25l"
 SHOW_CURSOR = "\x1b[?25h"
 SECONDS_PER_MINUTE = 60
 SECONDS_PER_HOUR = 3600
+#: The consumer group id librdkafka requires; tail never joins it (partitions are assigned).
+TAIL_GROUP = "presence-bridge-tail"
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -131,25 +135,26 @@ class TailView:
         return not self.users or user_id in self.users
 
     def load_state(self, user_id: str, value: bytes | None) -> None:
-        """Apply one agent-state record (``None`` is a tombstone: the agent left)."""
+        """Apply one agent-state record: ``None`` is a tombstone (the agent left), a bad value is ignored."""
         if not self.wanted(user_id):
             return
         if value is None:
             self.rows.pop(user_id, None)
             return
-        doc = orjson.loads(value)
+        try:
+            state = decode_state(user_id, value)
+        except (ValueError, KeyError, TypeError):
+            return  # not an agent-state record: the row stays as it was
         row = AgentRow(user_id)
-        presence = doc.get("presence")
-        if presence:
-            row.presence = presence.get("systemPresence")
-            row.presence_label = presence.get("presenceLabel")
-            row.presence_since = _parse_time(presence.get("changedAt"))
-            row.presence_event = presence.get("eventId")
-        routing = doc.get("routingStatus")
-        if routing:
-            row.routing = routing.get("status")
-            row.routing_since = _parse_time(routing.get("changedAt"))
-            row.routing_event = routing.get("eventId")
+        if state.presence is not None:
+            row.presence = state.presence.value.system_presence
+            row.presence_label = state.presence.value.presence_label
+            row.presence_since = state.presence.changed_at
+            row.presence_event = state.presence.event_id
+        if state.routing is not None:
+            row.routing = state.routing.value.status
+            row.routing_since = state.routing.changed_at
+            row.routing_event = state.routing.event_id
         self.rows[user_id] = row
 
     def apply_event(self, value: bytes) -> str | None:
@@ -251,7 +256,7 @@ def _iso(value: datetime) -> str:
 def _consumer_config(bootstrap_config: dict[str, str]) -> dict[str, Any]:
     return {
         **bootstrap_config,
-        "group.id": "presence-bridge-tail",  # required by librdkafka; never joined (assign only)
+        "group.id": TAIL_GROUP,  # required by librdkafka; never joined (assign only)
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "isolation.level": "read_committed",
@@ -274,48 +279,22 @@ def _event_starts(consumer: Any, topics: Sequence[str]) -> list[Any]:
     return starts
 
 
-def _load_state_topic(config: dict[str, Any], topic: str, view: TailView) -> None:
+def _load_state_topic(kafka_config: dict[str, str], topic: str, view: TailView) -> None:
     """Read the compacted state topic (read_committed) to its end into ``view``."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition  # noqa: PLC0415
+    from confluent_kafka import Consumer  # noqa: PLC0415 - keeps --help fast
 
-    probe = Consumer({**config, "isolation.level": "read_uncommitted"})
+    from bridge.errors import SinkError  # noqa: PLC0415
+    from bridge.kafka.compacted import read_to_end, reader_config  # noqa: PLC0415
+
+    def load(msg: Any) -> None:
+        key = msg.key()
+        if key is not None:
+            view.load_state(key.decode(), msg.value())
+
     try:
-        metadata = probe.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise SystemExit(f"tail: topic {topic} is not available")
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in metadata.partitions:
-            low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-    finally:
-        probe.close()
-    if not assignment:
-        return
-    consumer: Any = Consumer({**config, "enable.partition.eof": True})
-    try:
-        consumer.assign(assignment)
-        while ends:
-            for msg in consumer.consume(num_messages=5000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() >= ends.get(msg.partition(), 0):
-                            ends.pop(msg.partition(), None)
-                        continue
-                    raise KafkaException(err)
-                end = ends.get(msg.partition())
-                if end is None or msg.offset() >= end:
-                    continue
-                if msg.offset() >= end - 1:
-                    ends.pop(msg.partition(), None)
-                key = msg.key()
-                if key is not None:
-                    view.load_state(key.decode(), msg.value())
-    finally:
-        consumer.close()
+        read_to_end(Consumer, reader_config(kafka_config, TAIL_GROUP), topic, load)
+    except SinkError as exc:
+        raise SystemExit(f"tail: {exc}") from None
 
 
 def run_tail(
@@ -339,7 +318,7 @@ def run_tail(
     events: Any = Consumer(config)
     try:
         starts = _event_starts(events, event_topics)
-        _load_state_topic(config, state_topic, view)
+        _load_state_topic(kafka_config, state_topic, view)
         if not interactive:
             for line in view.state_lines():
                 print(line, file=out)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
@@ -20,13 +22,41 @@ from bridge.acl import Acl, required_acls
 from bridge.settings import Settings
 from bridge.topics import ensure_topics
 from tests.conftest import BRIDGE_USER, MTLS_CN, SecureCluster
-from tests.fleet.conftest import FLEET_OVERRIDES
-from tests.worker.conftest import SimProcess, bridge_settings
+from tests.fleet.conftest import FLEET_OVERRIDES, SIM_OPTIONS
+from tests.worker.conftest import SimProcess, bridge_settings, start_sim_process
 
 pytestmark = pytest.mark.kafka
 
 TXN_STATE_TOPIC = "__transaction_state"
 PRINCIPALS = {"sasl": f"User:{BRIDGE_USER}", "mtls": f"User:{MTLS_CN}"}
+#: The simulator of a test module that does not set ``SIM_AGENTS`` / ``SIM_EVENTS_PER_SEC``.
+DEFAULT_SIM_AGENTS = 30
+DEFAULT_SIM_EVENTS_PER_SEC = 20
+#: Timeout of the tests' HTTP client to the simulator.
+SIM_HTTP_TIMEOUT_S = 30
+
+
+@pytest.fixture(scope="module")
+def sim_base_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """One simulator process per test module (every test has its own bridge id and topics).
+
+    The module sizes it with ``SIM_AGENTS`` and ``SIM_EVENTS_PER_SEC``.
+    """
+    agents = getattr(request.module, "SIM_AGENTS", DEFAULT_SIM_AGENTS)
+    rate = getattr(request.module, "SIM_EVENTS_PER_SEC", DEFAULT_SIM_EVENTS_PER_SEC)
+    proc, base_url = start_sim_process(agents=agents, events_per_sec=rate, **SIM_OPTIONS)
+    try:
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+async def sim(sim_base_url: str) -> AsyncIterator[SimProcess]:
+    """The module's simulator, with an HTTP client for its admin API."""
+    async with httpx.AsyncClient(base_url=sim_base_url, timeout=SIM_HTTP_TIMEOUT_S) as http:
+        yield SimProcess(None, sim_base_url, http)  # type: ignore[arg-type]
 
 
 def cluster_settings(

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import SecureCluster
-from tests.fleet.conftest import SIM_OPTIONS, Fleet, dump_logs
+from tests.fleet.conftest import Fleet, dump_logs
 from tests.worker.conftest import (
     Delivery,
     SimProcess,
@@ -25,7 +24,6 @@ from tests.worker.conftest import (
     eventually_async,
     per_user_ordered,
     run_audit,
-    start_sim_process,
 )
 
 from .conftest import (
@@ -41,6 +39,9 @@ from .conftest import (
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 AGENTS = 40
+#: The module's simulator (the sim_base_url fixture of tests/cluster/conftest.py).
+SIM_AGENTS = AGENTS
+SIM_EVENTS_PER_SEC = 40
 #: Two shards over two workers.
 SHARD_CAPACITY = 20
 #: How long the killed broker stays down.
@@ -49,22 +50,6 @@ OUTAGE_S = 20.0
 TXN_TIMEOUT_MS = 10_000
 #: A broker failure must not stop the flow for longer than this.
 MAX_GAP_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def sim_base_url() -> Iterator[str]:
-    proc, base_url = start_sim_process(agents=AGENTS, events_per_sec=40, **SIM_OPTIONS)
-    try:
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture
-async def sim(sim_base_url: str) -> AsyncIterator[SimProcess]:
-    async with httpx.AsyncClient(base_url=sim_base_url, timeout=30) as http:
-        yield SimProcess(None, sim_base_url, http)  # type: ignore[arg-type]
 
 
 @pytest.fixture

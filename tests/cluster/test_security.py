@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bridge.acl import Acl, required_acls
 from bridge.settings import Settings
 from tests.conftest import SecureCluster
-from tests.fleet.conftest import SIM_OPTIONS, Fleet
-from tests.worker.conftest import Delivery, SimProcess, event_records, eventually_async, start_sim_process
+from tests.fleet.conftest import Fleet
+from tests.worker.conftest import Delivery, SimProcess, event_records, eventually_async
 
 from .conftest import cluster_settings, error_lines, grant
 
@@ -23,6 +21,9 @@ pytestmark = pytest.mark.kafka
 
 #: Workers missing an ACL must all stop within this (started together on a 2-core machine).
 EXIT_TIMEOUT_S = 60.0
+#: The module's simulator (the sim_base_url fixture of tests/cluster/conftest.py).
+SIM_AGENTS = 30
+SIM_EVENTS_PER_SEC = 20
 #: How long a healthy worker streams before the check.
 STREAM_S = 1.5
 #: The ACL list for default-shaped settings: the parametrization (the test rebuilds it for its own ids).
@@ -36,23 +37,6 @@ TEMPLATE_ACLS = required_acls(
         topic_shard_map="map",
     )
 )
-
-
-@pytest.fixture(scope="module")
-def sim_base_url() -> Iterator[str]:
-    """One simulator for the module (every test has its own bridge id and topics)."""
-    proc, base_url = start_sim_process(agents=30, events_per_sec=20, **SIM_OPTIONS)
-    try:
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture
-async def sim(sim_base_url: str) -> AsyncIterator[SimProcess]:
-    async with httpx.AsyncClient(base_url=sim_base_url, timeout=30) as http:
-        yield SimProcess(None, sim_base_url, http)  # type: ignore[arg-type]
 
 
 @dataclass

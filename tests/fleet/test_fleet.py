@@ -1,234 +1,220 @@
-"""The fleet end to end: worker processes, the simulator process and the real broker."""
+"""bridge.fleet.fleet with fakes: the fleet's reaction to membership events, without Kafka."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import time
-from collections import Counter
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
-from tests.conftest import KafkaBroker
-from tests.fleet.conftest import (
-    SIM_OPTIONS,
-    Fleet,
-    dump_logs,
-    fleet_of,
-    fleet_settings,
-    shard_map,
-    subscriptions,
-)
-from tests.worker.conftest import (
-    Delivery,
-    event_records,
-    eventually_async,
-    read_topic,
-    run_audit,
-    sim_process,
-)
+from bridge import fleet as fleet_module
+from bridge import metrics
+from bridge.errors import FencedError
+from bridge.fleet import Fleet, MapRecord
+from bridge.fleet.membership import _Assigned, _CaughtUp, _Record, _Revoked
+from bridge.settings import Settings
+from bridge.shard import ShardStats
 
-pytestmark = pytest.mark.kafka
+SETTINGS = Settings(id="unit", kafka_session_timeout_ms=1000, drain_timeout_s=1.0)
 
 
-async def _settle_delivery(kafka: KafkaBroker, settings: Any, log: list[dict[str, Any]]) -> Delivery:
-    deadline = time.monotonic() + 30
-    while True:
-        records = await asyncio.to_thread(event_records, kafka, settings)
-        delivery = Delivery.compare(log, records)
-        if not delivery.missing or time.monotonic() > deadline:
-            return delivery
-        await asyncio.sleep(1)
+class FakeShard:
+    """Runs until stopped or fenced; connects at once unless told otherwise."""
+
+    def __init__(self, shard_id: int, users: Sequence[str], connects: bool = True) -> None:
+        self.shard_id = shard_id
+        self.users = list(users)
+        self.fenced = False
+        self.stats = ShardStats()
+        self._end = asyncio.Event()
+        self._connects = connects
+
+    @property
+    def ready(self) -> bool:
+        return self.stats.last_connected is not None and not self.fenced
+
+    async def run(self) -> None:
+        if self._connects:
+            self.stats.last_connected = 1.0
+        await self._end.wait()
+
+    async def stop(self) -> None:
+        self._end.set()
+
+    def fence(self) -> None:
+        self.fenced = True
+        self._end.set()
+
+    def crash(self) -> None:
+        self._end.set()
+
+    async def set_users(self, users: Sequence[str]) -> tuple[list[str], list[str]]:
+        self.users = list(users)
+        return [], []
+
+    def describe(self) -> dict[str, object]:
+        return {"connected": self.ready}
 
 
-def _duplicates(records: list[dict[str, Any]]) -> list[str]:
-    return [eid for eid, n in Counter(r["eventId"] for r in records).items() if n > 1]
+class FakeCoordinator:
+    """Fenced on its first run (another worker coordinated meanwhile), then runs until cancelled."""
+
+    runs = 0
+
+    def __init__(self) -> None:
+        self.refreshes = 1
+        self.last_unassigned = 0
+        self.conflict = None
+
+    async def run(self) -> None:
+        FakeCoordinator.runs += 1
+        if FakeCoordinator.runs == 1:
+            raise FencedError("coordinator fenced during map write")
+        await asyncio.Event().wait()
 
 
-async def test_spread_then_kill_a_worker(kafka: KafkaBroker, tmp_path: Path) -> None:
-    """5,000 agents spread over 3 workers on one channel each; a SIGKILLed worker's shards resume."""
-    async with sim_process(agents=5000, events_per_sec=100, paused=True, **SIM_OPTIONS) as sim:
-        settings = fleet_settings(kafka, sim, shard_capacity=1000)
-        async with fleet_of(settings, tmp_path, 3) as fleet:
-            try:
-                views = await fleet.wait_settled(5, timeout_s=120)
-                counts = sorted(len(v["partitions"]) for v in views.values())
-                assert counts == [1, 2, 2], views
-                subs = subscriptions(await sim.stats())
-                assert len(subs) == 5000 and set(subs.values()) == {1}
-                assert [len(r.users) for r in shard_map(kafka, settings).values()] == [1000] * 5
+def _fleet(shards: list[FakeShard], clock: Callable[[], float] | None = None, **kwargs: Any) -> Fleet:
+    def factory(shard_id: int, users: Sequence[str], _client: int) -> Any:
+        shard = FakeShard(shard_id, users, **kwargs)
+        shards.append(shard)
+        return shard
 
-                start_seq = (await sim.stats())["lastSeq"]
-                await sim.admin("POST", "/sim/generator", paused=False)
-                await asyncio.sleep(3)
-                victim = max(fleet.live(), key=lambda w: len(views[w.name]["partitions"]))
-                victim.kill()
-                await asyncio.sleep(2)
-                await fleet.wait_settled(5, timeout_s=60)
-                await asyncio.sleep(2)
-                await sim.pause()
-                log = [e for e in await sim.events() if e["seq"] > start_seq]
-                delivery = await _settle_delivery(kafka, settings, log)
-                records = await asyncio.to_thread(event_records, kafka, settings)
-                assert _duplicates(records) == []
-                # Changes while the victim's channels were down come back by reconciliation.
-                mismatches, lines = await run_audit(settings)
-                assert mismatches == 0, lines
-                assert len(delivery.produced) > 0
-            except AssertionError:
-                print(dump_logs(fleet))
-                raise
+    extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+    return Fleet(
+        SETTINGS,
+        shard_factory=factory,
+        coordinator_factory=lambda _added: FakeCoordinator(),  # type: ignore[arg-type,return-value]
+        consumer_factory=lambda _conf: None,
+        **extra,
+    )
 
 
-async def test_zombie_is_fenced_and_rejoins(kafka: KafkaBroker, tmp_path: Path) -> None:
-    """A worker frozen past its session loses its shards, writes nothing visible, closes them, rejoins."""
-    async with sim_process(agents=200, events_per_sec=60, **SIM_OPTIONS) as sim:
-        settings = fleet_settings(kafka, sim, shard_capacity=50)
-        async with fleet_of(settings, tmp_path, 2) as fleet:
-            try:
-                views = await fleet.wait_settled(4)
-                zombie = next(w for w in fleet.live() if not views[w.name]["coordinator"])
-                other = next(w for w in fleet.live() if w is not zombie)
-                channels = {s["channel"] for s in views[zombie.name]["shards"].values() if s.get("channel")}
-                assert channels
-                zombie.signal(signal.SIGSTOP)
-                await fleet.wait_settled(4, workers=[other], timeout_s=30)
-                resumed_at = datetime.now(UTC)
-                zombie.signal(signal.SIGCONT)
-
-                async def zombie_rejoined() -> bool:
-                    v = await fleet.views()
-                    owned = sorted(p for body in v.values() for p in body["partitions"])
-                    return (
-                        len(v) == 2
-                        and all(b["ready"] for b in v.values())
-                        and owned == [0, 1, 2, 3]
-                        and bool(v[zombie.name]["partitions"])
-                    )
-
-                await eventually_async(zombie_rejoined, 45, "the zombie rejoins as a normal member")
-                assert await zombie.metric("bridge_fenced_total") >= 1
-
-                async def old_channels_closed() -> bool:
-                    stats = await sim.stats()
-                    return not [c for c in stats["channels"] if c["id"] in channels and c["connected"]]
-
-                # Closing follows fencing (the shard waits up to 2 s for its tasks), not the rejoin.
-                await eventually_async(old_channels_closed, 10, "the zombie closes its old channels")
-                await sim.pause()
-                await asyncio.sleep(1)
-                for topic in (settings.topic_presence, settings.topic_routing_status):
-                    for _key, value, _headers in await asyncio.to_thread(read_topic, kafka, topic):
-                        if value["channelId"] in channels:
-                            observed = datetime.fromisoformat(value["observedAt"].replace("Z", "+00:00"))
-                            assert observed < resumed_at, value
-                mismatches, lines = await run_audit(settings)
-                assert mismatches == 0, lines
-            except AssertionError:
-                print(dump_logs(fleet))
-                raise
+def _own(fleet: Fleet, p: int, users: tuple[str, ...] = ("a", "b")) -> None:
+    fleet._handle(_Assigned([p]))
+    record = MapRecord(shard=p, epoch=1, client_index=0, users=users, bridge_id=SETTINGS.id)
+    fleet._handle(_Record(p, 0, record))
+    fleet._handle(_CaughtUp(p))
 
 
-async def _connects(fleet: Fleet, reason: str) -> float:
-    total = 0.0
-    for w in fleet.live():
-        total += await w.metric(f'bridge_channel_connects_total{{reason="{reason}"}}')
-    return total
+async def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
 
 
-async def test_roster_change_growth_budget_and_coordinator_loss(kafka: KafkaBroker, tmp_path: Path) -> None:
-    """Roster changes move the map in place, grow partitions, survive the coordinator, report overflow."""
-    async with sim_process(agents=600, events_per_sec=30, max_channels_per_client=5, **SIM_OPTIONS) as sim:
-        settings = fleet_settings(kafka, sim, shard_capacity=250, genesys_max_channels_per_client=5)
-        async with fleet_of(settings, tmp_path, 3) as fleet:
-            try:
-                await fleet.wait_settled(3)
-                before = await sim.stats()
-                old_channels = {c["id"] for c in before["channels"] if c["connected"]}
-                reconnects = await _connects(fleet, "reconnect")
-                users = sorted(subscriptions(before))
-                removed = users[:100]
-                added = (await sim.admin("POST", "/sim/users", count=300))["ids"]
-                for uid in removed:
-                    await sim.admin("DELETE", f"/sim/users/{uid}")
-
-                def map_has(users_in: set[str], users_out: set[str], shards: int) -> Any:
-                    async def check() -> bool:
-                        m = await asyncio.to_thread(shard_map, kafka, settings)
-                        members = {u for r in m.values() for u in r.users}
-                        return len(m) == shards and users_in <= members and not (users_out & members)
-
-                    return check
-
-                await eventually_async(map_has(set(added), set(removed), 4), 30, "the map follows the roster")
-                await fleet.wait_settled(4)
-                stats = await sim.stats()
-                subs = subscriptions(stats)
-                assert set(subs) == (set(users) - set(removed)) | set(added)
-                assert set(subs.values()) == {1}
-                assert old_channels <= {c["id"] for c in stats["channels"] if c["connected"]}
-                assert await _connects(fleet, "reconnect") == reconnects
-                state = {
-                    k: v
-                    for k, v, _h in await asyncio.to_thread(read_topic, kafka, settings.topic_agent_state)
-                }
-                assert all(state.get(uid, "missing") is None for uid in removed)
-                newcomer = added[0]
-                await sim.admin("PUT", f"/sim/users/{newcomer}/presence", systemPresence="MEAL")
-
-                async def newcomer_flows() -> bool:
-                    recs = await asyncio.to_thread(read_topic, kafka, settings.topic_presence)
-                    return any(
-                        v["userId"] == newcomer and v["systemPresence"] == "MEAL" for _k, v, _h in recs
-                    )
-
-                await eventually_async(newcomer_flows, 20, "a new agent's change reaches Kafka")
-
-                coordinator = await fleet.owner_of(0)
-                assert coordinator is not None
-                coordinator.kill()
-                more = (await sim.admin("POST", "/sim/users", count=150))["ids"]
-                await eventually_async(map_has(set(more), set(), 4), 45, "the next coordinator refreshes")
-                await fleet.wait_settled(4)
-
-                overflow = (await sim.admin("POST", "/sim/users", count=100))["ids"]
-                assert len(overflow) == 100
-                new_coordinator = await fleet.owner_of(0)
-                assert new_coordinator is not None
-
-                async def reported() -> bool:
-                    return await new_coordinator.metric("bridge_roster_unassigned_users") == 50
-
-                await eventually_async(reported, 30, "unassigned agents are counted")
-                assert "do not fit the channel budget" in new_coordinator.log()
-                assert len(await asyncio.to_thread(shard_map, kafka, settings)) == 4
-            except AssertionError:
-                print(dump_logs(fleet))
-                raise
+async def _close(fleet: Fleet) -> None:
+    fleet._shutting_down = True
+    await fleet._coordination.stop()
+    for slot in [*fleet._slots.values(), *fleet._lost.values()]:
+        slot.revoked = True
+        slot.wake.set()
+        if slot.driver is not None:
+            await slot.driver
 
 
-async def test_rolling_restart(kafka: KafkaBroker, tmp_path: Path) -> None:
-    """Every worker in turn gets SIGTERM, exits 0 within 10 s and is replaced; audit passes."""
-    async with sim_process(agents=300, events_per_sec=40, **SIM_OPTIONS) as sim:
-        settings = fleet_settings(kafka, sim, shard_capacity=100)
-        async with fleet_of(settings, tmp_path, 3) as fleet:
-            try:
-                await fleet.wait_settled(3)
-                for old in list(fleet.live()):
-                    started = time.monotonic()
-                    assert await old.terminate() == 0
-                    assert time.monotonic() - started < 10
-                    fleet.start()
-                    await fleet.wait_settled(3)
-                await sim.pause()
-                await asyncio.sleep(2)
-                mismatches, lines = await run_audit(settings)
-                assert mismatches == 0, lines
-                records = await asyncio.to_thread(event_records, kafka, settings)
-                assert _duplicates(records) == []
-            except AssertionError:
-                print(dump_logs(fleet))
-                raise
+async def test_a_shard_fenced_while_the_session_was_lost_restarts_when_the_partition_comes_back() -> None:
+    """Lost session, fenced meanwhile, partition given back: a new shard runs (the slot is not stuck)."""
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards)
+    _own(fleet, 1)
+    await _until(lambda: len(fleet.shards) == 1)
+    fleet._handle(_Revoked([1], lost=True, done=None))
+    shards[0].fence()
+    await asyncio.sleep(0.05)
+    _own(fleet, 1)
+    await _until(lambda: len(shards) == 2 and len(fleet.shards) == 1)
+    assert fleet.readiness()[0]
+    await _close(fleet)
+
+
+async def _owner_of_0_whose_coordinator_was_fenced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Fleet, list[FakeShard]]:
+    """A fleet owning partition 0 whose first coordinator run ended fenced."""
+    monkeypatch.setattr(FakeCoordinator, "runs", 0)
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards)
+    _own(fleet, 0)
+    await _until(lambda: FakeCoordinator.runs == 1 and not fleet.is_coordinator)
+    return fleet, shards
+
+
+async def test_a_fenced_coordinator_is_restarted_while_partition_0_stays_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fenced but still the owner of partition 0: not ready meanwhile, then coordinating again."""
+    fleet, _shards = await _owner_of_0_whose_coordinator_was_fenced(monkeypatch)
+    await _until(lambda: len(fleet.shards) == 1)
+    assert not fleet.readiness()[0], "ready with partition 0 owned and no coordinator"
+    await _until(
+        lambda: fleet.is_coordinator, timeout_s=fleet_module.coordinator_fenced_retry_s(SETTINGS) + 3
+    )
+    assert fleet.readiness()[0]
+    await _close(fleet)
+
+
+async def test_a_shard_that_cannot_restart_within_the_deadline_fails_liveness() -> None:
+    """Owned, mapped, but not running for longer than SHARD_RESTART_DEADLINE_S: /healthz fails."""
+    now = [100.0]
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards, clock=lambda: now[0], connects=False)
+    _own(fleet, 1)
+    await _until(lambda: len(fleet.shards) == 1)
+    assert fleet.liveness()[0]
+    shards[0].crash()  # ends before it ever connected; restarts keep failing
+    await _until(lambda: not fleet.shards)
+    assert not fleet.readiness()[0]
+    assert fleet.liveness()[0], "a restarting shard is alive for a while"
+    now[0] += fleet_module.SHARD_RESTART_DEADLINE_S + 1
+    alive, details = fleet.liveness()
+    assert not alive
+    assert details["down"] == [1]
+    await _close(fleet)
+
+
+async def test_partition_0_given_back_after_a_lost_session_coordinates_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coordinator was fenced while the session was lost; regaining partition 0 restarts it."""
+    fleet, shards = await _owner_of_0_whose_coordinator_was_fenced(monkeypatch)
+    fleet._handle(_Revoked([0], lost=True, done=None))
+    _own(fleet, 0)
+    await _until(lambda: fleet.is_coordinator, timeout_s=1.0)
+    assert len(shards) == 1, "the shard kept running"
+    await _close(fleet)
+
+
+class _Coordinator:
+    """Stands in for bridge.fleet.Coordinator: reports a roster that does not fit, then waits."""
+
+    refreshes = 0
+
+    def __init__(self, _announce: Callable[[int], None]) -> None:
+        self.reported = asyncio.Event()
+
+    async def run(self) -> None:
+        metrics.ROSTER_USERS.set(350)
+        metrics.ROSTER_UNASSIGNED.set(50)
+        self.refreshes = 1
+        self.reported.set()
+        await asyncio.Event().wait()
+
+
+def _no_shard(*_args: Any) -> Any:
+    raise AssertionError("no shard in this test")
+
+
+async def test_losing_the_coordinator_role_clears_the_roster_gauges() -> None:
+    """A former coordinator reports 0 unassigned: max() over the fleet must not keep its stale 50."""
+    fleet = Fleet(Settings(), shard_factory=_no_shard, coordinator_factory=_Coordinator)  # type: ignore[arg-type]
+    fleet._coordination.start()
+    assert isinstance(fleet.coordinator, _Coordinator)
+    await asyncio.wait_for(fleet.coordinator.reported.wait(), 5)
+    assert metrics.ROSTER_UNASSIGNED._value.get() == 50
+    await fleet._coordination.stop()
+    assert metrics.ROSTER_UNASSIGNED._value.get() == 0
+    assert metrics.ROSTER_USERS._value.get() == 0

@@ -1,0 +1,242 @@
+"""Fleet membership: the control topic's group consumer in its own thread, and the events it posts."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from bridge.acl import reader_authorization_error
+from bridge.errors import AuthorizationError
+from bridge.fleet.map import (
+    CALL_TIMEOUT_S,
+    LIBRDKAFKA_LOGGER,
+    POLL_S,
+    ConsumerFactory,
+    MapRecord,
+)
+from bridge.kafka.compacted import FETCH_WAIT_MAX_MS
+from bridge.settings import Settings
+
+__all__ = [
+    "Membership",
+    "MembershipEvent",
+    "consumer_config",
+]
+
+logger = logging.getLogger(__name__)
+
+#: New partitions of the control topic are noticed within this (the coordinator's own
+#: worker asks at once; the group leader re-reads metadata before every assignment anyway).
+METADATA_REFRESH_MS = 5_000
+#: Bounds a rebalance waiting for a frozen member (classic: the rebalance timeout).
+#: A revocation callback blocks for at most a shard's drain, well below this.
+MAX_POLL_INTERVAL_MS = 30_000
+#: Waiting for the consumer thread to leave the group on shutdown.
+CLOSE_TIMEOUT_S = 5.0
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings of the membership consumer (group ``settings.id``)."""
+    conf: dict[str, Any] = {
+        **settings.kafka_config(),
+        "group.id": settings.id,
+        "client.id": f"{settings.id}-fleet",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+        "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+        **settings.kafka_passthrough(),  # last: may retune anything the bridge does not own
+    }
+    if settings.kafka_group_protocol == "consumer":
+        # KIP-848: the broker assigns and its group.consumer.* settings rule the session.
+        conf["group.protocol"] = "consumer"
+    else:
+        conf["partition.assignment.strategy"] = "cooperative-sticky"
+        conf["session.timeout.ms"] = settings.kafka_session_timeout_ms
+        conf["heartbeat.interval.ms"] = settings.kafka_heartbeat_interval_ms
+    return conf
+
+
+@dataclass(frozen=True)
+class _Assigned:
+    partitions: list[int]
+
+
+@dataclass(frozen=True)
+class _Revoked:
+    partitions: list[int]
+    lost: bool
+    done: concurrent.futures.Future[None] | None
+
+
+@dataclass(frozen=True)
+class _Record:
+    partition: int
+    offset: int
+    record: MapRecord
+
+
+@dataclass(frozen=True)
+class _CaughtUp:
+    partition: int
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: str
+    forbidden: AuthorizationError | None = None
+
+
+MembershipEvent = _Assigned | _Revoked | _Record | _CaughtUp | _Failed
+
+
+class Membership:
+    """The group consumer in its own thread; events reach asyncio through ``call_soon_threadsafe``.
+
+    A revocation blocks the rebalance callback until the asyncio side
+    resolves the event's ``done`` future (shards drained), at most
+    ``revoke_wait_s``; a loss (``on_lost``) never waits.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        post: Callable[[MembershipEvent], None],
+        *,
+        consumer_factory: ConsumerFactory = Consumer,
+        revoke_wait_s: float,
+    ) -> None:
+        self._settings = settings
+        self._topic = settings.topic_shard_map
+        self._post_event = post
+        self._factory = consumer_factory
+        self._revoke_wait_s = revoke_wait_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = threading.Event()
+        self._refresh = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ended = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="fleet-membership", daemon=True)
+        self._thread.start()
+
+    def request_metadata_refresh(self) -> None:
+        """Ask for fresh metadata now (new partitions → rebalance without waiting for the interval)."""
+        self._refresh.set()
+
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Leave the group (close the consumer) and wait for the thread."""
+        self._closing.set()
+        if self._ended is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._ended), timeout_s)
+
+    # -- consumer thread -----------------------------------------------------------
+
+    def _post(self, event: MembershipEvent) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._post_event, event)
+
+    def _run(self) -> None:
+        consumer = None
+        try:
+            consumer = self._factory(consumer_config(self._settings))
+            consumer.subscribe(
+                [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            while not self._closing.is_set():
+                if self._refresh.is_set():
+                    self._refresh.clear()
+                    with contextlib.suppress(KafkaException):
+                        consumer.list_topics(self._topic, timeout=CALL_TIMEOUT_S)
+                msg = consumer.poll(POLL_S)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self._post(_CaughtUp(msg.partition()))
+                    elif (forbidden := self._forbidden(err)) is not None:
+                        self._post(_Failed(str(forbidden), forbidden))
+                        return
+                    elif err.fatal():
+                        self._post(_Failed(err.str()))
+                        return
+                    else:
+                        logger.warning("membership consumer: %s", err.str())
+                    continue
+                if msg.value() is None:
+                    continue
+                try:
+                    record = MapRecord.decode(msg.value())
+                except ValueError as exc:
+                    logger.warning("skipping control record at partition %d: %s", msg.partition(), exc)
+                    continue
+                self._post(_Record(msg.partition(), msg.offset(), record))
+        except Exception as exc:
+            logger.exception("membership consumer failed")
+            self._post(_Failed(str(exc)))
+        finally:
+            if consumer is not None:
+                self._closing.set()
+                with contextlib.suppress(Exception):
+                    consumer.close()  # leaves the group: the others rebalance at once
+            loop = self._loop
+            if loop is not None and not loop.is_closed() and self._ended is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_resolve, self._ended)
+
+    def _forbidden(self, err: KafkaError) -> AuthorizationError | None:
+        """A missing ACL of the membership consumer, named (not worth a retry)."""
+        return reader_authorization_error(err, self._topic, self._settings.id)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Always from the beginning: the latest record is the shard's member list.
+        consumer.incremental_assign(
+            [TopicPartition(self._topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
+        )
+        logger.info("assigned control partitions %s", sorted(tp.partition for tp in partitions))
+        self._post(_Assigned([tp.partition for tp in partitions]))
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        logger.info("revoking control partitions %s", sorted(tp.partition for tp in partitions))
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._post(_Revoked([tp.partition for tp in partitions], lost=False, done=done))
+        if self._closing.is_set():
+            return  # shutting down: the shards were stopped before the consumer closes
+        try:
+            done.result(timeout=self._revoke_wait_s)
+        except concurrent.futures.TimeoutError:
+            logger.error("shards of revoked partitions did not stop within %.1f s", self._revoke_wait_s)
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        logger.warning(
+            "lost control partitions %s (session expired); rejoining the group",
+            sorted(tp.partition for tp in partitions),
+        )
+        self._post(_Revoked([tp.partition for tp in partitions], lost=True, done=None))
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
