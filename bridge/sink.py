@@ -70,9 +70,6 @@ from bridge.kafka.config import (
     ProducerFactory,
     transactional_producer_config,
 )
-
-# Action and classify are re-exported for bridge.fleet until it imports bridge.kafka.errors itself.
-from bridge.kafka.errors import Action, classify
 from bridge.kafka.txn import TXN_BACKOFF_INITIAL_S, TXN_BACKOFF_MAX_S, TxnState
 from bridge.kafka.writer import ABANDON_GRACE_S, Close, Headers, Record, TxnWriter
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, EVENT_LAG, RECORDS_PRODUCED
@@ -94,10 +91,8 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT_S",
     "DEFAULT_CLOSE_TIMEOUT_S",
     "DEFAULT_START_TIMEOUT_S",
-    "Action",
     "ProducerFactory",
     "ShardSink",
-    "classify",
     "producer_config",
     "transactional_id",
 ]
