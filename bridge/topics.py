@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +41,7 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from bridge.errors import AuthorizationError, ConfigError, SinkError
+from bridge.kafka.config import DEFAULT_ADMIN_TIMEOUT_S, AdminFactory
 from bridge.settings import MAX_AUTO_REPLICATION, Settings
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADMIN_TIMEOUT_S = 30.0
 #: How often to look for a just-created topic in the metadata.
 METADATA_POLL_S = 0.05
 _AUTHORIZATION_CODES = frozenset(
@@ -73,8 +72,6 @@ COMPACTED_SEGMENT_MS = 3_600_000
 #: ... and make every record eligible for compaction within an hour, whatever
 #: the dirty ratio, so the load at takeover stays near one record per agent.
 COMPACTED_MAX_LAG_MS = 3_600_000
-
-AdminFactory = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True, slots=True)

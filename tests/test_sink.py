@@ -369,21 +369,6 @@ async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tu
     assert len(states) == len(submitted)
 
 
-def test_a_generic_fatal_error_is_traced_to_fencing() -> None:
-    """produce() after fencing says only "_FATAL"; the sink asks the transactional API for the cause."""
-    from confluent_kafka import KafkaError, KafkaException
-
-    from bridge.sink import Action, _cause, classify
-
-    class FencedProducer:
-        def abort_transaction(self, _timeout: float) -> None:
-            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True))
-
-    generic = KafkaError(KafkaError._FATAL, "Local: Fatal error", fatal=True)
-    assert classify(generic) is Action.FATAL
-    assert classify(_cause(FencedProducer(), generic, 1.0)) is Action.FENCED
-
-
 async def test_fencing_reported_by_poll_stops_the_sink_as_fenced() -> None:
     """poll() raises _FENCED as soon as librdkafka knows (before any commit): a fenced sink, not a crash."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -20,16 +19,22 @@ from bridge.assign import assign, client_for_shard, shard_budget
 from bridge.errors import AuthorizationError, ConfigError, DeliveryError, FencedError, SinkError
 from bridge.fleet.map import (
     CALL_TIMEOUT_S,
-    LIBRDKAFKA_LOGGER,
     MAP_SCHEMA,
     POLL_S,
     ConsumerFactory,
     MapRecord,
     read_map,
 )
+from bridge.kafka.config import (
+    DEFAULT_ADMIN_TIMEOUT_S,
+    AdminFactory,
+    ProducerFactory,
+    transactional_producer_config,
+)
+from bridge.kafka.errors import Action, classify, producer_authorization_error
+from bridge.kafka.txn import Failure, no_delay, retry_call
 from bridge.rosterguard import RosterGuard
 from bridge.settings import Settings
-from bridge.sink import Action, classify
 
 __all__ = [
     "COORDINATOR_FENCED_SESSIONS",
@@ -52,13 +57,10 @@ COORDINATOR_SUFFIX = "coordinator"
 COORDINATOR_FENCED_SESSIONS = 2
 #: A failed roster refresh (Genesys or Kafka trouble) is retried after this.
 COORDINATOR_RETRY_S = 5.0
-DEFAULT_ADMIN_TIMEOUT_S = 30.0
 COMMIT_RETRIES = 5
 COORDINATOR_TXN_TIMEOUT_MS = 60_000
 
 
-ProducerFactory = Callable[[dict[str, Any]], Any]
-AdminFactory = Callable[[dict[str, Any]], Any]
 RosterSource = Callable[[], Awaitable[list[str]]]
 #: Which of these agents are active now (asked for the mapped agents a listing left out).
 ActiveCheck = Callable[[Collection[str]], Awaitable[set[str]]]
@@ -160,21 +162,19 @@ class Coordinator:
     def _start_producer(self) -> Any:
         s = self._settings
         producer = self._producer_factory(
-            {
-                **s.kafka_config(),
-                "client.id": f"{s.id}-{COORDINATOR_SUFFIX}",
-                "transactional.id": coordinator_transactional_id(s),
-                "enable.idempotence": True,
-                "acks": "all",
-                "transaction.timeout.ms": COORDINATOR_TXN_TIMEOUT_MS,
-                "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
-                **s.kafka_passthrough(),
-            }
+            transactional_producer_config(
+                s,
+                client_id=f"{s.id}-{COORDINATOR_SUFFIX}",
+                transactional_id=coordinator_transactional_id(s),
+                transaction_timeout_ms=COORDINATOR_TXN_TIMEOUT_MS,
+            )
         )
-        try:
-            producer.init_transactions(CALL_TIMEOUT_S * 3)
-        except KafkaException as exc:
-            raise _map_error(exc.args[0], "init_transactions", coordinator_transactional_id(s)) from None
+        # One attempt: run() retries a failed start with a new producer.
+        failure = retry_call(
+            lambda: producer.init_transactions(CALL_TIMEOUT_S * 3), classify, no_delay(0), sleep=time.sleep
+        )
+        if failure is not None:
+            raise _map_error(failure.error, "init_transactions", coordinator_transactional_id(s))
         logger.info("coordinator: fenced any previous coordinator (%s)", coordinator_transactional_id(s))
         return producer
 
@@ -281,6 +281,7 @@ class Coordinator:
     def _write(self, records: list[MapRecord]) -> None:
         producer = self._producer
         topic = self._settings.topic_shard_map
+        failure: Failure | None
         try:
             producer.begin_transaction()
             for record in records:
@@ -291,27 +292,32 @@ class Coordinator:
                     partition=record.shard,
                     headers=[("schema", MAP_SCHEMA.encode()), ("bridge-id", self._settings.id.encode())],
                 )
-            for attempt in range(COMMIT_RETRIES):
-                try:
-                    producer.commit_transaction(CALL_TIMEOUT_S)
-                    return
-                except KafkaException as exc:
-                    if classify(exc.args[0]) is not Action.RETRY or attempt == COMMIT_RETRIES - 1:
-                        raise
         except KafkaException as exc:
-            err = exc.args[0]
-            action = classify(err)
-            if action is Action.ABORT:
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(CALL_TIMEOUT_S)
-            raise _map_error(err, "map write", coordinator_transactional_id(self._settings), topic) from None
+            failure = Failure(exc.args[0], classify(exc.args[0]))
+        else:
+            # A commit blocks up to its own timeout: a retriable one is made again at once.
+            failure = retry_call(
+                lambda: producer.commit_transaction(CALL_TIMEOUT_S),
+                classify,
+                no_delay(COMMIT_RETRIES - 1),
+                sleep=time.sleep,
+            )
+        if failure is None:
+            return
+        if failure.action is Action.ABORT:
+            # Best effort, one attempt: the next refresh writes the map again anyway.
+            retry_call(
+                lambda: producer.abort_transaction(CALL_TIMEOUT_S), classify, no_delay(0), sleep=time.sleep
+            )
+        raise _map_error(failure.error, "map write", coordinator_transactional_id(self._settings), topic)
 
 
 def _map_error(err: KafkaError, what: str, transactional_id: str, topic: str = "") -> SinkError:
-    if err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
-        return AuthorizationError("WRITE", f"TRANSACTIONAL_ID {transactional_id}", err.name())
-    if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED and topic:
-        return AuthorizationError("WRITE", f"TOPIC {topic}", err.name())
+    forbidden = producer_authorization_error(
+        err, transactional_id, f"TOPIC {topic}" if topic else "", idempotent_write=False
+    )
+    if forbidden is not None:
+        return forbidden
     action = classify(err)
     if action is Action.FENCED:
         metrics.FENCED.inc()

@@ -21,7 +21,6 @@ from bridge.settings import Settings
 
 __all__ = [
     "CALL_TIMEOUT_S",
-    "LIBRDKAFKA_LOGGER",
     "MAP_SCHEMA",
     "POLL_S",
     "ConsumerFactory",
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 MAP_SCHEMA = "bridge.shard-map.v1"
 KEY_PREFIX = "shard-"
-LIBRDKAFKA_LOGGER = "bridge.fleet.librdkafka"
 #: How long one poll of the membership consumer blocks (bounds shutdown latency).
 POLL_S = 0.2
 DEFAULT_READ_TIMEOUT_S = 30.0

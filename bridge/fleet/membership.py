@@ -17,12 +17,11 @@ from bridge.acl import reader_authorization_error
 from bridge.errors import AuthorizationError
 from bridge.fleet.map import (
     CALL_TIMEOUT_S,
-    LIBRDKAFKA_LOGGER,
     POLL_S,
     ConsumerFactory,
     MapRecord,
 )
-from bridge.kafka.compacted import FETCH_WAIT_MAX_MS
+from bridge.kafka.config import FETCH_WAIT_MAX_MS, LIBRDKAFKA_LOGGER
 from bridge.settings import Settings
 
 __all__ = [

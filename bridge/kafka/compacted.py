@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bridge.acl import reader_authorization_error
 from bridge.errors import SinkError
+from bridge.kafka.config import FETCH_WAIT_MAX_MS, ConsumerFactory
 
 __all__ = [
     "DEFAULT_READ_TIMEOUT_S",
@@ -51,8 +52,6 @@ DEFAULT_READ_TIMEOUT_S = 60.0
 CONSUME_BATCH = 5_000
 CONSUME_POLL_S = 0.5
 WATERMARK_RETRY_S = 0.1
-#: Don't let the broker hold a fetch for its full default wait at a partition's end.
-FETCH_WAIT_MAX_MS = 50
 #: librdkafka does not flag these retriable on a watermark query, but they pass.
 _NOT_READY = frozenset(
     {
@@ -61,9 +60,6 @@ _NOT_READY = frozenset(
         KafkaError.UNKNOWN_TOPIC_OR_PART,
     }
 )
-
-#: librdkafka settings → a consumer (``confluent_kafka.Consumer`` or a test's).
-ConsumerFactory = Callable[[dict[str, Any]], Any]
 
 
 def reader_config(kafka_config: Mapping[str, Any], group_id: str) -> dict[str, Any]:
