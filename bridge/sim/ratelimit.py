@@ -58,7 +58,8 @@ class RateLimiter:
         start, count = self._windows.get(key, (now, 0))
         if now - start >= self.window_s:
             start, count = now, 0
-        reset = max(1, math.ceil(start + self.window_s - now))
+        # (start - now) first: start + window - now can round up past the window (61 of 60 s).
+        reset = min(math.ceil(self.window_s), max(1, math.ceil((start - now) + self.window_s)))
         return start, count, reset, count < limit
 
     def check(self, key: str, route: str | None = None) -> Decision:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.sim.ratelimit import RateLimiter
 from tests.sim.conftest import StartSim
 
 
@@ -48,3 +49,10 @@ async def test_budget_resets_after_the_window(start_sim: StartSim) -> None:
     assert (await sim.api("GET", "/api/v2/users", token)).status_code == 429
     await asyncio.sleep(0.35)
     assert (await sim.api("GET", "/api/v2/users", token)).status_code == 200
+
+
+def test_the_reset_header_never_exceeds_the_window() -> None:
+    """A window opened at a time whose float sum rounds up still says 60 s at most, not 61."""
+    now = 1000.0008000002816  # (now + 60.0) - now > 60.0 in binary floating point
+    limiter = RateLimiter(300, 60.0, clock=lambda: now)
+    assert limiter.check("token").reset_s == 60
