@@ -231,10 +231,14 @@ def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValu
     """Stable id of one change: the same user, kind, time and value give the same id.
 
     The label is left out: it is enrichment, not part of what Genesys reported.
+    The presence message is left out too: Genesys's analytics history (the
+    backfill's source) has no message, and the id must be the same whichever
+    path (stream, reconciliation, backfill) wrote the change. A message-only
+    change still gets its own id: Genesys gives it a new ``modifiedDate``.
     """
     if isinstance(value, RoutingValue):
         canonical = value.status
     else:
-        canonical = f"{value.system_presence}|{value.presence_definition_id or ''}|{value.message or ''}"
+        canonical = f"{value.system_presence}|{value.presence_definition_id or ''}"
     raw = f"{user_id}|{kind}|{format_time(changed_at)}|{canonical}".encode()
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
