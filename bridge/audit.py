@@ -261,6 +261,8 @@ class EventRecord:
     event_id: str
     changed_at: datetime
     origin: str
+    #: A backfilled transition written after the agent's later records (``late: true``).
+    late: bool = False
 
 
 @dataclass
@@ -268,6 +270,8 @@ class EventCheck:
     """Findings of :func:`check_events`."""
 
     records: int = 0
+    #: Records flagged ``late: true`` (out of order by definition, so not order-checked).
+    late: int = 0
     duplicates: list[EventRecord] = field(default_factory=list)
     order_violations: list[tuple[EventRecord, EventRecord]] = field(default_factory=list)
 
@@ -283,7 +287,13 @@ class EventCheck:
 
 
 def check_events(records: Iterable[EventRecord]) -> EventCheck:
-    """Duplicated event ids and per-agent order violations, records taken in offset order per partition."""
+    """Duplicated event ids and per-agent order violations, records taken in offset order per partition.
+
+    A ``late`` record (a backfilled transition that arrived after the agent's
+    later records had been released) is older than its predecessor by
+    definition and says so: it counts in the duplicate check but not in the
+    order check, and it does not move the agent's last seen time.
+    """
     result = EventCheck()
     seen: set[tuple[str, str]] = set()
     last: dict[tuple[str, str], EventRecord] = {}
@@ -294,6 +304,9 @@ def check_events(records: Iterable[EventRecord]) -> EventCheck:
             result.duplicates.append(rec)
             continue
         seen.add(key)
+        if rec.late:
+            result.late += 1
+            continue
         agent = (rec.topic, rec.user_id)
         prev = last.get(agent)
         if prev is not None and rec.changed_at < prev.changed_at:
@@ -345,6 +358,7 @@ def _read_topic(
                     str(doc["eventId"]),
                     datetime.fromisoformat(doc["changedAt"]),
                     str(doc.get("origin")),
+                    doc.get("late") is True,
                 )
             )
         except (ValueError, KeyError, TypeError):

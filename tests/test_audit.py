@@ -103,9 +103,16 @@ def test_bridge_id_header_scopes_records() -> None:
 
 
 def rec(
-    offset: int, user: str, event: str, seconds: float, *, origin: str = "stream", topic: str = "p"
+    offset: int,
+    user: str,
+    event: str,
+    seconds: float,
+    *,
+    origin: str = "stream",
+    topic: str = "p",
+    late: bool = False,
 ) -> EventRecord:
-    return EventRecord(topic, 0, offset, user, event, T0 + timedelta(seconds=seconds), origin)
+    return EventRecord(topic, 0, offset, user, event, T0 + timedelta(seconds=seconds), origin, late)
 
 
 def test_clean_event_log_passes() -> None:
@@ -140,6 +147,21 @@ def test_order_is_per_agent_and_per_topic() -> None:
     """Another agent's or another topic's older change is not a violation."""
     result = check_events([rec(0, "a", "e1", 5), rec(1, "b", "e2", 1), rec(2, "a", "e3", 1, topic="r")])
     assert result.order_violations == []
+
+
+def test_late_backfill_is_exempt_from_order_but_not_from_duplicates() -> None:
+    """A ``late`` record older than its predecessor is no violation, moves nothing, and still dedupes."""
+    result = check_events(
+        [
+            rec(0, "a", "e1", 5),
+            rec(1, "a", "e2", 3, origin="backfill", late=True),
+            rec(2, "a", "e3", 4),
+            rec(3, "a", "e2", 3, origin="backfill", late=True),
+        ]
+    )
+    assert result.late == 1
+    assert [(p.event_id, r.event_id) for p, r in result.order_violations] == [("e1", "e3")]
+    assert [r.offset for r in result.duplicates] == [3]
 
 
 # -- against the real broker and the simulator ------------------------------------------
