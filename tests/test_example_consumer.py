@@ -94,3 +94,62 @@ def test_time_in_state_from_committed_bridge_records(kafka: KafkaBroker) -> None
     text = tracker.table(at(120))
     assert "agent-a  presence[AVAILABLE=600s MEAL=1800s ON_QUEUE=4800s]" in text
     assert "(reconciled x1)" in text
+
+
+def _doc(user: str, minutes: float, state: str, event: str, **extra: object) -> dict[str, object]:
+    return {
+        "schema": wfm.PRESENCE_SCHEMA,
+        "eventId": event,
+        "userId": user,
+        "changedAt": at(minutes).isoformat().replace("+00:00", "Z"),
+        "systemPresence": state,
+        "shard": 3,
+        **extra,
+    }
+
+
+def test_late_backfill_splits_the_interval_it_belongs_to() -> None:
+    """A late record moves the time inside a past interval to its state; a plain older one is stale."""
+    tracker = wfm.TimeInState()
+    tracker.apply(_doc("a", 0, "ON_QUEUE", "e1"))
+    tracker.apply(_doc("a", 100, "ON_QUEUE", "e2", origin="reconcile"))
+    # The 40-minute break inside the gap, found in Genesys's history after the hold:
+    assert tracker.apply(_doc("a", 30, "BREAK", "e3", origin="backfill", late=True))
+    assert tracker.apply(_doc("a", 70, "ON_QUEUE", "e4", origin="backfill", late=True))
+    assert not tracker.apply(_doc("a", 50, "MEAL", "e5"))  # older and not late: stale
+    assert not tracker.apply(_doc("a", 30, "BREAK", "e3", origin="backfill", late=True))  # repeat
+    assert tracker.report(at(120))["a"]["presence"] == {"ON_QUEUE": 80 * 60.0, "BREAK": 40 * 60.0}
+    assert (tracker.late, tracker.stale, tracker.duplicates) == (2, 1, 1)
+    assert tracker.backfilled == {"a": 2}
+    assert tracker.current("a") == ("ON_QUEUE", None)
+
+
+def test_late_record_older_than_the_remembered_history_is_counted_not_placed() -> None:
+    """Past HISTORY_MAX transitions the oldest intervals are folded; a late record before them is too late."""
+    tracker = wfm.TimeInState()
+    for i in range(wfm.HISTORY_MAX + 10):
+        tracker.apply(_doc("a", i, "ON_QUEUE" if i % 2 else "AVAILABLE", f"e{i}"))
+    assert not tracker.apply(_doc("a", 0.5, "BREAK", "late-1", origin="backfill", late=True))
+    assert tracker.too_late == 1
+    totals = tracker.report(at(wfm.HISTORY_MAX + 10))["a"]["presence"]
+    assert sum(totals.values()) == (wfm.HISTORY_MAX + 10) * 60.0
+
+
+def test_unrecovered_gap_marks_its_shards_agents_until_recovered() -> None:
+    """A gap with recovered false is listed for the agents of its shard; a later record clears it."""
+    tracker = wfm.TimeInState()
+    tracker.apply(_doc("a", 0, "ON_QUEUE", "e1"))
+    gap = {
+        "schema": wfm.GAPS_SCHEMA,
+        "gapId": "g1",
+        "shard": 3,
+        "from": "2026-11-30T09:10:00.000Z",
+        "to": "2026-11-30T09:11:00.000Z",
+        "recovered": False,
+    }
+    tracker.apply(gap)
+    tracker.apply({**gap, "gapId": "g2", "shard": 4})
+    assert tracker.unobservable("a") == [(at(10), at(11))]
+    assert "(unobservable 09:10:00-09:11:00)" in tracker.table(at(20))
+    tracker.apply({**gap, "recovered": True})
+    assert tracker.unobservable("a") == []

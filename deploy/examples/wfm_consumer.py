@@ -21,14 +21,32 @@ adapt it. The rules it follows come from the bridge's record contract
   The same change always carries the same ``eventId``: a repeat is ignored.
   A record older than the agent's current state of that kind is stale and
   ignored too.
-- **Reconcile records** (``origin: "reconcile"``) are the bridge's repair
-  after a socket gap: Genesys never replays what happened while no socket
-  was open, so the bridge reads the current state back from the REST API.
-  The reconcile record's ``changedAt`` is still Genesys's own time of the
+- **Backfill records** (``origin: "backfill"``) are transitions that
+  happened while the bridge's socket was down, read back from Genesys's
+  analytics history with their real ``changedAt`` and the same ``eventId``
+  the stream would have given them. Normally they arrive in order, before
+  the agent's post-gap records, and need nothing special.
+- **Late records** (``late: true``): a backfilled transition that arrived
+  after the agent's later records (Genesys's history lagged more than the
+  bridge's hold, or was unavailable for a while). It is older than the
+  agent's current state by design: the tracker inserts it into the agent's
+  recent history, which splits the interval it falls in and moves the time
+  to the right state, instead of ignoring it as stale. A late record older
+  than the remembered history (``HISTORY_MAX`` transitions per agent) is
+  counted in ``too_late`` and ignored.
+- **Reconcile records** (``origin: "reconcile"``) are the fallback when the
+  history is unavailable: the bridge reads the current state back from the
+  REST API. The record's ``changedAt`` is still Genesys's own time of the
   change, so the previous interval closes at the right moment; only
-  intermediate states *inside* the gap can be missing. The tracker counts
-  those records per agent (``reconciled``) so an adherence report can flag
-  the intervals it could not see in full.
+  intermediate states *inside* the gap can be missing until late backfill
+  records fill them. The tracker counts reconcile and backfill records per
+  agent so an adherence report can flag those intervals.
+- **Gap records** (``bridge.gaps.v1``, pass ``--gaps-topic``): one per gap
+  of a shard (``from``, ``to``, ``recovered``). A gap with ``recovered:
+  false`` is a period the bridge could not fill: the tracker lists it for
+  the agents of that shard (taken from their records' ``shard``) so the
+  period can be marked unobservable rather than guessed. A later record
+  with the same ``gapId`` (``recovered: true``) clears it.
 - Time in the current state is counted up to "now" (the ``now`` you pass to
   :meth:`TimeInState.report`), or up to the last change you saw.
 
@@ -44,6 +62,7 @@ consumer group; ``--group NAME`` keeps a stable group instead.
 from __future__ import annotations
 
 import argparse
+import bisect
 import signal
 import sys
 import time
@@ -57,6 +76,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "GAPS_SCHEMA",
     "PRESENCE_SCHEMA",
     "ROUTING_SCHEMA",
     "AgentClock",
@@ -68,11 +88,14 @@ __all__ = [
 
 PRESENCE_SCHEMA = "genesys.presence.v1"
 ROUTING_SCHEMA = "genesys.routing-status.v1"
+GAPS_SCHEMA = "bridge.gaps.v1"
 DEFAULT_TOPICS = ("genesys.presence.v1", "genesys.routing-status.v1")
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_REPORT_EVERY_S = 10.0
 #: How many eventIds to remember for dedupe (repeats come within seconds of a takeover).
 DEDUPE_WINDOW = 200_000
+#: Transitions remembered per agent and dimension, so a late record can still be placed.
+HISTORY_MAX = 256
 POLL_BATCH = 1_000
 POLL_TIMEOUT_S = 0.5
 PRESENCE = "presence"
@@ -87,24 +110,51 @@ def parse_time(text: str) -> datetime:
 
 @dataclass
 class AgentClock:
-    """One agent, one dimension (presence or routing status): current state and accumulated time."""
+    """One agent, one dimension (presence or routing status): its recent transitions and time per state.
 
-    state: str | None = None
-    since: datetime | None = None
+    ``history`` holds the last :data:`HISTORY_MAX` transitions in time order;
+    older intervals are folded into ``totals``. A late transition is inserted
+    into ``history`` where it belongs, which splits the interval it falls in.
+    """
+
+    history: list[tuple[datetime, str]] = field(default_factory=list)
     totals: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def state(self) -> str | None:
+        return self.history[-1][1] if self.history else None
+
+    @property
+    def since(self) -> datetime | None:
+        return self.history[-1][0] if self.history else None
 
     def move(self, state: str, at: datetime) -> None:
         """Close the current interval at ``at`` and start ``state``."""
-        if self.state is not None and self.since is not None:
-            self.totals[self.state] += max(0.0, (at - self.since).total_seconds())
-        self.state = state
-        self.since = at
+        self.history.append((at, state))
+        self._fold()
+
+    def insert(self, state: str, at: datetime) -> bool:
+        """Place an older (late) transition; False when it is older than the remembered history."""
+        if not self.history or at < self.history[0][0]:
+            return False
+        bisect.insort(self.history, (at, state))
+        self._fold()
+        return True
+
+    def _fold(self) -> None:
+        while len(self.history) > HISTORY_MAX:
+            (start, state), (end, _) = self.history[0], self.history[1]
+            self.totals[state] += max(0.0, (end - start).total_seconds())
+            del self.history[0]
 
     def totals_until(self, now: datetime) -> dict[str, float]:
         """Accumulated seconds per state, the open interval counted up to ``now``."""
         out = dict(self.totals)
-        if self.state is not None and self.since is not None:
-            out[self.state] = out.get(self.state, 0.0) + max(0.0, (now - self.since).total_seconds())
+        for (start, state), (end, _) in zip(self.history, self.history[1:], strict=False):
+            out[state] = out.get(state, 0.0) + max(0.0, (end - start).total_seconds())
+        if self.history:
+            start, state = self.history[-1]
+            out[state] = out.get(state, 0.0) + max(0.0, (now - start).total_seconds())
         return out
 
 
@@ -118,9 +168,15 @@ class TimeInState:
     def __init__(self, dedupe_window: int = DEDUPE_WINDOW) -> None:
         self.clocks: dict[tuple[str, str], AgentClock] = defaultdict(AgentClock)
         self.reconciled: dict[str, int] = defaultdict(int)
+        self.backfilled: dict[str, int] = defaultdict(int)
         self.duplicates = 0
         self.stale = 0
         self.applied = 0
+        self.late = 0
+        self.too_late = 0
+        #: gapId → the last gap record of it; shard of each agent, from its records.
+        self.gaps: dict[str, dict[str, Any]] = {}
+        self.shard_of: dict[str, int] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._window = dedupe_window
 
@@ -132,6 +188,9 @@ class TimeInState:
             dimension, state = PRESENCE, doc["systemPresence"]
         elif schema == ROUTING_SCHEMA:
             dimension, state = ROUTING, doc["status"]
+        elif schema == GAPS_SCHEMA:
+            self.gaps[doc["gapId"]] = doc
+            return False
         else:
             return False  # another record type (e.g. a future schema): not ours
         event_id = doc["eventId"]
@@ -140,15 +199,36 @@ class TimeInState:
             return False
         self._remember(event_id)
         at = parse_time(doc["changedAt"])
-        clock = self.clocks[(doc["userId"], dimension)]
-        if clock.since is not None and at < clock.since:
+        user = doc["userId"]
+        if isinstance(doc.get("shard"), int):
+            self.shard_of[user] = doc["shard"]
+        clock = self.clocks[(user, dimension)]
+        if doc.get("late") is True and clock.since is not None and at < clock.since:
+            if not clock.insert(state, at):
+                self.too_late += 1
+                return False
+            self.late += 1
+        elif clock.since is not None and at < clock.since:
             self.stale += 1
             return False
-        if doc.get("origin") == "reconcile":
-            self.reconciled[doc["userId"]] += 1
-        clock.move(state, at)
+        else:
+            clock.move(state, at)
+        origin = doc.get("origin")
+        if origin == "reconcile":
+            self.reconciled[user] += 1
+        elif origin == "backfill":
+            self.backfilled[user] += 1
         self.applied += 1
         return True
+
+    def unobservable(self, user_id: str) -> list[tuple[datetime, datetime]]:
+        """(from, to) of the gaps not recovered on the agent's shard: periods to mark unobservable."""
+        shard = self.shard_of.get(user_id)
+        return sorted(
+            (parse_time(g["from"]), parse_time(g["to"]))
+            for g in self.gaps.values()
+            if g.get("shard") == shard and g.get("recovered") is False
+        )
 
     def _remember(self, event_id: str) -> None:
         self._seen[event_id] = None
@@ -177,10 +257,14 @@ class TimeInState:
                 totals = dims.get(dimension, {})
                 parts.append(" ".join(f"{s}={secs:.0f}s" for s, secs in sorted(totals.items())) or "-")
             flag = f"  (reconciled x{self.reconciled[user]})" if self.reconciled.get(user) else ""
+            if self.backfilled.get(user):
+                flag += f"  (backfilled x{self.backfilled[user]})"
+            for start, end in self.unobservable(user):
+                flag += f"  (unobservable {start:%H:%M:%S}-{end:%H:%M:%S})"
             lines.append(f"{user}  presence[{parts[0]}]  routing[{parts[1]}]{flag}")
         lines.append(
-            f"-- {len(self.report(now))} agents, {self.applied} changes applied, "
-            f"{self.duplicates} duplicates and {self.stale} stale records ignored"
+            f"-- {len(self.report(now))} agents, {self.applied} changes applied ({self.late} late), "
+            f"{self.duplicates} duplicates, {self.stale} stale and {self.too_late} too-late records ignored"
         )
         return "\n".join(lines)
 
@@ -233,12 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP)
     parser.add_argument("--topic", action="append", default=None, help="event topic (repeatable)")
+    parser.add_argument("--gaps-topic", default=None, help="the bridge's gaps topic (e.g. bridge.gaps.v1)")
     parser.add_argument("--group", default=None, help="consumer group (default: a fresh one per run)")
     parser.add_argument("--every", type=float, default=DEFAULT_REPORT_EVERY_S, help="report interval, s")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     args = parser.parse_args(argv)
     group = args.group or f"wfm-example-{uuid.uuid4().hex[:8]}"
-    consumer = build_consumer(args.bootstrap, group, args.topic or DEFAULT_TOPICS)
+    topics = list(args.topic or DEFAULT_TOPICS)
+    if args.gaps_topic:
+        topics.append(args.gaps_topic)
+    consumer = build_consumer(args.bootstrap, group, topics)
     tracker = TimeInState()
     stopping = False
 
