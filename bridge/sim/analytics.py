@@ -260,7 +260,8 @@ def parse_query(body: object) -> UserDetailsQuery:
             raise QueryError(f"{name} are not supported by the simulator")
     filters = _list(q.get("userFilters"), "userFilters")
     start, end = _interval(q.get("interval"), bool(filters))
-    order = q.get("order") or DEFAULT_ORDER
+    order = q.get("order")
+    order = DEFAULT_ORDER if order is None else order
     if order not in ORDERS:
         raise QueryError(f"order must be one of {', '.join(ORDERS)}")
     evaluator = _Filters()
