@@ -208,3 +208,16 @@ def test_gap_id_is_stable_and_distinguishes_gaps() -> None:
     }
     assert base not in others
     assert len(others) == 4
+
+
+def test_readme_record_examples_match_the_models() -> None:
+    """Every JSON example in README "Topics and records" is a valid record of its schema."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Topics and records\n", 1)[1].split("\n## ", 1)[0]
+    examples = [orjson.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
+    assert {doc["schema"] for doc in examples} >= {"bridge.gaps.v1", "genesys.presence.v1"}
+    for doc in examples:
+        model_for(doc["schema"]).model_validate(doc)
