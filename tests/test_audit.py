@@ -243,11 +243,11 @@ async def test_event_check_reads_duplicates_and_disorder_from_kafka(kafka: Kafka
     ours = [("bridge-id", settings.id.encode())]
     foreign = [("bridge-id", b"another-fleet")]
 
-    def event(seconds: float, status: str, origin: Origin = Origin.STREAM) -> bytes:
+    def event(seconds: float, status: str, origin: Origin = Origin.STREAM, *, late: bool = False) -> bytes:
         when = T0 + timedelta(seconds=seconds)
         change = Change("u1", Kind.ROUTING_STATUS, when, RoutingValue(status), when, origin)
         change.event_id = event_id("u1", Kind.ROUTING_STATUS, when, change.value)
-        return encode_event(change, 0, None)
+        return encode_event(change, 0, None, late=late)
 
     topic = settings.topic_routing_status
     first = [(topic, "u1", event(1, "IDLE"), ours), (topic, "u1", event(1, "IDLE"), foreign)]
@@ -260,13 +260,15 @@ async def test_event_check_reads_duplicates_and_disorder_from_kafka(kafka: Kafka
         (topic, "u1", event(5, "INTERACTING"), ours),
         (topic, "u1", event(3, "IDLE", Origin.RECONCILE), []),
         (topic, "u1", event(2, "OFF_QUEUE"), foreign),
+        (topic, "u1", event(4, "OFF_QUEUE", Origin.BACKFILL, late=True), ours),
     ]
     await asyncio.to_thread(_produce, kafka, later)
     everything = check_events(await asyncio.to_thread(read_events, settings))
-    assert everything.records == 4
+    assert everything.records == 5
+    assert everything.late == 1
     assert [r.offset for r in everything.duplicates] == [3]
     assert [(p.changed_at.second, r.changed_at.second, r.origin) for p, r in everything.order_violations] == [
         (5, 3, "reconcile")
     ]
     recent = check_events(await asyncio.to_thread(read_events, settings, since=since))
-    assert recent.records == 3
+    assert recent.records == 4
