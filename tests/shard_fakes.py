@@ -13,6 +13,7 @@ from bridge.genesys.budget import RequestBudget
 from bridge.genesys.history import UserHistory, merge
 from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import Change
+from bridge.records import GapRecord
 
 
 class FakeSink:
@@ -22,6 +23,8 @@ class FakeSink:
         self.tombstones: list[str] = []
         self.submitted: list[str] = []
         self.dead_letters: list[str] = []
+        self.late: list[Change] = []
+        self.gaps: list[GapRecord] = []
         self.started = False
         self.closed = False
         self.failed: asyncio.Future[SinkError] | None = None
@@ -35,6 +38,12 @@ class FakeSink:
 
     def submit(self, accepted: Accepted, _channel_id: str | None) -> None:
         self.submitted.append(accepted.change.user_id)
+
+    def submit_late(self, change: Change, _channel_id: str | None) -> None:
+        self.late.append(change)
+
+    def submit_gap(self, gap: GapRecord) -> None:
+        self.gaps.append(gap)
 
     def submit_tombstone(self, user_id: str) -> None:
         assert self.started, "nothing is written before the sink fenced the previous owner"

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
+from bridge.genesys.history import MAX_USERS_PER_QUERY
 from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, RoutingValue
 
 __all__ = [
@@ -73,7 +74,7 @@ MIN_RETRY_WINDOW_S: Final = 60.0
 #: A presence target that is a message-only change is taken as reached once this old.
 MESSAGE_ONLY_SETTLE_S: Final = 30.0
 #: userId predicates per history query.
-HISTORY_MAX_USERS: Final = 100
+HISTORY_MAX_USERS: Final = MAX_USERS_PER_QUERY
 
 
 class Cause(enum.StrEnum):
@@ -133,6 +134,8 @@ class GapReport:
     late: int
     recovered: bool
     fallback: Fallback | None
+    first: bool = True
+    """The gap's first report (a second one says a gap reported unrecovered was recovered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +196,11 @@ class Gap:
         recovered = not self.open and not self.gave_up and self.fallback is not Fallback.TOO_OLD
         if not recovered and self.reported is False:
             return None
-        self.reported = recovered
+        first, self.reported = self.reported is None, recovered
         fallback = None if recovered else self.fallback
         agents = len(self.agents)
         return GapReport(
-            self.cause, self.start, self.end, agents, self.backfilled, self.late, recovered, fallback
+            self.cause, self.start, self.end, agents, self.backfilled, self.late, recovered, fallback, first
         )
 
 
