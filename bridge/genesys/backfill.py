@@ -84,9 +84,12 @@ from bridge.genesys.gaps import (
     QueryResult,
     by_kind,
 )
-from bridge.model import AgentState, Change, Kind
+from bridge.model import AgentState, Change, Kind, Origin
 
 __all__ = ["Backfill"]
+
+#: Sort ranks of the changes released together at the same time.
+_FROM_STREAM, _FROM_HISTORY, _READ = 0, 1, 2
 
 
 class Backfill:
@@ -315,13 +318,15 @@ class Backfill:
         held = agent.held or []
         agent.held = None
         channel = self._channel()
-        items: list[tuple[Change, str | None, bool]] = [(c, channel, True) for c in transitions]
-        items += [(c, ch, False) for c, ch in held]
-        # At equal times a held change goes first: a post-gap change keeps its own origin.
+        items = [(c, channel, _FROM_HISTORY) for c in transitions]
+        items += [(c, ch, _FROM_STREAM if c.origin is Origin.STREAM else _READ) for c, ch in held]
+        # At equal times the stream's copy goes first, then history's, then the
+        # reconciliation's: each record names the path that saw the change first.
         items.sort(key=lambda item: (item[0].changed_at, item[2]))
         late: list[Change] = []
         written = already = 0
-        for change, channel_id, from_history in items:
+        for change, channel_id, rank in items:
+            from_history = rank == _FROM_HISTORY
             if from_history and change.event_id in agent.written:
                 already += 1
                 continue

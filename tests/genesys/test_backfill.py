@@ -26,8 +26,8 @@ USER = "u-1"
 CHANNEL = "ch-after"
 HOLD_S = 10.0
 CONFIG = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=3600.0)
-#: History records as the history client would turn them into changes.
-HISTORY = Origin.RECONCILE
+#: History records as the history client turns them into changes.
+HISTORY = Origin.BACKFILL
 
 
 def at(seconds: float) -> datetime:
@@ -395,3 +395,13 @@ def test_nothing_at_or_before_the_last_accepted_change_is_written_again() -> Non
     ]
     backfill.history(1.0, at(15), [USER], {USER: history})
     assert topic.times() == [("routing_status", 9.0, False)]
+
+
+def test_a_final_state_reached_inside_the_gap_is_written_as_backfill_not_reconcile() -> None:
+    """History and reconciliation both know the current state: the record says backfill."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(8, "MEAL", Origin.RECONCILE))
+    history = [presence(0, "AVAILABLE", HISTORY), presence(8, "MEAL", HISTORY)]
+    backfill.history(1.0, at(15), [USER], {USER: history})
+    assert [(c.origin, late) for c, late in topic.records] == [(Origin.BACKFILL, False)]
