@@ -52,6 +52,12 @@ class FakeSink:
     def submit_dlq(self, *, reason: str, error: str, frame: str, channel_id: str | None) -> None:
         self.dead_letters.append(reason)
 
+    def submit_late(self, change: Change, _channel_id: str | None) -> None:
+        self.late.append(change)
+
+    def submit_gap(self, gap: GapRecord) -> None:
+        self.gaps.append(gap)
+
     async def drain_to(self, _max_pending_items: int) -> None:
         self.pending = 0
 

@@ -21,7 +21,7 @@ from bridge.genesys.history import (
     parse_page,
     query_body,
 )
-from bridge.genesys.protocol import presence_change, routing_change
+from bridge.genesys.protocol import REASONS, presence_change, routing_change
 from bridge.model import Kind, Origin, PresenceValue, RoutingValue
 
 USER = "40f5f050-65b7-49e6-8e93-a67aa11fd44d"
@@ -232,6 +232,7 @@ def test_a_malformed_page_or_record_fails_the_whole_page(body: object, reason: s
     with pytest.raises(ProtocolError) as caught:
         parse_page(body)
     assert caught.value.reason == reason
+    assert reason in REASONS  # the slugs the shard already counts and dead-letters by
     assert "history" in str(caught.value)
 
 
@@ -421,3 +422,10 @@ def test_changes_get_the_stream_event_id() -> None:
     backfilled = by_time[stream_presence.changed_at].value
     assert isinstance(backfilled, PresenceValue)
     assert backfilled.message is None  # the history has none; the id does not depend on it
+
+
+async def test_fetch_history_of_no_users_asks_nothing() -> None:
+    """No users: no query (an empty filter would ask for every user) and an empty result."""
+    post = Pages([])
+    assert await fetch_history(post, [], START, END) == {}
+    assert post.bodies == []
