@@ -39,12 +39,6 @@ class FakeSink:
     def submit(self, accepted: Accepted, _channel_id: str | None) -> None:
         self.submitted.append(accepted.change.user_id)
 
-    def submit_late(self, change: Change, _channel_id: str | None) -> None:
-        self.late.append(change)
-
-    def submit_gap(self, gap: GapRecord) -> None:
-        self.gaps.append(gap)
-
     def submit_tombstone(self, user_id: str) -> None:
         assert self.started, "nothing is written before the sink fenced the previous owner"
         self.tombstones.append(user_id)
