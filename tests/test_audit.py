@@ -103,9 +103,16 @@ def test_bridge_id_header_scopes_records() -> None:
 
 
 def rec(
-    offset: int, user: str, event: str, seconds: float, *, origin: str = "stream", topic: str = "p"
+    offset: int,
+    user: str,
+    event: str,
+    seconds: float,
+    *,
+    origin: str = "stream",
+    topic: str = "p",
+    late: bool = False,
 ) -> EventRecord:
-    return EventRecord(topic, 0, offset, user, event, T0 + timedelta(seconds=seconds), origin)
+    return EventRecord(topic, 0, offset, user, event, T0 + timedelta(seconds=seconds), origin, late)
 
 
 def test_clean_event_log_passes() -> None:
@@ -134,6 +141,14 @@ def test_older_change_after_newer_is_an_order_violation_also_for_reconcile() -> 
     )
     assert [(p.event_id, r.event_id) for p, r in result.order_violations] == [("e1", "e2")]
     assert next(iter(result.lines())).startswith("order a p:")
+
+
+def test_a_late_record_is_not_an_order_violation_but_can_be_a_duplicate() -> None:
+    """late: true is out of order on purpose; its eventId still counts against duplicates."""
+    late = rec(1, "a", "e0", 2, origin="backfill", late=True)
+    result = check_events([rec(0, "a", "e1", 5), late, rec(2, "a", "e2", 6), rec(3, "a", "e0", 2, late=True)])
+    assert result.order_violations == []
+    assert [r.offset for r in result.duplicates] == [3]
 
 
 def test_order_is_per_agent_and_per_topic() -> None:
