@@ -11,7 +11,11 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
 - **gap**: any time the shard was not connected *and* subscribed. Every gap
   ends with a reconciliation from the bulk REST APIs that emits only what
   actually changed (``origin: "reconcile"``), since Genesys never replays what
-  it sent while no socket was open.
+  it sent while no socket was open, and a backfill (:mod:`bridge.backfill`)
+  that writes the transitions inside the gap from Genesys's analytics
+  history (``origin: "backfill"``); meanwhile the changes of an agent whose
+  backfill is pending are held (:meth:`Shard._accept` tests one attribute
+  while none is).
 - **watchdog** (:mod:`bridge.liveness`): after ``ping_interval_s`` of silence
   (no frame of any kind) the shard pings; no frame within ``pong_timeout_s``
   of that ping, or no frame for ``heartbeat_timeout_factor`` times the
