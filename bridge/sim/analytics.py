@@ -21,8 +21,13 @@ models (PureCloudPlatformClientV2 269.0.0): the body is a ``UserDetailsQuery``
   ``{"totalHits": 0}`` with no ``userDetails`` key.
 * **Analytics delay** (``analytics_delay_s``, ``--analytics-delay-s``,
   default 5 s): a change younger than the delay is not in the answer yet, so
-  the record before it still looks open. A message-only presence change (same
-  systemPresence and definition) starts no new record.
+  the record before it still looks open (a change exactly the delay old is
+  there). A message-only presence change (same systemPresence and
+  definition), or the same routing status again, starts no new record.
+  A record's ``startTime`` is exactly the change's time the stream carried
+  (``modifiedDate`` / routing ``startTime``): both come from one change, which
+  real Genesys does not promise to the ms. History older than the retention
+  is gone (an ended record is kept 24 h after the agent's latest change).
 * **Paging** of the flattened record list (``pageSize`` default 25,
   ``pageNumber`` 1-based; a page past the end has no ``userDetails``), regrouped
   per user in the page: a user's records can span pages. ``order``: ``asc``
@@ -260,7 +265,8 @@ def parse_query(body: object) -> UserDetailsQuery:
             raise QueryError(f"{name} are not supported by the simulator")
     filters = _list(q.get("userFilters"), "userFilters")
     start, end = _interval(q.get("interval"), bool(filters))
-    order = q.get("order") or DEFAULT_ORDER
+    order = q.get("order")
+    order = DEFAULT_ORDER if order is None else order
     if order not in ORDERS:
         raise QueryError(f"order must be one of {', '.join(ORDERS)}")
     evaluator = _Filters()

@@ -81,6 +81,8 @@ Choices where Genesys's behaviour is undocumented (the strictest plausible one):
 - Admin ``PUT /sim/users/{id}/presence`` sets only the presence (use
   ``routing-status`` for the routing status) and always emits a change, even
   when the value is the same.
+- The analytics history query (``POST /api/v2/analytics/users/details/query``)
+  has its own list of choices and assumed limits in :mod:`bridge.sim.analytics`.
 - ``/sim/truth`` lists non-deleted users only; ``/sim/events`` keeps the last
   ``event_log_max`` changes (``firstSeq`` says where it starts).
 """

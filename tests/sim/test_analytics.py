@@ -306,6 +306,7 @@ _OK = f"{iso_ms(NOON - 3_600_000)}/{iso_ms(NOON)}"
         ({"interval": "2026-13-01T10:00:00Z/2026-12-01T11:00:00Z"}, "not an ISO-8601"),
         ({"interval": f"{iso_ms(NOON)}/{iso_ms(NOON)}"}, "start must be before"),
         ({"interval": _OK, "order": "sideways"}, "order must be"),
+        ({"interval": _OK, "order": ""}, "order must be"),
         ({"interval": _OK, "pageSize": 10}, "unknown field(s): pageSize"),
         ({"interval": _OK, "userFilters": [{"type": "xor", "predicates": [_P]}]}, "type must be and or or"),
         ({"interval": _OK, "userFilters": [{"type": "or"}]}, "needs predicates or clauses"),
