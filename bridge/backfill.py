@@ -104,6 +104,7 @@ class Backfiller:
         self._write = write
         self._channel = channel
         self._wake = asyncio.Event()
+        self._hold = timedelta(seconds=settings.backfill_hold_s)
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
 
     # ------------------------------------------------------------- the shard's events
@@ -121,11 +122,14 @@ class Backfiller:
     def loaded(self, users: Collection[str]) -> None:
         """The members' states were loaded at the shard's start: a gap from the newest change among them.
 
-        No state at all is a fresh shard: nothing was ever written, nothing to backfill.
+        Moved back by the hold too: when the previous owner stopped, it may
+        have been holding an agent's changes that long while others' were
+        written. No state at all is a fresh shard: nothing was ever written,
+        nothing to backfill.
         """
         newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
         if newest is not None:
-            self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN)
+            self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
 
     def flowing(self, users: Sequence[str]) -> None:
         """Connected and subscribed: the gap (if any) ends now; its members are held."""

@@ -64,9 +64,9 @@ GAP_MARGIN: Final = timedelta(seconds=1)
 #: Analytics had not caught up with an agent's target yet: ask again this much later.
 DELAYED_RETRY_S: Final = 1.5
 #: Retries after the hold or after a fallback back off from this …
-RETRY_INITIAL_S: Final = 2.0
-#: … to this, doubling.
-RETRY_MAX_S: Final = 30.0
+RETRY_INITIAL_S: Final = 1.0
+#: … to this, doubling (a history that failed for a few seconds is read again soon).
+RETRY_MAX_S: Final = 10.0
 #: A refused history (missing permission) is asked again at most this rarely.
 FORBIDDEN_RETRY_MAX_S: Final = 60.0
 #: Retries go on at least this long after the gap's end, even for a gap at the lookback's edge.
