@@ -21,6 +21,11 @@ module executes them for one shard:
   sink like any change (``origin: "backfill"``, ``channelId`` of the channel
   after the gap); late ones with :meth:`~bridge.sink.ShardSink.submit_late`
   (event only, ``late: true``); ``bridge_backfill_records_total{outcome}``.
+- **stale stream changes**: a stream change older than one already written
+  for its agent (Genesys delivered it out of order) is written late, unless
+  a rotation's other channel may have delivered it already (while a
+  rotation runs and :data:`REPLAY_GRACE_S` after) or it was written for the
+  agent's pending backfill.
 - **gap records**: each report becomes a ``bridge.gaps.v1`` record
   (:class:`~bridge.records.GapRecord`, key ``shard-<n>``) and its first one
   observes ``bridge_gap_seconds``.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -54,12 +60,14 @@ from bridge.model import AgentState, Change
 from bridge.records import GapRecord, gap_id
 from bridge.settings import Settings
 
-__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "Backfiller", "GapSink", "backfill_config"]
+__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "REPLAY_GRACE_S", "Backfiller", "GapSink", "backfill_config"]
 
 logger = logging.getLogger(__name__)
 
 #: How often the backfill looks at its holds and retries while some agent is pending.
 BACKFILL_TICK_S: Final = 0.25
+#: After a rotation the two channels' copies of a change may arrive this far apart.
+REPLAY_GRACE_S: Final = 2.0
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403
 
@@ -105,6 +113,7 @@ class Backfiller:
         self._channel = channel
         self._wake = asyncio.Event()
         self._hold = timedelta(seconds=settings.backfill_hold_s)
+        self._replays_until = 0.0
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
 
     # ------------------------------------------------------------- the shard's events
@@ -117,6 +126,8 @@ class Backfiller:
 
     def replacing(self, cause: str) -> None:
         """A socket or channel replacement began (``cause``: hand-over or rotation)."""
+        if cause == Cause.ROTATION:
+            self._replays_until = math.inf  # two channels deliver the same changes until it ends
         self.decisions.gap_started(Cause(cause), self._ctx.wall() - GAP_MARGIN)
 
     def loaded(self, users: Collection[str]) -> None:
@@ -133,6 +144,7 @@ class Backfiller:
 
     def flowing(self, users: Sequence[str]) -> None:
         """Connected and subscribed: the gap (if any) ends now; its members are held."""
+        self._replays_until = min(self._replays_until, self._ctx.clock() + REPLAY_GRACE_S)
         self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get)
         self._wake.set()
 
@@ -146,6 +158,12 @@ class Backfiller:
             starts[user] = None if latest is None else latest - GAP_MARGIN
         self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
         self._wake.set()
+
+    def stale(self, change: Change, channel_id: str | None) -> None:
+        """A stream change older than its agent's last written one: write it late if it is new."""
+        if self._ctx.clock() >= self._replays_until and self.decisions.unwritten(change):
+            self._sink.submit_late(change, channel_id)
+            metrics.STALE_WRITTEN_LATE.inc()
 
     def reconciled(self, users: Sequence[str]) -> None:
         """The reconciliation read these members' current states."""

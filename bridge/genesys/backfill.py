@@ -291,6 +291,11 @@ class Backfill:
         times += [a.gap.hold_until for a in self._agents.values() if a.held is not None]
         return min(times) if times else None
 
+    def unwritten(self, change: Change) -> bool:
+        """A stale stream change may be written late: not already written for its pending agent."""
+        agent = self._agents.get(change.user_id)
+        return agent is None or agent.first(change.event_id)
+
     def pending(self) -> int:
         """Agents whose backfill is not finished."""
         return len(self._agents)

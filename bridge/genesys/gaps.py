@@ -247,6 +247,13 @@ class AgentGap:
         if change.changed_at >= self.end:
             self.seen_after.setdefault(change.kind, set()).add(change.changed_at)
 
+    def first(self, event_id: str) -> bool:
+        """True (and remembered) when ``event_id`` was not written for the agent since its gap began."""
+        if event_id in self.written:
+            return False
+        self.written.add(event_id)
+        return True
+
     def _floor(self, kind: Kind) -> datetime:
         since = self.since[kind]
         return since[0] if since is not None else self.start

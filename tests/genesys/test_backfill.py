@@ -405,3 +405,15 @@ def test_a_final_state_reached_inside_the_gap_is_written_as_backfill_not_reconci
     history = [presence(0, "AVAILABLE", HISTORY), presence(8, "MEAL", HISTORY)]
     backfill.history(1.0, at(15), [USER], {USER: history})
     assert [(c.origin, late) for c, late in topic.records] == [(Origin.BACKFILL, False)]
+
+
+def test_a_stale_stream_change_is_new_unless_written_for_its_pending_agent() -> None:
+    """Out-of-order delivery: written late once; not again, nor if its backfill already wrote it."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    assert backfill.unwritten(presence(5, "BREAK", user="u-other"))
+    end_gap(backfill, topic)
+    backfill.tick(HOLD_S, at(20))
+    backfill.offer(presence(12, "BREAK"), CHANNEL)
+    assert not backfill.unwritten(presence(12, "BREAK"))
+    assert backfill.unwritten(presence(11, "MEAL"))
+    assert not backfill.unwritten(presence(11, "MEAL"))
