@@ -114,6 +114,7 @@ class Backfiller:
         self._wake = asyncio.Event()
         self._hold = timedelta(seconds=settings.backfill_hold_s)
         self._replays_until = 0.0
+        self._unobservable: set[str] = set()
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
 
     # ------------------------------------------------------------- the shard's events
@@ -142,22 +143,30 @@ class Backfiller:
         if newest is not None:
             self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
 
-    def flowing(self, users: Sequence[str]) -> None:
-        """Connected and subscribed: the gap (if any) ends now; its members are held."""
+    def flowing(self, users: Sequence[str], rejected: Collection[str] = ()) -> None:
+        """Connected and subscribed: the gap (if any) ends now; its members are held.
+
+        Agents whose topics Genesys ``rejected`` before and permits now were
+        not observed for a while: they are backfilled from their own last change.
+        """
         self._replays_until = min(self._replays_until, self._ctx.clock() + REPLAY_GRACE_S)
-        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get)
+        observable = [u for u in self._unobservable if u not in rejected]
+        self._unobservable = set(rejected)
+        starts = self._starts(observable) if observable else None
+        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
         self._wake.set()
 
     def added(self, users: Sequence[str]) -> None:
         """Agents joined the running shard: backfilled from their loaded state, or the whole lookback."""
-        if not users:
-            return
-        starts: dict[str, datetime | None] = {}
-        for user in users:
-            latest = _latest(self._state.get(user))
-            starts[user] = None if latest is None else latest - GAP_MARGIN
-        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
-        self._wake.set()
+        if users:
+            now, wall, starts = self._ctx.clock(), self._ctx.wall(), self._starts(users)
+            self.decisions.gap_ended(now, wall, users, self._state.get, starts, joined=True)
+            self._wake.set()
+
+    def _starts(self, users: Collection[str]) -> dict[str, datetime | None]:
+        """Per agent: its last change (minus the margin), or None (no state: the whole lookback)."""
+        latest = {u: _latest(self._state.get(u)) for u in users}
+        return {u: None if at is None else at - GAP_MARGIN for u, at in latest.items()}
 
     def stale(self, change: Change, channel_id: str | None) -> None:
         """A stream change older than its agent's last written one: write it late if it is new."""

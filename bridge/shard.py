@@ -414,7 +414,7 @@ class Shard:
 
     def _flowing(self) -> None:
         """Connected and subscribed, or a hand-over or rotation done: the gap ends, reconcile it."""
-        self._backfill.flowing(self.users)
+        self._backfill.flowing(self.users, self._link.subscriptions.rejected)
         self._reconciler.start()
 
     def _set_disconnected(self) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "HISTORY_MAX_USERS",
     "MESSAGE_ONLY_SETTLE_S",
     "MIN_RETRY_WINDOW_S",
+    "QUERY_START_SPREAD_S",
     "RETRY_INITIAL_S",
     "RETRY_MAX_S",
     "AgentGap",
@@ -73,6 +74,8 @@ FORBIDDEN_RETRY_MAX_S: Final = 60.0
 MIN_RETRY_WINDOW_S: Final = 60.0
 #: A presence target that is a message-only change is taken as reached once this old.
 MESSAGE_ONLY_SETTLE_S: Final = 30.0
+#: Agents whose windows start further apart than this are queried separately.
+QUERY_START_SPREAD_S: Final = 60.0
 #: userId predicates per history query.
 HISTORY_MAX_USERS: Final = MAX_USERS_PER_QUERY
 
