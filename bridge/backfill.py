@@ -21,11 +21,11 @@ module executes them for one shard:
   sink like any change (``origin: "backfill"``, ``channelId`` of the channel
   after the gap); late ones with :meth:`~bridge.sink.ShardSink.submit_late`
   (event only, ``late: true``); ``bridge_backfill_records_total{outcome}``.
-- **stale stream changes**: a stream change older than one already written
-  for its agent (Genesys delivered it out of order) is written late, unless
-  a rotation's other channel may have delivered it already (while a
-  rotation runs and :data:`REPLAY_GRACE_S` after) or it was written for the
-  agent's pending backfill.
+- **stale stream changes** (backfill enabled): a stream change older than
+  one already written for its agent (Genesys delivered it out of order) is
+  written late, unless a rotation's other channel may have delivered it
+  already (while a rotation runs and :data:`REPLAY_GRACE_S` after) or it
+  was written for the agent's pending backfill.
 - **gap records**: each report becomes a ``bridge.gaps.v1`` record
   (:class:`~bridge.records.GapRecord`, key ``shard-<n>``) and its first one
   observes ``bridge_gap_seconds``.
@@ -170,7 +170,12 @@ class Backfiller:
 
     def stale(self, change: Change, channel_id: str | None) -> None:
         """A stream change older than its agent's last written one: write it late if it is new."""
-        if self._ctx.clock() >= self._replays_until and self.decisions.unwritten(change):
+        decisions = self.decisions
+        if (
+            decisions.config.enabled
+            and self._ctx.clock() >= self._replays_until
+            and decisions.unwritten(change)
+        ):
             self._sink.submit_late(change, channel_id)
             metrics.STALE_WRITTEN_LATE.inc()
 
