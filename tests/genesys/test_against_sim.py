@@ -251,7 +251,9 @@ async def test_user_history_matches_the_stream_after_the_analytics_delay() -> No
         await admin.put(f"/sim/users/{user}/presence", json={"systemPresence": "On Queue", "message": "hi"})
         await admin.put(f"/sim/users/{user}/routing-status", json={"status": "IDLE"})
         streamed = [(await next_message(sock, protocol.EventMessage)).change for _ in range(2)]
-        end = datetime.fromtimestamp((wall_ms() + offset_ms[0]) / 1000, UTC)
+        # Genesys returns records that overlap the interval strictly (start < its end): a change in the
+        # interval's last millisecond would be left out, so the interval ends after the last change.
+        end = max(c.changed_at for c in streamed) + timedelta(seconds=1)
 
         before_delay = await rest.user_history([user], start, end)
         seen_early = {
