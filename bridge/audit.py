@@ -37,7 +37,10 @@ took effect, and the bridge drops a value older than the one it already
 wrote, so a reconcile record older than its predecessor is a stale value
 made current, exactly what downstream consumers must never see. Records
 with the same ``changedAt`` are in order (a millisecond does not order
-them); the same change twice is caught by its ``eventId``.
+them); the same change twice is caught by its ``eventId``. Records with
+``late: true`` (a gap's transition found in Genesys's history only after the
+agent's newer records were written) are out of order by definition and
+flagged so: the order check skips them, the duplicate check does not.
 
 Agents Genesys will not let the bridge observe (their topic comes back
 ``Rejected`` from a subscription, e.g. for lack of division permissions) are
@@ -261,8 +264,8 @@ class EventRecord:
     event_id: str
     changed_at: datetime
     origin: str
-    #: A backfilled transition written after the agent's later records (``late: true``).
     late: bool = False
+    """``late: true``: a change written after newer ones of its agent, on purpose (and flagged)."""
 
 
 @dataclass
@@ -289,9 +292,9 @@ class EventCheck:
 def check_events(records: Iterable[EventRecord]) -> EventCheck:
     """Duplicated event ids and per-agent order violations, records taken in offset order per partition.
 
-    A ``late`` record (a backfilled transition that arrived after the agent's
-    later records had been released) is older than its predecessor by
-    definition and says so: it counts in the duplicate check but not in the
+    A ``late`` record (a backfilled transition found after the agent's later
+    records were released, or a stream change Genesys delivered after a newer
+    one) is older than its predecessor by definition and says so: it counts in the duplicate check but not in the
     order check, and it does not move the agent's last seen time.
     """
     result = EventCheck()
