@@ -294,8 +294,9 @@ def check_events(records: Iterable[EventRecord]) -> EventCheck:
 
     A ``late`` record (a backfilled transition found after the agent's later
     records were released, or a stream change Genesys delivered after a newer
-    one) is older than its predecessor by definition and says so: it counts in the duplicate check but not in the
-    order check, and it does not move the agent's last seen time.
+    one) is older than its predecessor by definition and says so: it counts
+    in the duplicate check but not in the order check, and it does not move
+    the agent's last seen time.
     """
     result = EventCheck()
     seen: set[tuple[str, str]] = set()
