@@ -73,15 +73,14 @@ from bridge.kafka.config import (
 from bridge.kafka.txn import TXN_BACKOFF_INITIAL_S, TXN_BACKOFF_MAX_S, TxnState
 from bridge.kafka.writer import ABANDON_GRACE_S, Close, Headers, Record, TxnWriter
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, EVENT_LAG, RECORDS_PRODUCED
-from bridge.model import Change, Kind
+from bridge.model import Kind
 from bridge.records import (
     DLQ_SCHEMA,
     PRESENCE_SCHEMA,
     ROUTING_STATUS_SCHEMA,
     STATE_SCHEMA,
+    encode_change,
     encode_dlq,
-    encode_event,
-    encode_state,
     event_type,
     utc_now_ms,
 )
@@ -108,6 +107,7 @@ _STATE_HEADERS = (("schema", STATE_SCHEMA.encode()), ("event-type", STATE_EVENT_
 DLQ_EVENT_TYPE = "dlq"
 # Looked up for every change: an enum member's attribute access costs ~10x a global's.
 _OPEN = TxnState.OPEN
+_PRESENCE = Kind.PRESENCE
 _RUN = Close.RUN
 
 
@@ -138,7 +138,10 @@ class _Item:
     """Records that must commit together, plus what the metrics need after the commit."""
 
     records: list[Record]
-    change: Change | None = None
+    received_at: float = 0.0
+    """The change's ``received_at`` (monotonic; 0: none), for the delivery-latency metric."""
+    changed_at: datetime | None = None
+    """The change's time, for the lag metric (None: not a change)."""
     dlq_reason: str | None = None
 
 
@@ -161,13 +164,19 @@ class _Encoder:
             for kind, schema in schemas.items()
         }
         self._state_headers: Headers = [*_STATE_HEADERS, self._bridge_id]
+        # Read for every change: attributes, not enum-keyed dict lookups.
+        self._presence_headers = self._event_headers[Kind.PRESENCE]
+        self._routing_headers = self._event_headers[Kind.ROUTING_STATUS]
+        self._presence_topic = settings.topic_presence
+        self._routing_topic = settings.topic_routing_status
+        self._state_topic = settings.topic_agent_state
         self._shard_key = str(shard).encode()
 
     def change(self, accepted: Accepted, channel_id: str | None) -> _Item:
         change = accepted.change
         key = change.user_id.encode()
-        kind = change.kind
-        headers: Headers = list(self._event_headers[kind])
+        presence = change.kind is _PRESENCE
+        headers: Headers = [*(self._presence_headers if presence else self._routing_headers)]
         if change.genesys_topic is not None:
             headers.append(("genesys-topic", change.genesys_topic.encode()))
         if change.correlation_id is not None:
@@ -175,18 +184,15 @@ class _Encoder:
             headers.append(correlation)
             state_headers: Headers = [*self._state_headers, correlation]
         else:
-            state_headers = list(self._state_headers)
+            state_headers = [*self._state_headers]
+        event, state = encode_change(change, accepted.state, self._shard, channel_id, self._clock())
         return _Item(
             [
-                (self._topics[kind], key, encode_event(change, self._shard, channel_id), headers),
-                (
-                    self._settings.topic_agent_state,
-                    key,
-                    encode_state(accepted.state, self._shard, self._clock()),
-                    state_headers,
-                ),
+                (self._presence_topic if presence else self._routing_topic, key, event, headers),
+                (self._state_topic, key, state, state_headers),
             ],
-            change=change,
+            received_at=change.received_at,
+            changed_at=change.changed_at,
         )
 
     def tombstone(self, user_id: str) -> _Item:
@@ -238,11 +244,11 @@ class _Acknowledger:
         for item in batch:
             for topic, _key, _value, _headers in item.records:
                 per_topic[topic] += 1
-            change = item.change
-            if change is not None:
-                if change.received_at > 0:
-                    delivery.append(max(0.0, now_mono - change.received_at))
-                lag.append(max(0.0, (now - change.changed_at).total_seconds()))
+            changed_at = item.changed_at
+            if changed_at is not None:
+                if item.received_at > 0:
+                    delivery.append(max(0.0, now_mono - item.received_at))
+                lag.append(max(0.0, (now - changed_at).total_seconds()))
             elif item.dlq_reason is not None:
                 DLQ_RECORDS.labels(reason=item.dlq_reason).inc()
         EVENT_DELIVERY.observe_many(delivery)
