@@ -191,8 +191,8 @@ class _Encoder:
                 (self._presence_topic if presence else self._routing_topic, key, event, headers),
                 (self._state_topic, key, state, state_headers),
             ],
-            received_at=change.received_at,
-            changed_at=change.changed_at,
+            change.received_at,
+            change.changed_at,
         )
 
     def tombstone(self, user_id: str) -> _Item:
@@ -238,21 +238,15 @@ class _Acknowledger:
         now = self._clock()
         # Counted per batch: one locked update per topic and per histogram
         # instead of four per change, on the GIL the socket reader needs.
-        per_topic: collections.Counter[str] = collections.Counter()
-        delivery: list[float] = []
-        lag: list[float] = []
+        per_topic = collections.Counter([record[0] for item in batch for record in item.records])
+        delivery = [now_mono - item.received_at for item in batch if item.received_at > 0]
+        lag = [(now - item.changed_at).total_seconds() for item in batch if item.changed_at is not None]
         for item in batch:
-            for topic, _key, _value, _headers in item.records:
-                per_topic[topic] += 1
-            changed_at = item.changed_at
-            if changed_at is not None:
-                if item.received_at > 0:
-                    delivery.append(max(0.0, now_mono - item.received_at))
-                lag.append(max(0.0, (now - changed_at).total_seconds()))
-            elif item.dlq_reason is not None:
+            if item.dlq_reason is not None:
                 DLQ_RECORDS.labels(reason=item.dlq_reason).inc()
-        EVENT_DELIVERY.observe_many(delivery)
-        EVENT_LAG.observe_many(lag)
+        # A clock step can make either negative: those count as 0.
+        EVENT_DELIVERY.observe_many([d if d > 0 else 0.0 for d in delivery])
+        EVENT_LAG.observe_many([d if d > 0 else 0.0 for d in lag])
         produced = self._produced
         for topic, count in per_topic.items():
             counter = produced.get(topic)
