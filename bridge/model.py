@@ -190,6 +190,8 @@ class VersionedRouting:
 # --------------------------------------------------------------------------- times and ids
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: An empty BLAKE2b of the event id's size, copied for every id.
+_EVENT_ID_HASH = hashlib.blake2b(digest_size=16)
 _now_ms: tuple[int, datetime] = (-1, _EPOCH)
 
 
@@ -241,4 +243,6 @@ def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValu
     else:
         canonical = f"{value.system_presence}|{value.presence_definition_id or ''}"
     raw = f"{user_id}|{kind}|{format_time(changed_at)}|{canonical}".encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    hasher = _EVENT_ID_HASH.copy()  # cheaper than a new one with its keyword arguments
+    hasher.update(raw)
+    return hasher.hexdigest()

@@ -176,14 +176,19 @@ class _Encoder:
         change = accepted.change
         key = change.user_id.encode()
         presence = change.kind is _PRESENCE
-        headers: Headers = [*(self._presence_headers if presence else self._routing_headers)]
-        if change.genesys_topic is not None:
-            headers.append(("genesys-topic", change.genesys_topic.encode()))
+        schema, kind, bridge_id = self._presence_headers if presence else self._routing_headers
+        topic = change.genesys_topic
         if change.correlation_id is not None:
             correlation = ("correlation-id", change.correlation_id.encode())
-            headers.append(correlation)
+            if topic is not None:  # what the stream's frames carry
+                headers = [schema, kind, bridge_id, ("genesys-topic", topic.encode()), correlation]
+            else:
+                headers = [schema, kind, bridge_id, correlation]
             state_headers: Headers = [*self._state_headers, correlation]
         else:
+            headers = [schema, kind, bridge_id]
+            if topic is not None:
+                headers.append(("genesys-topic", topic.encode()))
             state_headers = [*self._state_headers]
         event, state = encode_change(change, accepted.state, self._shard, channel_id, self._clock())
         return _Item(
