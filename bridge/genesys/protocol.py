@@ -143,9 +143,13 @@ _ROUTING_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(ROUTING_SUFFIX)
 # --------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventMessage:
-    """A presence or routing-status change (``change.kind`` tells which)."""
+    """A presence or routing-status change (``change.kind`` tells which).
+
+    Not ``frozen``: one is built per change, and a frozen dataclass sets its
+    field through ``object.__setattr__``; treat it as a value all the same.
+    """
 
     change: Change
 
