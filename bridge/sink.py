@@ -432,7 +432,9 @@ class ShardSink:
 
     def submit(self, accepted: Accepted, channel_id: str | None) -> None:
         """Queue the event record and the agent's new state, to commit in one transaction."""
-        self._check_open()
+        w = self._writer
+        if w.failure is not None or w.close_request is not _RUN or w.thread is None:
+            self._check_open()  # raises why (one check per change instead of a call)
         self._enqueue(self._encode.change(accepted, channel_id))
 
     def submit_tombstone(self, user_id: str) -> None:
