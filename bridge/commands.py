@@ -94,8 +94,6 @@ def _run(_args: argparse.Namespace) -> int:
     from bridge import memory  # noqa: PLC0415 - keeps --help fast
     from bridge.worker import Worker, install_signal_handlers  # noqa: PLC0415
 
-    memory.limit_arenas()  # before any thread: see bridge.memory
-
     async def main(settings: Settings) -> int:
         worker = Worker(settings)
         install_signal_handlers(worker.request_stop)

@@ -12,8 +12,7 @@ one ``malloc_trim(0)``, which also releases free pages inside the heaps
 :data:`TRIM_INTERVAL_S` seconds (:func:`trim_periodically`). Elsewhere than
 glibc (musl, macOS) it does nothing.
 
-:func:`limit_arenas` runs once, before the worker starts any thread, and
-:func:`tune_gc` once when the worker has started: the cyclic garbage
+:func:`tune_gc` runs once, when the worker has started: the cyclic garbage
 collector's young generation fills up every few hundred container
 allocations, and each change allocates a dozen (its value, state, records
 and headers), most of which live until their transaction commits. At the
@@ -38,15 +37,7 @@ import gc
 import sys
 from collections.abc import Callable
 
-__all__ = [
-    "GC_YOUNG_THRESHOLD",
-    "MALLOC_ARENAS",
-    "TRIM_INTERVAL_S",
-    "limit_arenas",
-    "trim",
-    "trim_periodically",
-    "tune_gc",
-]
+__all__ = ["GC_YOUNG_THRESHOLD", "TRIM_INTERVAL_S", "trim", "trim_periodically", "tune_gc"]
 
 #: How often the worker trims anyway (a trim took 4 ms after freeing 90 MB, microseconds otherwise).
 TRIM_INTERVAL_S = 30.0
@@ -56,45 +47,18 @@ TRIM_INTERVAL_S = 30.0
 #: bench_hotpath, against 49 taking 0.5 s at 20,000); cyclic garbage waits at most this
 #: many objects (a few MB).
 GC_YOUNG_THRESHOLD = 100_000
-#: glibc malloc arenas a worker may use (glibc's default: 8 per CPU). See limit_arenas.
-MALLOC_ARENAS = 2
-#: glibc's mallopt parameter for the arena limit (malloc.h).
-_M_ARENA_MAX = -8
 
 
 @functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    libc = _libc()
-    if libc is None:
-        return None
-    try:
-        function: Callable[[int, int], int] = libc.mallopt
-    except AttributeError:  # not glibc
-        return None
-    return function
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
+def _malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    libc = _libc()
-    if libc is None:
-        return None
-    try:
-        function: Callable[[int], int] = libc.malloc_trim
-    except AttributeError:  # not glibc
+        function: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
         return None
     return function
 
@@ -114,20 +78,6 @@ async def trim_periodically(
     while True:
         await asyncio.sleep(interval_s)
         trimmer()
-
-
-def limit_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas at ``arenas``; True when the C library took it (glibc only).
-
-    Call before the process starts threads: each thread that allocates while
-    another holds an arena's lock gets an arena of its own (up to 8 per CPU),
-    and every arena keeps its own free pages. A worker runs a producer per
-    shard, each with several librdkafka threads, plus a writer thread per shard.
-    """
-    function = _mallopt()
-    if function is None:
-        return False
-    return bool(function(_M_ARENA_MAX, arenas))
 
 
 def tune_gc(young_threshold: int = GC_YOUNG_THRESHOLD) -> None:
