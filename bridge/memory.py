@@ -42,11 +42,11 @@ __all__ = ["GC_YOUNG_THRESHOLD", "TRIM_INTERVAL_S", "trim", "trim_periodically",
 #: How often the worker trims anyway (a trim took 4 ms after freeing 90 MB, microseconds otherwise).
 TRIM_INTERVAL_S = 30.0
 #: Container allocations (net of deallocations) between two young-generation collections
-#: (CPython: 700). A change's objects die when its transaction commits, so under load the
-#: count stays below this and collections are rare (2 per 300,000 changes in
-#: bench_hotpath, against 49 taking 0.5 s at 20,000); cyclic garbage waits at most this
-#: many objects (a few MB).
-GC_YOUNG_THRESHOLD = 100_000
+#: (CPython: 700). Higher made collections rarer still in bench_hotpath (100,000: 2 per
+#: 300,000 changes), but a real worker makes some cyclic garbage per frame, and each
+#: such collection then walked so much that p99 delivery at 1,000 changes/s went from
+#: about 100 ms to 190-240 ms.
+GC_YOUNG_THRESHOLD = 20_000
 
 
 @functools.cache
