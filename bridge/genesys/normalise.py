@@ -24,6 +24,7 @@ from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, even
 __all__ = [
     "MIN_TIMESTAMP_LENGTH",
     "STATUS_CACHE_SIZE",
+    "is_record_time",
     "normalise_status",
     "parse_timestamp",
     "presence_change",
@@ -35,6 +36,8 @@ MIN_TIMESTAMP_LENGTH: Final = 16
 #: Distinct raw status spellings remembered by :func:`normalise_status` (bounds a hostile stream).
 STATUS_CACHE_SIZE: Final = 1024
 _ZERO: Final = timedelta(0)
+#: Length of ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
+_RECORD_TIME_LENGTH: Final = 24
 #: A CamelCase word boundary ("OnQueue" → "On Queue").
 _CAMEL_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -64,6 +67,26 @@ def normalise_status(raw: str) -> str:
     """
     spaced = _CAMEL_BOUNDARY.sub(" ", raw.replace("-", " ").replace("_", " "))
     return "_".join(spaced.split()).upper()
+
+
+def is_record_time(text: str) -> bool:
+    """True when ``text``, once parsed, is written back unchanged by :func:`~bridge.model.format_time`.
+
+    That is ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in ASCII digits, what Genesys sends
+    (the caller has parsed it: the digits are digits and the date is real).
+    """
+    return (
+        len(text) == _RECORD_TIME_LENGTH
+        and text[23] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+        and text[0] != "0"
+        and text.isascii()
+    )
 
 
 def parse_timestamp(raw: object, what: str = "timestamp") -> datetime | None:

@@ -78,12 +78,13 @@ from bridge.genesys.normalise import (
     _bad_type,
     _missing,
     _opt_str,
+    is_record_time,
     normalise_status,
     parse_timestamp,
     presence_change,
     routing_change,
 )
-from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id, known_time
 
 __all__ = [
     "FRAME_KINDS",
@@ -400,8 +401,13 @@ def _fast_change(text: str | bytes, observed_at: datetime, received_at: float) -
     if not status:
         return None
     try:
-        changed = None if not stamp else parse_timestamp(stamp)
-        changed_at = observed_at if changed is None else changed
+        if not stamp:
+            changed = None
+            changed_at = observed_at
+        else:
+            changed = changed_at = parse_timestamp(stamp) or observed_at
+            if is_record_time(stamp):  # the text the records will carry: no need to format it
+                known_time(changed_at, stamp)
         eid = event_id(user_id, kind, changed_at, value)
     except (ProtocolError, UnicodeError, ValueError, OverflowError):
         return None
