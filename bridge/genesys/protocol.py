@@ -30,9 +30,9 @@ tests feed it strings. It follows the frames Genesys documents:
 * any other topic → :class:`UnknownTopic` (Genesys can send topics nobody
   asked for: count and skip, never fatal).
 
-Normalisation rules, written once here and used by the REST models too
-(:mod:`bridge.genesys.rest` calls :func:`presence_change` and
-:func:`routing_change` for reconciliation):
+Normalisation rules, written once in :mod:`bridge.genesys.normalise`
+(re-exported here) and used by the REST models too (:mod:`bridge.genesys.rest`
+calls :func:`presence_change` and :func:`routing_change` for reconciliation):
 
 * ``systemPresence`` comes upper case ("ON_QUEUE") in some payloads, title
   case ("On Queue", "Meal") in others, and CamelCase in the presence
