@@ -138,6 +138,13 @@ REASONS: Final = frozenset(
 FRAME_KINDS: Final = frozenset({"presence", "routing_status", "heartbeat", "pong", "system", "unknown"})
 
 _PRESENCE_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(PRESENCE_SUFFIX)
+# Read for every change frame: module constants, not len() calls or enum attributes.
+_PREFIX_LENGTH: Final = len(USERS_TOPIC_PREFIX)
+_PRESENCE_CUT: Final = -len(PRESENCE_SUFFIX)
+_ROUTING_CUT: Final = -len(ROUTING_SUFFIX)
+_PRESENCE: Final = Kind.PRESENCE
+_ROUTING: Final = Kind.ROUTING_STATUS
+_STREAM: Final = Origin.STREAM
 _ROUTING_TOPIC_OVERHEAD: Final = len(USERS_TOPIC_PREFIX) + len(ROUTING_SUFFIX)
 
 
@@ -378,21 +385,21 @@ def _fast_change(text: str | bytes, observed_at: datetime, received_at: float) -
     if not topic.startswith(USERS_TOPIC_PREFIX):
         return None
     if topic.endswith(PRESENCE_SUFFIX):
-        user_id = topic[len(USERS_TOPIC_PREFIX) : -len(PRESENCE_SUFFIX)]
+        user_id = topic[_PREFIX_LENGTH:_PRESENCE_CUT]
         definition = body.presenceDefinition
         if not user_id or "." in user_id or definition is None or definition.systemPresence is None:
             return None
-        kind = Kind.PRESENCE
+        kind = _PRESENCE
         status = normalise_status(definition.systemPresence)
         value: PresenceValue | RoutingValue = PresenceValue(
             status, definition.id, body.message, body.source, body.primary
         )
         stamp = body.modifiedDate
     elif topic.endswith(ROUTING_SUFFIX) and (routing := body.routingStatus) is not None:
-        user_id = topic[len(USERS_TOPIC_PREFIX) : -len(ROUTING_SUFFIX)]
+        user_id = topic[_PREFIX_LENGTH:_ROUTING_CUT]
         if not user_id or "." in user_id or routing.status is None:
             return None
-        kind = Kind.ROUTING_STATUS
+        kind = _ROUTING
         status = normalise_status(routing.status)
         value = RoutingValue(status)
         stamp = routing.startTime
@@ -420,7 +427,7 @@ def _fast_change(text: str | bytes, observed_at: datetime, received_at: float) -
             changed_at,
             value,
             observed_at,
-            Origin.STREAM,
+            _STREAM,
             eid,
             changed is not None,
             correlation_id,
