@@ -352,6 +352,10 @@ async def _run() -> list[dict[str, Any]]:
             handle(text, CHANNEL)
         except Exception as exc:  # the outcome of a frame, recorded as such
             raised = f"{type(exc).__name__}: {exc}"
+        # The frame counts reach the metric at the serving loop's next tick (older code: at once).
+        flush = getattr(shard._serving, "flush_counts", None)
+        if flush is not None:
+            flush()
         await sink.flush()
         after = _samples()
         moved = {k: after[k] - before[k] for k in after if after[k] != before[k]}
