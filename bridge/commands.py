@@ -91,11 +91,13 @@ def _serve(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
 
 
 def _run(_args: argparse.Namespace) -> int:
-    from bridge.worker import Worker, install_signal_handlers  # noqa: PLC0415 - keeps --help fast
+    from bridge import memory  # noqa: PLC0415 - keeps --help fast
+    from bridge.worker import Worker, install_signal_handlers  # noqa: PLC0415
 
     async def main(settings: Settings) -> int:
         worker = Worker(settings)
         install_signal_handlers(worker.request_stop)
+        memory.tune_gc()  # the process is this worker's from here: see bridge.memory
         return await worker.run()
 
     return _serve(main)

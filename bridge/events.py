@@ -72,6 +72,8 @@ __all__ = ["UNKNOWN_TIMESTAMP_STEP", "Accepted", "Dropped", "ShardState"]
 UNKNOWN_TIMESTAMP_STEP = timedelta(milliseconds=1)
 
 _Value = PresenceValue | RoutingValue
+_PRESENCE = Kind.PRESENCE
+_ROUTING = Kind.ROUTING_STATUS
 
 
 class Dropped(enum.Enum):
@@ -169,16 +171,26 @@ class ShardState:
             if change.kind is not Kind.PRESENCE:
                 raise TypeError("a presence value in a routing-status change")
             last_p = state.presence if state is not None else None
-            ordered = _order(
-                change,
-                last_p.changed_at if last_p is not None else None,
-                last_p is not None
-                and (last_p.value.same_as(value) or self._replayed(change, last_p.changed_at, value)),
-            )
-            if isinstance(ordered, Dropped):
-                return ordered
-            if last_p is not None:
-                self._remember(ordered, last_p.changed_at, last_p.value)
+            if (
+                change.timestamp_known
+                and change.event_id
+                and (last_p is None or change.changed_at > last_p.changed_at)
+            ):
+                ordered = change  # newer than all before: the common case, no dedupe
+                if last_p is not None:
+                    self._forget_earlier(_PRESENCE, change.user_id)
+            else:
+                result = _order(
+                    change,
+                    last_p.changed_at if last_p is not None else None,
+                    last_p is not None
+                    and (last_p.value.same_as(value) or self._replayed(change, last_p.changed_at, value)),
+                )
+                if isinstance(result, Dropped):
+                    return result
+                ordered = result
+                if last_p is not None:
+                    self._remember(ordered, last_p.changed_at, last_p.value)
             enriched = self._enrich(value)
             if enriched is not value:
                 ordered = ordered.evolve(value=enriched)
@@ -188,16 +200,26 @@ class ShardState:
             if change.kind is not Kind.ROUTING_STATUS:
                 raise TypeError("a routing-status value in a presence change")
             last_r = state.routing if state is not None else None
-            ordered = _order(
-                change,
-                last_r.changed_at if last_r is not None else None,
-                last_r is not None
-                and (last_r.value.same_as(value) or self._replayed(change, last_r.changed_at, value)),
-            )
-            if isinstance(ordered, Dropped):
-                return ordered
-            if last_r is not None:
-                self._remember(ordered, last_r.changed_at, last_r.value)
+            if (
+                change.timestamp_known
+                and change.event_id
+                and (last_r is None or change.changed_at > last_r.changed_at)
+            ):
+                ordered = change
+                if last_r is not None:
+                    self._forget_earlier(_ROUTING, change.user_id)
+            else:
+                result = _order(
+                    change,
+                    last_r.changed_at if last_r is not None else None,
+                    last_r is not None
+                    and (last_r.value.same_as(value) or self._replayed(change, last_r.changed_at, value)),
+                )
+                if isinstance(result, Dropped):
+                    return result
+                ordered = result
+                if last_r is not None:
+                    self._remember(ordered, last_r.changed_at, last_r.value)
             routing = VersionedRouting(value, ordered.changed_at, ordered.event_id)
             new_state = AgentState(ordered.user_id, state.presence if state is not None else None, routing)
         self._states[ordered.user_id] = new_state
@@ -217,6 +239,12 @@ class ShardState:
             earlier.setdefault(accepted.user_id, []).append(last_value)
         elif earlier:
             earlier.pop(accepted.user_id, None)
+
+    def _forget_earlier(self, kind: Kind, user_id: str) -> None:
+        """A newer change was accepted: the values of the user's previous millisecond no longer matter."""
+        earlier = self._earlier[kind]
+        if earlier:
+            earlier.pop(user_id, None)
 
     def _enrich(self, value: PresenceValue) -> PresenceValue:
         """``value`` with the org's label for its definition (the same object when nothing changes)."""

@@ -19,7 +19,6 @@ importing the Kafka record models of :mod:`bridge.records`.
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -37,8 +36,10 @@ __all__ = [
     "RoutingValue",
     "VersionedPresence",
     "VersionedRouting",
+    "clear_time_cache",
     "event_id",
     "format_time",
+    "known_time",
     "utc_now_ms",
 ]
 
@@ -192,6 +193,8 @@ class VersionedRouting:
 # --------------------------------------------------------------------------- times and ids
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: An empty BLAKE2b of the event id's size, copied for every id.
+_EVENT_ID_HASH = hashlib.blake2b(digest_size=16)
 _now_ms: tuple[int, datetime] = (-1, _EPOCH)
 
 
@@ -213,20 +216,43 @@ def utc_now_ms() -> datetime:
     return now
 
 
-@functools.lru_cache(maxsize=TIME_CACHE_SIZE)
+_times: dict[datetime, str] = {}
+
+
 def format_time(value: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, as Genesys writes times.
 
     Runs several times per change on the hot path (event id, event record,
-    state record). orjson writes a datetime as ``"YYYY-MM-DDTHH:MM:SS.ffffff…"``
-    (no fraction when the microseconds are 0) about three times faster than
-    ``isoformat(timespec=…)``, whose keyword parsing dominates its cost; the
-    quoted text is cut to milliseconds (truncated, as ``isoformat`` does).
+    state record), so the texts of recent times are kept (at most
+    :data:`TIME_CACHE_SIZE`, then forgotten all at once), and the parser
+    hands over the text of a time Genesys already wrote this way
+    (:func:`known_time`). orjson writes a datetime as
+    ``"YYYY-MM-DDTHH:MM:SS.ffffff…"`` (no fraction when the microseconds are
+    0) about three times faster than ``isoformat(timespec=…)``, whose keyword
+    parsing dominates its cost; the quoted text is cut to milliseconds
+    (truncated, as ``isoformat`` does).
     """
-    raw = orjson.dumps(value)
-    if value.microsecond:
-        return raw[1 : 1 + _ISO_MS_LENGTH].decode() + "Z"
-    return raw[1 : 1 + _ISO_SECONDS_LENGTH].decode() + ".000Z"
+    text = _times.get(value)
+    if text is None:
+        raw = orjson.dumps(value)
+        if value.microsecond:
+            text = raw[1 : 1 + _ISO_MS_LENGTH].decode() + "Z"
+        else:
+            text = raw[1 : 1 + _ISO_SECONDS_LENGTH].decode() + ".000Z"
+        known_time(value, text)
+    return text
+
+
+def known_time(value: datetime, text: str) -> None:
+    """Remember that ``text`` is ``format_time(value)``; the caller vouches for it."""
+    if len(_times) >= TIME_CACHE_SIZE:
+        _times.clear()
+    _times[value] = text
+
+
+def clear_time_cache() -> None:
+    """Forget every remembered time text (for tests)."""
+    _times.clear()
 
 
 def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValue | RoutingValue) -> str:
@@ -243,4 +269,6 @@ def event_id(user_id: str, kind: Kind, changed_at: datetime, value: PresenceValu
     else:
         canonical = f"{value.system_presence}|{value.presence_definition_id or ''}"
     raw = f"{user_id}|{kind}|{format_time(changed_at)}|{canonical}".encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    hasher = _EVENT_ID_HASH.copy()  # cheaper than a new one with its keyword arguments
+    hasher.update(raw)
+    return hasher.hexdigest()

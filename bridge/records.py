@@ -32,7 +32,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue, format_time, utc_now_ms
+from bridge.model import AgentState, Change, Kind, RoutingValue, format_time, utc_now_ms
 
 __all__ = [
     "DLQ_SCHEMA",
@@ -52,6 +52,7 @@ __all__ = [
     "PresenceStateRecord",
     "RoutingStateRecord",
     "RoutingStatusRecord",
+    "encode_change",
     "encode_dlq",
     "encode_event",
     "encode_gap",
@@ -79,6 +80,8 @@ EVENT_TYPE = {Kind.PRESENCE: "presence", Kind.ROUTING_STATUS: "routing-status"}
 SCHEMA_BY_KIND = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
 #: How much of an undecodable frame the DLQ keeps (frames are small; this bounds a hostile one).
 DLQ_FRAME_LIMIT = 64 * 1024
+#: A time no state holds (``is`` never matches): encode_state has no pre-formatted time.
+_NEVER = datetime(1, 1, 1)
 
 
 class _Record(BaseModel):
@@ -220,10 +223,30 @@ def encode_gap(gap: GapRecord) -> bytes:
     )
 
 
-def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
+def _event_doc(change: Change, shard: int, channel_id: str | None, changed_at: str) -> dict[str, Any]:
+    """The event record's fields, in their order (``changed_at`` already formatted)."""
+    value = change.value
     if isinstance(value, RoutingValue):
-        return {"status": value.status}
+        return {
+            "schema": SCHEMA_BY_KIND[change.kind],
+            "eventId": change.event_id,
+            "userId": change.user_id,
+            "changedAt": changed_at,
+            "observedAt": format_time(change.observed_at),
+            "origin": change.origin,  # a StrEnum: orjson writes its value
+            "shard": shard,
+            "channelId": channel_id,
+            "status": value.status,
+        }
     return {
+        "schema": SCHEMA_BY_KIND[change.kind],
+        "eventId": change.event_id,
+        "userId": change.user_id,
+        "changedAt": changed_at,
+        "observedAt": format_time(change.observed_at),
+        "origin": change.origin,
+        "shard": shard,
+        "channelId": channel_id,
         "systemPresence": value.system_presence,
         "presenceDefinitionId": value.presence_definition_id,
         "presenceLabel": value.presence_label,
@@ -233,19 +256,47 @@ def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
     }
 
 
+def _state_doc(
+    state: AgentState, shard: int, updated_at: str, known: datetime, known_text: str
+) -> dict[str, Any]:
+    """The state record's fields; a time that ``is`` ``known`` is written as ``known_text``."""
+    presence = state.presence
+    routing = state.routing
+    if presence is None:
+        presence_doc = None
+    else:
+        at = presence.changed_at
+        value = presence.value
+        presence_doc = {
+            "systemPresence": value.system_presence,
+            "presenceDefinitionId": value.presence_definition_id,
+            "presenceLabel": value.presence_label,
+            "message": value.message,
+            "changedAt": known_text if at is known else format_time(at),
+            "eventId": presence.event_id,
+        }
+    if routing is None:
+        routing_doc = None
+    else:
+        at = routing.changed_at
+        routing_doc = {
+            "status": routing.value.status,
+            "changedAt": known_text if at is known else format_time(at),
+            "eventId": routing.event_id,
+        }
+    return {
+        "schema": STATE_SCHEMA,
+        "userId": state.user_id,
+        "presence": presence_doc,
+        "routingStatus": routing_doc,
+        "updatedAt": updated_at,
+        "shard": shard,
+    }
+
+
 def encode_event(change: Change, shard: int, channel_id: str | None, *, late: bool = False) -> bytes:
     """The event-topic value for ``change``; ``late`` adds ``"late": true`` (nothing when false)."""
-    doc: dict[str, Any] = {
-        "schema": SCHEMA_BY_KIND[change.kind],
-        "eventId": change.event_id,
-        "userId": change.user_id,
-        "changedAt": format_time(change.changed_at),
-        "observedAt": format_time(change.observed_at),
-        "origin": change.origin,  # a StrEnum: orjson writes its value
-        "shard": shard,
-        "channelId": channel_id,
-    }
-    doc.update(_value_fields(change.value))
+    doc = _event_doc(change, shard, channel_id, format_time(change.changed_at))
     if late:
         doc["late"] = True
     return orjson.dumps(doc)
@@ -253,32 +304,23 @@ def encode_event(change: Change, shard: int, channel_id: str | None, *, late: bo
 
 def encode_state(state: AgentState, shard: int, updated_at: datetime) -> bytes:
     """The compacted state-topic value for one agent."""
-    presence = state.presence
-    routing = state.routing
-    doc: dict[str, Any] = {
-        "schema": STATE_SCHEMA,
-        "userId": state.user_id,
-        "presence": None
-        if presence is None
-        else {
-            "systemPresence": presence.value.system_presence,
-            "presenceDefinitionId": presence.value.presence_definition_id,
-            "presenceLabel": presence.value.presence_label,
-            "message": presence.value.message,
-            "changedAt": format_time(presence.changed_at),
-            "eventId": presence.event_id,
-        },
-        "routingStatus": None
-        if routing is None
-        else {
-            "status": routing.value.status,
-            "changedAt": format_time(routing.changed_at),
-            "eventId": routing.event_id,
-        },
-        "updatedAt": format_time(updated_at),
-        "shard": shard,
-    }
-    return orjson.dumps(doc)
+    return orjson.dumps(_state_doc(state, shard, format_time(updated_at), _NEVER, ""))
+
+
+def encode_change(
+    change: Change, state: AgentState, shard: int, channel_id: str | None, updated_at: datetime
+) -> tuple[bytes, bytes]:
+    """Both records of an accepted change in one pass: ``(encode_event(...), encode_state(...))``.
+
+    The same bytes as those two calls; the change's time is formatted once
+    for both (the state repeats it for the kind that changed).
+    """
+    at = change.changed_at
+    changed_at = format_time(at)
+    return (
+        orjson.dumps(_event_doc(change, shard, channel_id, changed_at)),
+        orjson.dumps(_state_doc(state, shard, format_time(updated_at), at, changed_at)),
+    )
 
 
 def encode_dlq(

@@ -88,10 +88,10 @@ from bridge.records import (
     ROUTING_STATUS_SCHEMA,
     STATE_SCHEMA,
     GapRecord,
+    encode_change,
     encode_dlq,
     encode_event,
     encode_gap,
-    encode_state,
     event_type,
     utc_now_ms,
 )
@@ -119,6 +119,7 @@ DLQ_EVENT_TYPE = "dlq"
 GAP_EVENT_TYPE = "gap"
 # Looked up for every change: an enum member's attribute access costs ~10x a global's.
 _OPEN = TxnState.OPEN
+_PRESENCE = Kind.PRESENCE
 _RUN = Close.RUN
 
 
@@ -149,7 +150,10 @@ class _Item:
     """Records that must commit together, plus what the metrics need after the commit."""
 
     records: list[Record]
-    change: Change | None = None
+    received_at: float = 0.0
+    """The change's ``received_at`` (monotonic; 0: none), for the delivery-latency metric."""
+    changed_at: datetime | None = None
+    """The change's time, for the lag metric (None: not a change)."""
     dlq_reason: str | None = None
 
 
@@ -172,6 +176,12 @@ class _Encoder:
             for kind, schema in schemas.items()
         }
         self._state_headers: Headers = [*_STATE_HEADERS, self._bridge_id]
+        # Read for every change: attributes, not enum-keyed dict lookups.
+        self._presence_headers = self._event_headers[Kind.PRESENCE]
+        self._routing_headers = self._event_headers[Kind.ROUTING_STATUS]
+        self._presence_topic = settings.topic_presence
+        self._routing_topic = settings.topic_routing_status
+        self._state_topic = settings.topic_agent_state
         self._shard_key = str(shard).encode()
         self._gap_key = f"shard-{shard}".encode()
         self._gap_headers: Headers = [
@@ -183,35 +193,43 @@ class _Encoder:
     def change(self, accepted: Accepted, channel_id: str | None) -> _Item:
         change = accepted.change
         key = change.user_id.encode()
-        kind = change.kind
-        headers: Headers = list(self._event_headers[kind])
-        if change.genesys_topic is not None:
-            headers.append(("genesys-topic", change.genesys_topic.encode()))
+        presence = change.kind is _PRESENCE
+        schema, kind, bridge_id = self._presence_headers if presence else self._routing_headers
+        topic = change.genesys_topic
         if change.correlation_id is not None:
             correlation = ("correlation-id", change.correlation_id.encode())
-            headers.append(correlation)
+            if topic is not None:  # what the stream's frames carry
+                headers = [schema, kind, bridge_id, ("genesys-topic", topic.encode()), correlation]
+            else:
+                headers = [schema, kind, bridge_id, correlation]
             state_headers: Headers = [*self._state_headers, correlation]
         else:
-            state_headers = list(self._state_headers)
+            headers = [schema, kind, bridge_id]
+            if topic is not None:
+                headers.append(("genesys-topic", topic.encode()))
+            state_headers = [*self._state_headers]
+        event, state = encode_change(change, accepted.state, self._shard, channel_id, self._clock())
         return _Item(
             [
-                (self._topics[kind], key, encode_event(change, self._shard, channel_id), headers),
-                (
-                    self._settings.topic_agent_state,
-                    key,
-                    encode_state(accepted.state, self._shard, self._clock()),
-                    state_headers,
-                ),
+                (self._presence_topic if presence else self._routing_topic, key, event, headers),
+                (self._state_topic, key, state, state_headers),
             ],
-            change=change,
+            change.received_at,
+            change.changed_at,
         )
 
     def late(self, change: Change, channel_id: str | None) -> _Item:
         headers: Headers = list(self._event_headers[change.kind])
+        if change.genesys_topic is not None:
+            headers.append(("genesys-topic", change.genesys_topic.encode()))
         if change.correlation_id is not None:
             headers.append(("correlation-id", change.correlation_id.encode()))
         value = encode_event(change, self._shard, channel_id, late=True)
-        return _Item([(self._topics[change.kind], change.user_id.encode(), value, headers)], change=change)
+        return _Item(
+            [(self._topics[change.kind], change.user_id.encode(), value, headers)],
+            change.received_at,
+            change.changed_at,
+        )
 
     def gap(self, gap: GapRecord) -> _Item:
         return _Item([(self._settings.topic_gaps, self._gap_key, encode_gap(gap), list(self._gap_headers))])
@@ -260,21 +278,15 @@ class _Acknowledger:
         now = self._clock()
         # Counted per batch: one locked update per topic and per histogram
         # instead of four per change, on the GIL the socket reader needs.
-        per_topic: collections.Counter[str] = collections.Counter()
-        delivery: list[float] = []
-        lag: list[float] = []
+        per_topic = collections.Counter([record[0] for item in batch for record in item.records])
+        delivery = [now_mono - item.received_at for item in batch if item.received_at > 0]
+        lag = [(now - item.changed_at).total_seconds() for item in batch if item.changed_at is not None]
         for item in batch:
-            for topic, _key, _value, _headers in item.records:
-                per_topic[topic] += 1
-            change = item.change
-            if change is not None:
-                if change.received_at > 0:
-                    delivery.append(max(0.0, now_mono - change.received_at))
-                lag.append(max(0.0, (now - change.changed_at).total_seconds()))
-            elif item.dlq_reason is not None:
+            if item.dlq_reason is not None:
                 DLQ_RECORDS.labels(reason=item.dlq_reason).inc()
-        EVENT_DELIVERY.observe_many(delivery)
-        EVENT_LAG.observe_many(lag)
+        # A clock step can make either negative: those count as 0.
+        EVENT_DELIVERY.observe_many([d if d > 0 else 0.0 for d in delivery])
+        EVENT_LAG.observe_many([d if d > 0 else 0.0 for d in lag])
         produced = self._produced
         for topic, count in per_topic.items():
             counter = produced.get(topic)
@@ -457,7 +469,9 @@ class ShardSink:
 
     def submit(self, accepted: Accepted, channel_id: str | None) -> None:
         """Queue the event record and the agent's new state, to commit in one transaction."""
-        self._check_open()
+        w = self._writer
+        if w.failure is not None or w.close_request is not _RUN or w.thread is None:
+            self._check_open()  # raises why (one check per change instead of a call)
         self._enqueue(self._encode.change(accepted, channel_id))
 
     def submit_late(self, change: Change, channel_id: str | None) -> None:

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from bridge.channel import MAX_PENDING_RECORDS, TASK_STOP_TIMEOUT_S, cancel_all
+from bridge import metrics
+from bridge.channel import MAX_PENDING_RECORDS, TASK_STOP_TIMEOUT_S, WATCHDOG_TICK_S, cancel_all
 from bridge.events import Accepted, ShardState
 from bridge.settings import Settings
 from bridge.shard import Shard
@@ -120,6 +121,39 @@ async def test_a_reader_waiting_on_kafka_backpressure_keeps_its_socket() -> None
         await asyncio.sleep(0.5)  # the watchdog had time to act on the pongs read after the drain
         assert shard.stats.connects == 1, "the socket was torn down while the reader waited on Kafka"
         assert sockets[0].pings >= 1 and not sockets[0].closed
+    finally:
+        await shard.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_frame_counts_reach_the_metric_within_a_watchdog_tick() -> None:
+    """A frame is counted in bridge_genesys_events_total by the serving loop's next tick, not per frame."""
+    sink = FakeSink()
+    sockets: list[PongingSocket] = []
+
+    def new_socket() -> PongingSocket:
+        sockets.append(PongingSocket())
+        return sockets[-1]
+
+    shard = Shard(
+        4,
+        ["u1"],
+        rest=FakeRest(),
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=new_socket,
+    )
+    counter = metrics.GENESYS_EVENTS.labels(kind="pong")
+    task = asyncio.create_task(shard.run())
+    try:
+        while shard.stats.reconciles < 1:
+            await asyncio.sleep(0.01)
+        before = counter._value.get()
+        shard._serving.handle(PONG, shard.channel_id)
+        assert counter._value.get() == before, "counted per frame"
+        await asyncio.sleep(WATCHDOG_TICK_S * 3)
+        assert counter._value.get() == before + 1
     finally:
         await shard.stop()
         await asyncio.wait_for(task, 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from pathlib import Path
 
@@ -49,3 +50,15 @@ async def test_trim_periodically_runs_until_cancelled() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_tune_gc_freezes_what_exists_and_raises_the_young_threshold() -> None:
+    """After tune_gc the objects alive before it are frozen and gen0 collects at the given threshold."""
+    before = gc.get_threshold()
+    try:
+        memory.tune_gc(12_345)
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.model import Kind, PresenceValue, RoutingValue, event_id, format_time, utc_now_ms
+from bridge.model import (
+    Kind,
+    PresenceValue,
+    RoutingValue,
+    clear_time_cache,
+    event_id,
+    format_time,
+    utc_now_ms,
+)
 
 T0 = datetime(2026, 5, 1, 9, 0, 0, 123456, tzinfo=UTC)
 PRESENCE = PresenceValue("ON_QUEUE", "d-1", "busy day", "PURECLOUD", True, "On Queue")
@@ -40,7 +48,7 @@ def test_event_id_is_stable_and_sensitive_to_each_input() -> None:
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_format_time_is_isoformat_to_the_millisecond(value: datetime) -> None:
     """The orjson-based formatter writes exactly what isoformat would, truncated to ms, with a Z."""
-    format_time.cache_clear()
+    clear_time_cache()
     assert format_time(value) == value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 

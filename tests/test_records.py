@@ -25,6 +25,7 @@ from bridge.records import (
     GAP_FALLBACKS,
     SCHEMA_DIR,
     GapRecord,
+    encode_change,
     encode_dlq,
     encode_event,
     encode_gap,
@@ -80,6 +81,31 @@ def test_state_record_validates(full: bool) -> None:
         state = AgentState("u-1", VersionedPresence(PRESENCE, T0, "e1"), VersionedRouting(ROUTING, T0, "e2"))
     doc = validate(encode_state(state, 2, T0))
     assert (doc["presence"] is None) is not full
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [(Kind.PRESENCE, PRESENCE), (Kind.ROUTING_STATUS, ROUTING), (Kind.PRESENCE, PresenceValue("IDLE"))],
+)
+def test_encode_change_gives_the_bytes_of_encode_event_and_encode_state(
+    kind: Kind, value: PresenceValue | RoutingValue
+) -> None:
+    """The one-pass encoding equals the two reference ones, whether or not the state repeats the time."""
+    change = Change("u-1", kind, T0, value, T0, Origin.STREAM, event_id("u-1", kind, T0, value))
+    other = T0 - timedelta(minutes=3)
+    if kind is Kind.PRESENCE:
+        assert isinstance(value, PresenceValue)
+        state = AgentState(
+            "u-1", VersionedPresence(value, T0, change.event_id), VersionedRouting(ROUTING, other, "e2")
+        )
+    else:
+        assert isinstance(value, RoutingValue)
+        state = AgentState("u-1", None, VersionedRouting(value, T0, change.event_id))
+    updated = T0 + timedelta(milliseconds=5)
+    assert encode_change(change, state, 6, "ch-1", updated) == (
+        encode_event(change, 6, "ch-1"),
+        encode_state(state, 6, updated),
+    )
 
 
 def test_dlq_record_validates_and_truncates() -> None:

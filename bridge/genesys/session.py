@@ -233,7 +233,7 @@ class Session:
         except ProtocolError as exc:
             return UNKNOWN_KIND, DeadLetter(reason=exc.reason, error=str(exc), frame=text)
         if type(message) is Accept:  # the hot path: one per change
-            return message.kind, message
+            return message.change.kind, message  # a StrEnum: the kind's text, without .value
         if type(message) is protocol.SocketClosing:
             return message.kind, _HAND_OVER
         if type(message) is protocol.SubscriptionReply and message.result == "404":

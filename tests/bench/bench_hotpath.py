@@ -12,6 +12,8 @@ path can be judged in seconds, repeatably, on a noisy machine:
   ``ShardSink.submit`` with both encodings), and the real sink thread takes
   the records into transactions of a producer that does nothing (librdkafka's
   own cost is measured by ``bench_bridge``'s bare-producer baseline);
+- the process's garbage collector is tuned as ``presence-bridge run`` tunes
+  the worker's (:func:`bridge.memory.tune_gc`, after the inputs are built);
 - the result is microseconds per change (best of :data:`ROUNDS` rounds, so a
   neighbour's burst does not count), measured end to end until the sink has
   acknowledged everything.
@@ -36,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from bridge import memory
 from bridge.events import ShardState
 from bridge.settings import Settings
 from bridge.shard import Shard
@@ -126,6 +129,7 @@ def _inputs(changes: int) -> tuple[list[str], list[str], dict[str, str]]:
 def measure(changes: int = CHANGES, rounds: int = ROUNDS) -> float:
     """Microseconds of CPU per change, best of ``rounds`` rounds of ``changes`` changes."""
     users, texts, labels = _inputs(changes)
+    memory.tune_gc()
     best = min(asyncio.run(one_round(users, texts, labels)) for _ in range(rounds))
     return best / changes * 1e6
 
@@ -140,6 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.profile:
         users, texts, labels = _inputs(args.changes)
+        memory.tune_gc()
         profiler = cProfile.Profile()
         profiler.enable()
         asyncio.run(one_round(users, texts, labels))
