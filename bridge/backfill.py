@@ -115,6 +115,8 @@ class Backfiller:
         self._hold = timedelta(seconds=settings.backfill_hold_s)
         self._replays_until = 0.0
         self._unobservable: set[str] = set()
+        #: Agents whose next window starts at their own last change (a takeover's).
+        self._own_windows: set[str] = set()
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
 
     # ------------------------------------------------------------- the shard's events
@@ -132,27 +134,35 @@ class Backfiller:
         self.decisions.gap_started(Cause(cause), self._ctx.wall() - GAP_MARGIN)
 
     def loaded(self, users: Collection[str]) -> None:
-        """The members' states were loaded at the shard's start: a gap from the newest change among them.
+        """The members' states were loaded at the shard's start: a gap, each agent from its own last change.
 
-        Moved back by the hold too: when the previous owner stopped, it may
-        have been holding an agent's changes that long while others' were
-        written. No state at all is a fresh shard: nothing was ever written,
-        nothing to backfill.
+        What Kafka lacks of an agent is exactly what came after its last
+        written change, whatever the previous owner was doing: it may have
+        been inside a gap of its own, not yet backfilled, when it stopped (a
+        stall, then a kill), or holding an agent's changes. So every agent's
+        window starts at its own loaded change (:meth:`flowing`); the gap's
+        ``from`` (its record, the merge with later gaps) is the newest loaded
+        change moved back by the hold. No state at all is a fresh shard:
+        nothing was ever written, nothing to backfill.
         """
         newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
         if newest is not None:
             self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
+            self._own_windows.update(users)
 
     def flowing(self, users: Sequence[str], rejected: Collection[str] = ()) -> None:
         """Connected and subscribed: the gap (if any) ends now; its members are held.
 
         Agents whose topics Genesys ``rejected`` before and permits now were
-        not observed for a while: they are backfilled from their own last change.
+        not observed for a while, and a takeover's agents (:meth:`loaded`):
+        they are backfilled from their own last change.
         """
         self._replays_until = min(self._replays_until, self._ctx.clock() + REPLAY_GRACE_S)
         observable = [u for u in self._unobservable if u not in rejected]
         self._unobservable = set(rejected)
-        starts = self._starts(observable) if observable else None
+        own = self._own_windows.union(observable)
+        self._own_windows.clear()
+        starts = self._starts(own) if own else None
         self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
         self._wake.set()
 
@@ -164,9 +174,13 @@ class Backfiller:
             self._wake.set()
 
     def _starts(self, users: Collection[str]) -> dict[str, datetime | None]:
-        """Per agent: its last change (minus the margin), or None (no state: the whole lookback)."""
-        latest = {u: _latest(self._state.get(u)) for u in users}
-        return {u: None if at is None else at - GAP_MARGIN for u, at in latest.items()}
+        """Per agent: the older of its two last changes (minus the margin), or None (no state: the lookback).
+
+        The older one: each kind is filtered by its own last change, so the
+        window must reach back to the kind whose last change is older.
+        """
+        oldest = {u: _oldest(self._state.get(u)) for u in users}
+        return {u: None if at is None else at - GAP_MARGIN for u, at in oldest.items()}
 
     def stale(self, change: Change, channel_id: str | None) -> None:
         """A stream change older than its agent's last written one: write it late if it is new."""
@@ -275,6 +289,14 @@ class Backfiller:
 
     def count(self, outcome: Outcome, n: int, /) -> None:
         metrics.BACKFILL_RECORDS.labels(outcome=outcome.value).inc(n)
+
+
+def _oldest(state: AgentState | None) -> datetime | None:
+    """The older ``changed_at`` of an agent's presence and routing status (None without either)."""
+    if state is None:
+        return None
+    times = [v.changed_at for v in (state.presence, state.routing) if v is not None]
+    return min(times) if times else None
 
 
 def _latest(state: AgentState | None) -> datetime | None:

@@ -10,7 +10,7 @@ from typing import Any
 from bridge.errors import SinkError
 from bridge.events import Accepted
 from bridge.genesys.budget import RequestBudget
-from bridge.genesys.history import UserHistory, merge
+from bridge.genesys.history import Interval, UserHistory, merge
 from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import Change
 from bridge.records import GapRecord
@@ -166,12 +166,21 @@ class FakeRest(NullRest):
     async def user_history(
         self, users: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, UserHistory]:
-        """The histories of :attr:`history` of these users, merged (the records are served unclipped)."""
+        """The histories of :attr:`history` of these users, merged: as Genesys, only the records that
+        overlap ``start``..``end`` (served unclipped)."""
         self.history_queries.append((tuple(users), start, end))
         if self.history_error is not None:
             raise self.history_error
         wanted = set(users)
-        return merge(h for h in self.history if h.user_id in wanted)
+
+        def overlapping(intervals: list[Interval]) -> list[Interval]:
+            return [i for i in intervals if i.start < end and (i.end is None or i.end > start)]
+
+        return merge(
+            UserHistory(h.user_id, overlapping(h.presence), overlapping(h.routing))
+            for h in self.history
+            if h.user_id in wanted
+        )
 
     async def invalidate_token(self) -> None:
         self.invalidated += 1

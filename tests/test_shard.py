@@ -501,7 +501,13 @@ class TakeoverRest(FakeRest):
                 "a",
                 [],
                 [
-                    Interval(at, at + timedelta(seconds=40), RoutingValue("IDLE")),
+                    Interval(at, at + timedelta(seconds=10), RoutingValue("IDLE")),
+                    # Before the newest loaded change (b's): the previous owner stopped inside a
+                    # gap of its own, so only a's own last change tells that this is missing.
+                    Interval(
+                        at + timedelta(seconds=10), at + timedelta(seconds=15), RoutingValue("NOT_RESPONDING")
+                    ),
+                    Interval(at + timedelta(seconds=15), at + timedelta(seconds=40), RoutingValue("IDLE")),
                     Interval(
                         at + timedelta(seconds=40), at + timedelta(seconds=50), RoutingValue("OFF_QUEUE")
                     ),
@@ -527,10 +533,10 @@ class ChangeSink(FakeSink):
         self.changes.append(accepted.change)
 
 
-async def test_a_shard_started_on_loaded_states_backfills_from_the_newest_loaded_change() -> None:
-    """Takeover: history is read from the newest loaded changedAt (minus 1 s and the hold, which the
-    previous owner may have been holding an agent for); what the previous owner
-    never wrote is written as backfill, in order, and the gap is recorded as a recovered takeover."""
+async def test_a_shard_started_on_loaded_states_backfills_each_agent_from_its_own_last_change() -> None:
+    """Takeover: each agent's history is read from its own loaded changedAt (minus 1 s): the previous
+    owner may have stopped inside a gap it had not backfilled yet. What it never wrote is written as
+    backfill, in order, and the gap is recorded as a recovered takeover."""
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
 
     def routing(at: datetime) -> AgentState:
@@ -554,14 +560,15 @@ async def test_a_shard_started_on_loaded_states_backfills_from_the_newest_loaded
     )
     task = asyncio.create_task(shard.run())
     await until(lambda: bool(sink.gaps))
-    assert rest.history_queries[0][1] == t0 + timedelta(seconds=30 - 1) - timedelta(
-        seconds=Settings().backfill_hold_s
-    )
+    # One query (the starts are 30 s apart), from agent a's own last change.
+    assert [q[1] for q in rest.history_queries] == [t0 - timedelta(seconds=1)]
     assert [(c.changed_at - t0, c.origin) for c in sink.changes] == [
+        (timedelta(seconds=10), Origin.BACKFILL),
+        (timedelta(seconds=15), Origin.BACKFILL),
         (timedelta(seconds=40), Origin.BACKFILL),
         (timedelta(seconds=50), Origin.BACKFILL),
     ]
     (gap,) = sink.gaps
-    assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("takeover", True, 2, 2)
+    assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("takeover", True, 4, 2)
     await shard.stop()
     await task

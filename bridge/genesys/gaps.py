@@ -74,8 +74,9 @@ FORBIDDEN_RETRY_MAX_S: Final = 60.0
 MIN_RETRY_WINDOW_S: Final = 60.0
 #: A presence target that is a message-only change is taken as reached once this old.
 MESSAGE_ONLY_SETTLE_S: Final = 30.0
-#: Agents whose windows start further apart than this are queried separately.
-QUERY_START_SPREAD_S: Final = 60.0
+#: Agents whose windows start further apart than this are queried separately (agents are
+#: grouped by start first, so a takeover's agents, each from its own last change, need few queries).
+QUERY_START_SPREAD_S: Final = 600.0
 #: userId predicates per history query.
 HISTORY_MAX_USERS: Final = MAX_USERS_PER_QUERY
 
