@@ -173,6 +173,33 @@ class Backfiller:
             self.decisions.gap_ended(now, wall, users, self._state.get, starts, joined=True)
             self._wake.set()
 
+    def lost_silently(self, users: Sequence[str]) -> None:
+        """The sweep found these agents changed without the stream saying so: backfill each from its
+        own last change (what the stream lost before the change the sweep found is in the history)."""
+        if users:
+            now, wall, starts = self._ctx.clock(), self._ctx.wall(), self._starts(users)
+            self.decisions.gap_ended(
+                now, wall, users, self._state.get, starts, joined=True, cause=Cause.SWEEP
+            )
+            self._wake.set()
+
+    def corrected(self, change: Change, accept: Callable[[Change], bool]) -> bool:
+        """A sweep correction: the stream lost the agent's changes, so its history comes first.
+
+        The agent gets a backfill of its own (cause ``sweep``) from its last
+        written change; the correction (``accept`` is the shard's) is held like
+        any post-gap change and written after the transitions the history
+        holds. True: corrected (written now, or held for the backfill).
+        """
+        decisions, user = self.decisions, change.user_id
+        if not decisions.config.enabled:
+            return accept(change)
+        if not decisions.held(user):
+            self.lost_silently([user])
+        written = accept(change)
+        self.reconciled([user])
+        return written or decisions.held(user)
+
     def _starts(self, users: Collection[str]) -> dict[str, datetime | None]:
         """Per agent: the older of its two last changes (minus the margin), or None (no state: the lookback).
 

@@ -70,7 +70,7 @@ STATE_SCHEMA = "genesys.agent-state.v1"
 DLQ_SCHEMA = "bridge.dlq.v1"
 GAP_SCHEMA = "bridge.gaps.v1"
 #: What opened a gap (``GapRecord.cause``).
-GapCause = Literal["reconnect", "handover", "rotation", "start", "takeover", "resubscribe"]
+GapCause = Literal["reconnect", "handover", "rotation", "start", "takeover", "resubscribe", "sweep"]
 GAP_CAUSES: Final = get_args(GapCause)
 #: Why a gap's backfill gave up (``GapRecord.fallback``; the bridge_backfill_fallbacks_total reason).
 GapFallback = Literal["forbidden", "unavailable", "budget", "too_old"]

@@ -241,7 +241,9 @@ class Shard:
                 state=state,
                 fetch=lambda users, observed_at: rest.current_changes(users, observed_at=observed_at),
                 budget=lambda: rest.budget,
-                accept=lambda change: self._accept(change, self.channel_id),
+                accept=lambda change: self._backfill.corrected(
+                    change, lambda c: self._accept(c, self.channel_id)
+                ),
                 active=self._sweepable,
                 interval_s=settings.sweep_interval_s,
                 clock=clock,

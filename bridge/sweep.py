@@ -39,7 +39,10 @@ How (per shard):
 
 Every correction is written as an ``origin: "reconcile"`` record, counted in
 ``bridge_sweep_corrections_total`` and logged as a WARNING naming the agents:
-a correction means the stream lost something.
+a correction means the stream lost something. With the backfill on, the
+shard's ``accept`` first opens the agent's own backfill (cause ``sweep``,
+:meth:`bridge.backfill.Backfiller.corrected`), so the transitions lost before
+the correction are written from history ahead of it.
 """
 
 from __future__ import annotations

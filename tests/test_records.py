@@ -215,7 +215,8 @@ def test_gap_record_takes_every_fallback(fallback: str) -> None:
 
 def test_gap_record_refuses_an_unknown_cause() -> None:
     """cause is one of the contract's; anything else is a validation error."""
-    assert set(GAP_CAUSES) == {"reconnect", "handover", "rotation", "start", "takeover", "resubscribe"}
+    causes = {"reconnect", "handover", "rotation", "start", "takeover", "resubscribe", "sweep"}
+    assert set(GAP_CAUSES) == causes
     with pytest.raises(ValueError):
         gap(cause="solar-flare")
 

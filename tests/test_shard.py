@@ -572,3 +572,67 @@ async def test_a_shard_started_on_loaded_states_backfills_each_agent_from_its_ow
     assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("takeover", True, 4, 2)
     await shard.stop()
     await task
+
+
+class SweepRest(FakeRest):
+    """Genesys for an agent whose two routing changes the stream lost: the sweep reads the second."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__()
+        self.at = at
+        self.current = Change("a", Kind.ROUTING_STATUS, at, RoutingValue("IDLE"), at, Origin.RECONCILE)
+
+    async def current_changes(self, users: Sequence[str], *, observed_at: datetime) -> list[Any]:
+        c = self.current
+        return [Change(c.user_id, c.kind, c.changed_at, c.value, observed_at, Origin.RECONCILE)]
+
+
+async def test_a_sweep_correction_backfills_what_the_stream_lost_before_it() -> None:
+    """The sweep finds a's routing changed with no frame for it: the transition before it comes from
+    history first (origin backfill), then the corrected state, and a gap record says cause sweep."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    state = AgentState("a", routing=VersionedRouting(RoutingValue("IDLE"), t0, "e"))
+
+    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
+        return {"a": state}
+
+    rest, sink = SweepRest(t0), ChangeSink()
+    shard = Shard(
+        4,
+        ["a"],
+        rest=rest,
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(sweep_interval_s=3600),
+        socket_factory=FakeSocket,
+        load_states=load,
+    )
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready and bool(sink.gaps) and not shard._decisions.active)
+    assert sink.changes == []  # the start's takeover gap found nothing new
+    later, lost = t0 + timedelta(seconds=50), t0 + timedelta(seconds=20)
+    interacting = RoutingValue("INTERACTING")
+    rest.current = Change("a", Kind.ROUTING_STATUS, later, interacting, later, Origin.RECONCILE)
+    rest.history = [
+        UserHistory(
+            "a",
+            [],
+            [
+                Interval(t0, lost, RoutingValue("IDLE")),
+                Interval(lost, later, RoutingValue("NOT_RESPONDING")),
+                Interval(later, None, RoutingValue("INTERACTING")),
+            ],
+        )
+    ]
+    assert shard.sweep is not None
+    assert await shard.sweep.sweep_batch(["a"]) == ["a"]
+    await until(lambda: len(sink.gaps) == 2)
+    assert [(c.changed_at - t0, c.value, c.origin) for c in sink.changes] == [
+        (timedelta(seconds=20), RoutingValue("NOT_RESPONDING"), Origin.BACKFILL),
+        (timedelta(seconds=50), RoutingValue("INTERACTING"), Origin.BACKFILL),
+    ]
+    assert rest.history_queries[-1][1] == t0 - timedelta(seconds=1)
+    gap = sink.gaps[-1]
+    assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("sweep", True, 2, 1)
+    await shard.stop()
+    await task

@@ -146,13 +146,15 @@ class Backfill:
         starts: Mapping[str, datetime | None] | None = None,
         *,
         joined: bool = False,
+        cause: Cause = Cause.RESUBSCRIBE,
     ) -> None:
         """The stream flows again at ``end``: hold ``members`` until their history is written.
 
         ``starts`` gives agents a ``from`` of their own (None: the whole
         lookback, the agent has no state): agents that just became observable
         are backfilled from their own last change. ``joined``: only agents
-        added to a running shard (a gap under way stays pending).
+        added to a running shard (a gap under way stays pending); their gap's
+        cause is ``cause`` (agents added, or found changed by the sweep).
         """
         window = None if joined else self._window
         self._window = self._window if joined else None
@@ -160,7 +162,7 @@ class Backfill:
             return
         floor = end - self.lookback
         own = {user: floor if at is None else at for user, at in (starts or {}).items()}
-        cause, start = window if window is not None else (Cause.RESUBSCRIBE, min(own.values()))
+        cause, start = window if window is not None else (cause, min(own.values()))
         gap = self._merge(now, cause, start, end)
         left: set[Gap] = set()
         for user in members:

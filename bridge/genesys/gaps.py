@@ -90,6 +90,8 @@ class Cause(enum.StrEnum):
     START = "start"
     TAKEOVER = "takeover"
     RESUBSCRIBE = "resubscribe"
+    SWEEP = "sweep"
+    """The sweep found an agent's state changed without the stream saying so (a silent loss)."""
 
 
 class Fallback(enum.StrEnum):
