@@ -117,14 +117,44 @@ class Backfiller:
         self._unobservable: set[str] = set()
         #: Agents whose next window starts at their own last change (a takeover's).
         self._own_windows: set[str] = set()
+        self.suspect: list[tuple[Change, str | None]] | None = None
+        """Changes that came while our ping waited for its pong (None: no ping out); see :meth:`pinging`."""
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
 
     # ------------------------------------------------------------- the shard's events
 
+    def pinging(self, out: bool) -> None:
+        """Our ping went out (``out``) or its pong came back.
+
+        While the ping is out, the shard's changes wait here (:attr:`suspect`):
+        a socket that went quiet and then delivers again without answering the
+        ping lost what it would have sent meanwhile (a stall), and the gap that
+        follows must find the agents' states as they were before it, or the
+        backfill would take the changes after the stall for the last ones
+        Kafka has. The pong proves nothing was lost: the changes are written,
+        in arrival order. A ping goes out only after seconds of silence, so
+        this holds a few in-flight changes at most, for a round trip.
+        """
+        if not self.decisions.config.enabled:
+            return
+        if out:
+            if self.suspect is None:
+                self.suspect = []
+            return
+        self._deliver_suspect()
+
+    def _deliver_suspect(self) -> None:
+        held, self.suspect = self.suspect, None
+        for change, channel_id in held or ():
+            if self.decisions.active:
+                self.decisions.offer(change, channel_id)
+            else:
+                self._write(change, channel_id)
+
     def lost(self, cause: Cause) -> None:
         """The socket was lost: the gap starts at its last frame (minus the margin)."""
         ctx = self._ctx
-        age = ctx.session.heartbeat_age(ctx.clock())
+        age = ctx.session.gap_age(ctx.clock())
         self.decisions.gap_started(cause, ctx.wall() - timedelta(seconds=age) - GAP_MARGIN)
 
     def replacing(self, cause: str) -> None:
@@ -164,6 +194,8 @@ class Backfiller:
         self._own_windows.clear()
         starts = self._starts(own) if own else None
         self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
+        # What arrived after the silence, before the reconnect: held like any post-gap change.
+        self._deliver_suspect()
         self._wake.set()
 
     def added(self, users: Sequence[str]) -> None:

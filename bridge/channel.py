@@ -29,7 +29,7 @@ from bridge.genesys.history import UserHistory
 from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT
 from bridge.genesys.retry import Action
-from bridge.genesys.session import EXPIRING, Accept, DeadLetter, HandOver, Reconnect, Rotate, Session
+from bridge.genesys.session import EXPIRING, Accept, DeadLetter, HandOver, Ponged, Reconnect, Rotate, Session
 from bridge.model import Change
 from bridge.records import GapRecord
 from bridge.subscriptions import Subscriptions
@@ -336,6 +336,7 @@ class Serving:
         on_gap: Callable[[], None],
         resync: asyncio.Event,
         on_replacing: Callable[[str], None] | None = None,
+        on_ping: Callable[[bool], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._link = link
@@ -343,6 +344,7 @@ class Serving:
         self._accept = accept
         self._on_gap = on_gap
         self._on_replacing = on_replacing
+        self._on_ping = on_ping
         self._resync = resync
         self._maintenance = asyncio.Event()
         self._rotation_asked = asyncio.Event()
@@ -480,6 +482,8 @@ class Serving:
             raise action.cause
         elif type(action) is Rotate:
             self.rotate(action)
+        elif type(action) is Ponged and self._on_ping is not None:
+            self._on_ping(False)
 
     async def _read(self, socket: Socket) -> None:
         channel_id = self._link.channel_id
@@ -586,5 +590,7 @@ class Serving:
             if isinstance(action, Reconnect):
                 raise action.cause
             if action is not None and link.socket is not None:
+                if self._on_ping is not None:
+                    self._on_ping(True)
                 await link.socket.send(action.frame)
             await self._ctx.sleep(WATCHDOG_TICK_S)

@@ -8,7 +8,11 @@ notice the silence quickly, reconnect and reconcile. The rule, per socket:
   socket alive and restarts the silence clock;
 - after ``ping_after_s`` of silence the shard sends our own
   ``{"message": "ping"}`` (Genesys answers with a ``channel.metadata`` pong);
-- no frame at all within ``pong_timeout_s`` of that ping → dead;
+- no pong within ``pong_timeout_s`` of that ping → dead, even when other
+  frames came meanwhile: a socket that resumes after a stall without
+  answering the ping sent during it lost what it would have sent then
+  (Genesys never replays it), so the shard reconnects and the gap reaches
+  back to the last frame before that ping (:meth:`Liveness.gap_age`);
 - and, as a backstop whatever the ping settings, more than
   ``silence_limit_s`` of silence → dead.
 
@@ -51,6 +55,7 @@ class Liveness:
         "_last_frame",
         "_paused",
         "_ping_at",
+        "_quiet_since",
         "ping_after_s",
         "pong_timeout_s",
         "silence_limit_s",
@@ -65,13 +70,24 @@ class Liveness:
         self._last_frame = now
         self._counted_from = now
         self._ping_at: float | None = None
+        self._quiet_since: float | None = None
         self._paused = 0
 
     def frame(self, now: float) -> None:
-        """A frame arrived (any frame answers an outstanding ping); also a new socket's start."""
+        """A frame arrived; also a new socket's start. An outstanding ping still waits for its pong."""
+        self._last_frame = now
+        self._counted_from = now
+
+    def pong(self, now: float) -> None:
+        """Our ping's answer arrived: nothing was lost while it was out."""
         self._last_frame = now
         self._counted_from = now
         self._ping_at = None
+        self._quiet_since = None
+
+    def started(self, now: float) -> None:
+        """A new socket: its clock starts now, no ping outstanding."""
+        self.pong(now)
 
     def pause(self) -> None:
         """The reader stopped reading (backpressure); calls nest."""
@@ -83,6 +99,7 @@ class Liveness:
         if not self._paused:
             self._counted_from = now
             self._ping_at = None
+            self._quiet_since = None
 
     @property
     def paused(self) -> bool:
@@ -90,6 +107,16 @@ class Liveness:
 
     def age(self, now: float) -> float:
         """Seconds since the last frame (the heartbeat-age gauge), paused or not."""
+        return now - self._last_frame
+
+    def gap_age(self, now: float) -> float:
+        """Seconds since the last frame known to precede anything lost.
+
+        While a ping waits for its pong, that is the last frame before the
+        ping: frames that came after it do not prove the silence lost nothing.
+        """
+        if self._ping_at is not None and self._quiet_since is not None:
+            return now - self._quiet_since
         return now - self._last_frame
 
     def silence(self, now: float) -> float:
@@ -108,12 +135,18 @@ class Liveness:
         return Verdict.PING if silence >= self.ping_after_s else Verdict.OK
 
     def ping_sent(self, now: float) -> None:
-        """Our ping went out at ``now``; a frame must follow within ``pong_timeout_s``."""
+        """Our ping went out at ``now``; its pong must follow within ``pong_timeout_s``."""
         self._ping_at = now
+        self._quiet_since = self._last_frame
 
     def reason(self, now: float) -> str:
         """Why :meth:`poll` said DEAD, for the log."""
         if self._ping_at is not None:
             waited = now - self._ping_at
+            if self._last_frame > self._ping_at:
+                return (
+                    f"no pong within {self.pong_timeout_s:.1f} s of our ping (waited {waited:.1f} s); "
+                    "frames came after the silence, so what it would have sent may be lost"
+                )
             return f"no frame within {self.pong_timeout_s:.1f} s of our ping (waited {waited:.1f} s)"
         return f"no frame for {self.silence(now):.1f} s (limit {self.silence_limit_s:.1f} s)"

@@ -233,6 +233,7 @@ class Shard:
             on_gap=self._flowing,
             resync=self._resync,
             on_replacing=self._backfill.replacing,
+            on_ping=self._backfill.pinging,
         )
         self.sweep: Sweep | None = None
         if settings.sweep_interval_s > 0:
@@ -432,7 +433,10 @@ class Shard:
     def _accept(self, change: Change, channel_id: str | None) -> bool:
         if change.user_id not in self._members.set:
             return False
-        if self._decisions.active:  # the only cost while no backfill is pending
+        if (suspect := self._backfill.suspect) is not None:  # a ping waits for its pong
+            suspect.append((change, channel_id))
+            return True
+        if self._decisions.active:  # with the test above, the only cost while no backfill is pending
             return self._decisions.offer(change, channel_id)
         return write_change(self._state, self._sink, change, channel_id, self._stale) is not None
 

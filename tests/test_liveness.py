@@ -11,16 +11,40 @@ def live(now: float = 0.0) -> Liveness:
     return Liveness(ping_after_s=4.0, pong_timeout_s=5.0, silence_limit_s=75.0, now=now)
 
 
-def test_silence_leads_to_a_ping_and_a_frame_answers_it() -> None:
-    """After ping_after_s of silence the verdict is PING; any frame afterwards answers it."""
+def test_silence_leads_to_a_ping_and_its_pong_answers_it() -> None:
+    """After ping_after_s of silence the verdict is PING; the pong answers it and restarts the clock."""
     lv = live()
     assert lv.poll(3.9) is Verdict.OK
     assert lv.poll(4.0) is Verdict.PING
     lv.ping_sent(4.0)
     assert lv.poll(8.9) is Verdict.OK
-    lv.frame(5.0)
+    lv.pong(5.0)
     assert lv.poll(8.9) is Verdict.OK
     assert lv.poll(9.0) is Verdict.PING
+
+
+def test_frames_after_an_unanswered_ping_do_not_answer_it() -> None:
+    """A socket that resumes after a stall but never answers the ping sent during it is dead at the
+    pong timeout, and its gap reaches back to the last frame before the ping (what the stall lost)."""
+    lv = live()
+    lv.frame(1.0)
+    lv.ping_sent(5.0)  # 4 s quiet since the frame at 1.0
+    lv.frame(7.5)  # the stall ended: frames again, but the ping's pong was lost with it
+    assert lv.poll(10.0) is Verdict.OK
+    assert lv.gap_age(10.0) == 9.0
+    assert lv.age(10.0) == 2.5
+    assert lv.poll(10.01) is Verdict.DEAD
+    assert "no pong" in lv.reason(10.01)
+
+
+def test_without_a_ping_out_the_gap_starts_at_the_last_frame() -> None:
+    """No ping outstanding (or answered): the gap age is the heartbeat age."""
+    lv = live()
+    lv.frame(2.0)
+    assert lv.gap_age(3.0) == lv.age(3.0) == 1.0
+    lv.ping_sent(6.0)
+    lv.pong(6.1)
+    assert lv.gap_age(7.0) == lv.age(7.0)
 
 
 def test_an_unanswered_ping_is_dead_after_the_pong_timeout() -> None:

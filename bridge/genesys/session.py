@@ -65,6 +65,7 @@ __all__ = [
     "FrameAction",
     "HandOver",
     "Ping",
+    "Ponged",
     "Reconnect",
     "Recovery",
     "Rotate",
@@ -124,6 +125,11 @@ class HandOver:
 
 
 @dataclass(frozen=True, slots=True)
+class Ponged:
+    """Our ping was answered: what arrived while it was out can be written (nothing was lost)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reconnect:
     """The socket is dead or its channel gone: end it and recover from ``cause`` (:meth:`Session.failed`)."""
 
@@ -153,9 +159,10 @@ class Recovery:
     delay_s: float
 
 
-FrameAction = Accept | DeadLetter | HandOver | Reconnect | Rotate
+FrameAction = Accept | DeadLetter | HandOver | Ponged | Reconnect | Rotate
 
 _HAND_OVER: Final = HandOver()
+_PONGED: Final = Ponged()
 _parse_frame: Final = protocol.parse_frame
 
 
@@ -210,7 +217,7 @@ class Session:
     def socket_opened(self, now: float) -> None:
         """A socket was connected: its silence counts from now."""
         self._at(now)
-        self.liveness.frame(now)
+        self.liveness.started(now)
 
     def connected(self, now: float) -> None:
         """Connected and subscribed: a failure ``backoff_reset_s`` from now backs off from the start."""
@@ -234,6 +241,9 @@ class Session:
             return UNKNOWN_KIND, DeadLetter(reason=exc.reason, error=str(exc), frame=text)
         if type(message) is Accept:  # the hot path: one per change
             return message.change.kind, message  # a StrEnum: the kind's text, without .value
+        if type(message) is protocol.Pong:
+            self.liveness.pong(now)
+            return message.kind, _PONGED
         if type(message) is protocol.SocketClosing:
             return message.kind, _HAND_OVER
         if type(message) is protocol.SubscriptionReply and message.result == "404":
@@ -263,6 +273,10 @@ class Session:
     def heartbeat_age(self, now: float) -> float:
         """Seconds since the last frame (the ``bridge_heartbeat_age_seconds`` gauge)."""
         return self.liveness.age(now)
+
+    def gap_age(self, now: float) -> float:
+        """Seconds since the last frame known to precede anything lost (:meth:`Liveness.gap_age`)."""
+        return self.liveness.gap_age(now)
 
     def reading_paused(self) -> None:
         """The reader waits for Kafka (backpressure): frames sit unread, which is not silence."""

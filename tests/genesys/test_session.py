@@ -16,6 +16,7 @@ from bridge.genesys.session import (
     DeadLetter,
     HandOver,
     Ping,
+    Ponged,
     Reconnect,
     Rotate,
     Session,
@@ -90,12 +91,25 @@ def test_a_frame_that_does_not_parse_is_dead_lettered() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "kind"),
-    [(HEARTBEAT, "heartbeat"), (PONG, "pong"), ('{"topicName": "v2.other.thing"}', "unknown")],
+    ("text", "kind"), [(HEARTBEAT, "heartbeat"), ('{"topicName": "v2.other.thing"}', "unknown")]
 )
-def test_heartbeats_pongs_and_other_topics_need_no_action(text: str, kind: str) -> None:
-    """Heartbeats, pongs and topics nobody asked for are only counted."""
+def test_heartbeats_and_other_topics_need_no_action(text: str, kind: str) -> None:
+    """Heartbeats and topics nobody asked for are only counted."""
     assert frame(session(), text) == (kind, None)
+
+
+def test_a_pong_answers_our_ping_and_says_so() -> None:
+    """The pong clears the outstanding ping (Ponged: what waited on it can be written); other
+    frames do not, so a ping the socket never answers still ends in a reconnect."""
+    s = session()
+    assert isinstance(s.tick(10.0), Ping)
+    assert frame(s, HEARTBEAT, now=11.0) == ("heartbeat", None)
+    assert frame(s, PONG, now=11.5) == ("pong", Ponged())
+    assert not isinstance(s.tick(10.0 + s.liveness.pong_timeout_s + 0.1), Reconnect)
+    s2 = session()
+    assert isinstance(s2.tick(10.0), Ping)
+    frame(s2, HEARTBEAT, now=11.0)
+    assert isinstance(s2.tick(10.0 + s2.liveness.pong_timeout_s + 0.1), Reconnect)
 
 
 def test_socket_closing_hands_over() -> None:

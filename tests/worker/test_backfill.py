@@ -274,3 +274,27 @@ async def test_a_change_delivered_after_a_newer_one_is_written_late(env: Env) ->
     late = [r for r in run.records if r.get("late") and r["userId"] == user]
     assert [(r["status"], r["origin"]) for r in late] == [("NOT_RESPONDING", "stream")]
     assert float(metrics.STALE_WRITTEN_LATE._value.get()) == before + 1
+
+
+#: Shorter than the watchdog's detection of a silent socket (here ping after 1 s, pong timeout 1.5 s).
+SHORT_STALL_S = 2.0
+
+
+async def test_a_stall_shorter_than_the_watchdog_loses_no_transition(env: Env) -> None:
+    """A stall that ends (heartbeats resume) before the pong timeout: the ping sent during it is never
+    answered, so the shard reconnects anyway and backfills from the last frame before the stall."""
+    assert env.settings.ping_interval_s + env.settings.pong_timeout_s > SHORT_STALL_S
+    start_seq = (await env.sim.stats())["lastSeq"]
+    await env.sim.admin("POST", "/sim/generator", paused=False)
+    await asyncio.sleep(1.0)
+    stalled_at = datetime.now(UTC)
+    await env.sim.admin("POST", "/sim/faults/stall", seconds=SHORT_STALL_S)
+    gaps = await _wait_gaps(env, stalled_at, recovered=True)
+    run = await _collect(env, start_seq, stalled_at, gaps)
+    _assert_delivered(run)
+    for gap in gaps:
+        assert gap["cause"] == "reconnect"
+        assert _time(gap["from"]) <= stalled_at, "the gap must reach back to before the stall"
+        assert _time(gap["to"]) > stalled_at + timedelta(seconds=SHORT_STALL_S), "reconnected after it"
+    stalled = [e for e in run.log if stalled_at + SLACK < _time(e["changedAt"]) < _time(gaps[0]["to"])]
+    assert stalled, "no change fell into the stall"
