@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
@@ -54,9 +54,10 @@ from bridge.genesys.gaps import (
     HistoryQuery,
     Outcome,
     QueryResult,
+    same_value,
 )
 from bridge.genesys.history import changes
-from bridge.model import AgentState, Change
+from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 from bridge.records import GapRecord, gap_id
 from bridge.settings import Settings
 
@@ -68,6 +69,8 @@ logger = logging.getLogger(__name__)
 BACKFILL_TICK_S: Final = 0.25
 #: After a rotation the two channels' copies of a change may arrive this far apart.
 REPLAY_GRACE_S: Final = 2.0
+#: How long the history of agents leaving the shard may take before their tombstones go anyway.
+FAREWELL_TIMEOUT_S: Final = 5.0
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403
 
@@ -232,6 +235,38 @@ class Backfiller:
         self.reconciled([user])
         return written or decisions.held(user)
 
+    async def farewell(self, states: Mapping[str, AgentState]) -> None:
+        """Agents leave the shard (removed from the roster; their tombstones follow): first write
+        what their history holds after their last written change.
+
+        An agent deleted while its shard was down changed state in the gap
+        too. Best effort: one query, at most :data:`FAREWELL_TIMEOUT_S`; a
+        failure is logged and the tombstones go anyway.
+        """
+        oldest = [t for s in states.values() if (t := _oldest(s)) is not None]
+        if not self.decisions.config.enabled or not oldest:
+            return
+        wall = self._ctx.wall()
+        start = max(min(oldest) - GAP_MARGIN, wall - self.decisions.lookback)
+        try:
+            found = await asyncio.wait_for(
+                self._ctx.rest.user_history(sorted(states), start, wall), FAREWELL_TIMEOUT_S
+            )
+        except (BridgeError, TimeoutError) as exc:
+            logger.warning(
+                "history of %d leaving agents unavailable (%s); tombstoned anyway", len(states), exc
+            )
+            return
+        written = 0
+        for user, history in found.items():
+            for change in _after(states.get(user), changes(history, observed_at=wall)):
+                written += self._write(change, self._channel()) is not None
+        if written:
+            metrics.BACKFILL_RECORDS.labels(outcome=Outcome.WRITTEN).inc(written)
+            logger.info(
+                "%d transitions of %d leaving agents backfilled before their tombstones", written, len(states)
+            )
+
     def _starts(self, users: Collection[str]) -> dict[str, datetime | None]:
         """Per agent: the older of its two last changes (minus the margin), or None (no state: the lookback).
 
@@ -348,6 +383,26 @@ class Backfiller:
 
     def count(self, outcome: Outcome, n: int, /) -> None:
         metrics.BACKFILL_RECORDS.labels(outcome=outcome.value).inc(n)
+
+
+def _after(state: AgentState | None, history: Sequence[Change]) -> list[Change]:
+    """The transitions of ``history`` (sorted) after ``state``'s last change of their kind."""
+    last: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None] = {
+        Kind.PRESENCE: None
+        if state is None or state.presence is None
+        else (state.presence.changed_at, state.presence.value),
+        Kind.ROUTING_STATUS: None
+        if state is None or state.routing is None
+        else (state.routing.changed_at, state.routing.value),
+    }
+    out: list[Change] = []
+    for change in history:
+        known = last[change.kind]
+        if known is not None and (change.changed_at <= known[0] or same_value(known[1], change.value)):
+            continue
+        last[change.kind] = (change.changed_at, change.value)
+        out.append(change)
+    return out
 
 
 def _oldest(state: AgentState | None) -> datetime | None:

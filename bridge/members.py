@@ -31,6 +31,8 @@ StateLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, AgentState]]]
 #: latest state record this fleet wrote for this shard, that are not members
 #: and that no other shard of the fleet owns now (they are tombstoned).
 OrphanFinder = Callable[[Sequence[str]], Awaitable[Sequence[str]]]
+#: Writes what Kafka lacks of leaving agents' history (their last states given) before their tombstones.
+Farewell = Callable[[Mapping[str, AgentState]], Awaitable[None]]
 #: The given (removed) agents that must keep their state: another shard of this
 #: fleet owns them now (a move), or another fleet wrote their latest state.
 OwnedElsewhere = Callable[[Sequence[str]], Awaitable[Collection[str]]]
@@ -67,6 +69,8 @@ class Members:
         self._find_orphans = find_orphans
         self._owned_elsewhere = owned_elsewhere
         self._removed_early: set[str] = set()
+        self.farewell: Farewell | None = None
+        """Called with the leavers' last states before their tombstones (the shard's backfill)."""
 
     def change(self, users: Iterable[str]) -> tuple[list[str], list[str]]:
         """Take a new member list; returns (added, removed)."""
@@ -107,6 +111,7 @@ class Members:
                 logger.warning("cannot tell moved from removed agents (%s); no tombstones now", exc)
                 return
             removed = [u for u in removed if u not in moved]
+        await self._say_farewell(removed)
         self._tombstone(removed)
 
     async def _tombstone_orphans(self) -> None:
@@ -121,7 +126,22 @@ class Members:
         if orphans:
             logger.info("tombstoning %d agents removed from this shard while it had no owner", len(orphans))
             metrics.ORPHANS_TOMBSTONED.inc(len(orphans))
+            await self._say_farewell(orphans, load=True)
             self._tombstone(orphans)
+
+    async def _say_farewell(self, users: Sequence[str], *, load: bool = False) -> None:
+        """Before their tombstones: :attr:`farewell` with the leavers' last states (``load``: read
+        from the compacted topic those the shard does not hold, as for orphans)."""
+        if self.farewell is None or not users:
+            return
+        states = {u: s for u in users if (s := self._state.get(u)) is not None}
+        unknown = [u for u in users if u not in states]
+        if load and unknown and self._load_states is not None:
+            try:
+                states.update(await self._load_states(unknown))
+            except Exception as exc:
+                logger.warning("cannot load the last states of %d leaving agents (%s)", len(unknown), exc)
+        await self.farewell(states)
 
     def _tombstone(self, users: Iterable[str]) -> None:
         """Forget agents that left the shard and delete their compacted state.

@@ -166,9 +166,8 @@ def write_change(
 class Shard:
     """One channel's worth of agents, streamed into Kafka through one sink.
 
-    :attr:`connected` is set each time the shard is connected and subscribed
-    (never cleared by the shard): ``await shard.connected.wait()`` instead of
-    polling :attr:`ShardStats.last_connected`.
+    :attr:`connected` is set each time the shard is connected and subscribed (never
+    cleared): ``await shard.connected.wait()`` instead of polling ``last_connected``.
     """
 
     def __init__(
@@ -235,6 +234,7 @@ class Shard:
             on_replacing=self._backfill.replacing,
             on_ping=self._backfill.pinging,
         )
+        self._members.farewell = self._backfill.farewell
         self.sweep: Sweep | None = None
         if settings.sweep_interval_s > 0:
             self.sweep = Sweep(

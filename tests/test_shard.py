@@ -636,3 +636,58 @@ async def test_a_sweep_correction_backfills_what_the_stream_lost_before_it() -> 
     assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("sweep", True, 2, 1)
     await shard.stop()
     await task
+
+
+class LeavingSink(ChangeSink):
+    """Changes and tombstones in the order they were submitted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def submit(self, accepted: Accepted, channel_id: str | None) -> None:
+        super().submit(accepted, channel_id)
+        self.order.append(f"change {accepted.change.user_id}")
+
+    def submit_tombstone(self, user_id: str) -> None:
+        super().submit_tombstone(user_id)
+        self.order.append(f"tombstone {user_id}")
+
+
+async def test_an_agent_removed_from_the_roster_gets_its_history_before_its_tombstone() -> None:
+    """Agent a leaves the roster after a change Kafka never got (its shard was down then): the
+    change is written from history first (origin backfill), then the tombstone."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    state = AgentState("a", routing=VersionedRouting(RoutingValue("IDLE"), t0, "e"))
+
+    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
+        return {u: state for u in users if u == "a"}
+
+    rest, sink = SweepRest(t0), LeavingSink()
+    shard = Shard(
+        4,
+        ["a", "b"],
+        rest=rest,
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=FakeSocket,
+        load_states=load,
+    )
+    task = asyncio.create_task(shard.run())
+    await until(lambda: shard.ready and bool(sink.gaps) and not shard._decisions.active)
+    lost = t0 + timedelta(seconds=20)
+    rest.history = [
+        UserHistory(
+            "a",
+            [],
+            [Interval(t0, lost, RoutingValue("IDLE")), Interval(lost, None, RoutingValue("OFF_QUEUE"))],
+        )
+    ]
+    await shard.set_users(["b"])
+    assert [(c.user_id, c.changed_at - t0, c.origin) for c in sink.changes] == [
+        ("a", timedelta(seconds=20), Origin.BACKFILL)
+    ]
+    assert sink.order == ["change a", "tombstone a"]
+    await shard.stop()
+    await task
