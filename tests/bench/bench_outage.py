@@ -243,12 +243,19 @@ class GapWatcher:
         self._consumer.close()
 
 
-async def _views_loop(fleet: Fleet, dropped_at: float, out: Outage, stop: asyncio.Event) -> None:
-    """Per shard: first connect and reconciliation after the drop, from /readyz."""
+async def _connects(fleet: Fleet) -> dict[int, int]:
+    """shard → how many times it has connected, from /readyz."""
     connects: dict[int, int] = {}
     for body in (await fleet.views()).values():
         for p, info in body.get("shards", {}).items():
             connects[int(p)] = int(info.get("connects", 0))
+    return connects
+
+
+async def _views_loop(
+    fleet: Fleet, connects: dict[int, int], dropped_at: float, out: Outage, stop: asyncio.Event
+) -> None:
+    """Per shard: first connect (past ``connects``) and reconciliation after the drop, from /readyz."""
     while not stop.is_set():
         now = time.time()
         for body in (await fleet.views()).values():
@@ -345,9 +352,10 @@ async def one_run(
         suspects = {str(e["userId"]) for e in await sim.events(since=suspect_seq)}
         cursor = int((await sim.stats())["lastSeq"])
         stop = asyncio.Event()
+        connects = await _connects(fleet)
         dropped_at = time.time()
         await sim.admin("POST", "/sim/faults/drop")
-        views = asyncio.create_task(_views_loop(fleet, dropped_at, out, stop))
+        views = asyncio.create_task(_views_loop(fleet, connects, dropped_at, out, stop))
         await asyncio.gather(
             _audit_until_pass(
                 settings, sim, rests=rests, suspects=suspects, cursor=cursor, dropped_at=dropped_at, out=out
