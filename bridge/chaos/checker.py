@@ -11,9 +11,11 @@ simulator adds what only it can see:
 - recall: the share of the simulator's change log during the run found in
   the event topics (same agent, kind and change time). Changes made while
   a socket was down are lost by Genesys's design and only their final state
-  is recovered, so this is a figure, not an invariant.
+  is recovered, so this is a figure, not an invariant. :func:`missed_changes`
+  lists the first changes recall did not find (agent, kind, changedAt,
+  value), printed after the verdict so a run that lost some can be debugged.
 
-The pure parts (:func:`coverage`, :func:`recall`, :class:`Verdict`) take
+The pure parts (:func:`coverage`, :func:`recall`, :func:`missed_changes`, :class:`Verdict`) take
 plain values and are unit-tested.
 """
 
@@ -31,10 +33,21 @@ from bridge.settings import Settings
 from bridge.sim.topics import TopicError, parse_topic
 from bridge.statestore import load_states
 
-__all__ = ["Coverage", "Verdict", "coverage", "recall", "state_mismatches"]
+__all__ = [
+    "MAX_MISSED_LISTED",
+    "Coverage",
+    "Verdict",
+    "coverage",
+    "missed_changes",
+    "missed_lines",
+    "recall",
+    "state_mismatches",
+]
 
 #: The simulator's kind names for the two subscriptions of an agent.
 KINDS = ("presence", "routingStatus")
+#: How many of the changes recall missed are listed after the verdict.
+MAX_MISSED_LISTED = 10
 
 
 @dataclass
@@ -79,14 +92,49 @@ def recall(
     log: Iterable[dict[str, Any]], records: Iterable[EventRecord], topics: dict[str, str]
 ) -> tuple[int, int]:
     """(changes found in Kafka, changes in the simulator's ``log``); ``topics`` maps topic → sim kind."""
-    seen = {(r.user_id, topics.get(r.topic), r.changed_at) for r in records}
+    seen = _seen(records, topics)
     total = found = 0
     for entry in log:
         total += 1
-        when = datetime.fromisoformat(str(entry["changedAt"]))
-        if (entry["userId"], entry["kind"], when) in seen:
+        if _key(entry) in seen:
             found += 1
     return found, total
+
+
+def missed_changes(
+    log: Iterable[dict[str, Any]],
+    records: Iterable[EventRecord],
+    topics: dict[str, str],
+    limit: int = MAX_MISSED_LISTED,
+) -> list[dict[str, Any]]:
+    """The first ``limit`` entries of ``log`` (in log order) that :func:`recall` does not find."""
+    seen = _seen(records, topics)
+    out: list[dict[str, Any]] = []
+    for entry in log:
+        if len(out) >= limit:
+            break
+        if _key(entry) not in seen:
+            out.append(entry)
+    return out
+
+
+def missed_lines(missed: Iterable[dict[str, Any]], found: int, total: int) -> list[str]:
+    """What the runner prints after the verdict: a header and one line per missed change."""
+    listed = list(missed)
+    if not listed:
+        return []
+    head = (
+        f"recall missed {total - found} of {total} changes; first {len(listed)} (agent kind changedAt value):"
+    )
+    return [head, *(f"  missed {e['userId']} {e['kind']} {e['changedAt']} {e.get('value')}" for e in listed)]
+
+
+def _seen(records: Iterable[EventRecord], topics: dict[str, str]) -> set[tuple[str, str | None, datetime]]:
+    return {(r.user_id, topics.get(r.topic), r.changed_at) for r in records}
+
+
+def _key(entry: dict[str, Any]) -> tuple[str, str | None, datetime]:
+    return (str(entry["userId"]), str(entry["kind"]), datetime.fromisoformat(str(entry["changedAt"])))
 
 
 async def state_mismatches(
@@ -123,6 +171,8 @@ class Verdict:
     settled: bool = False
     #: Scheduled faults not applied because their worker was still busy with the previous one.
     skipped: int = 0
+    #: The first changes recall did not find (simulator change-log entries), listed after the verdict.
+    recall_missed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

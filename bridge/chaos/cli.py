@@ -58,6 +58,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--shard-capacity", type=int, default=None, help="BRIDGE_SHARD_CAPACITY of the workers")
     p.add_argument("--mean-gap-s", type=float, default=None, help="mean time between faults (default 3)")
+    p.add_argument(
+        "--analytics-delay-s",
+        type=float,
+        default=None,
+        help="the simulator's analytics delay: changes younger than this are not in its history yet "
+        "(default 5; the history query is what the bridge backfills gaps from)",
+    )
     p.add_argument("--toxiproxy", type=Path, default=None, help="toxiproxy-server binary")
     p.set_defaults(handler=_chaos)
 
@@ -102,5 +109,6 @@ def _chaos(args: argparse.Namespace) -> int:
         events_per_sec=args.events_per_sec,
         shard_capacity=args.shard_capacity,
         mean_gap_s=args.mean_gap_s,
+        analytics_delay_s=args.analytics_delay_s,
     )
     return asyncio.run(run_chaos(opts, out=lambda line: print(line, flush=True)))

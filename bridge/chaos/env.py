@@ -38,6 +38,7 @@ import httpx
 
 from bridge.chaos.toxiproxy import ToxiproxyServer
 from bridge.settings import Settings
+from bridge.sim.config import DEFAULT_ANALYTICS_DELAY_S
 
 __all__ = ["LOCALKAFKA", "WORKER_OVERRIDES", "Environment", "WorkerProcess", "free_port"]
 
@@ -176,6 +177,8 @@ class Environment:
     toxiproxy_bin: Path
     bootstrap: str | None = None
     shard_capacity: int | None = None
+    #: The simulator's analytics delay: on by default, as in Genesys (history lags the stream).
+    analytics_delay_s: float = DEFAULT_ANALYTICS_DELAY_S
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     sim_url: str = ""
     broker_bootstrap: str = ""
@@ -225,8 +228,9 @@ class Environment:
 
     # -- start -----------------------------------------------------------------------
 
-    def start_sim(self) -> None:
-        args = [
+    def sim_args(self) -> list[str]:
+        """The simulator's command line (generator paused, analytics delay always explicit)."""
+        return [
             sys.executable,
             "-m",
             "bridge",
@@ -241,10 +245,18 @@ class Environment:
             str(self.seed),
             "--events-per-sec",
             str(self.events_per_sec),
+            "--analytics-delay-s",
+            str(self.analytics_delay_s),
             "--paused",  # the runner starts the generator once the fleet has converged
         ]
+
+    def start_sim(self) -> None:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            args, stdout=subprocess.PIPE, stderr=self._log("sim.log"), text=True, stdin=subprocess.DEVNULL
+            self.sim_args(),
+            stdout=subprocess.PIPE,
+            stderr=self._log("sim.log"),
+            text=True,
+            stdin=subprocess.DEVNULL,
         )
         self._sim = proc
         assert proc.stdout is not None

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.audit import check_events, read_events
-from bridge.chaos.checker import Verdict, coverage, recall, state_mismatches
+from bridge.chaos.checker import Verdict, coverage, missed_changes, missed_lines, recall, state_mismatches
 from bridge.chaos.env import Environment
 from bridge.chaos.faults import apply_fault
 from bridge.chaos.schedule import BROKER_FAULTS, KAFKA_LINK_FAULTS, Fault, build_schedule
 from bridge.genesys.rest import GenesysRest
+from bridge.sim.config import DEFAULT_ANALYTICS_DELAY_S
 from bridge.worker import genesys_rest
 
 __all__ = ["DEFAULT_SETTLE_S", "DEFAULT_STARTUP_S", "ChaosOptions", "run_chaos"]
@@ -61,6 +62,8 @@ class ChaosOptions:
     events_per_sec: float | None = None
     shard_capacity: int | None = None
     mean_gap_s: float | None = None
+    #: The simulator's ``--analytics-delay-s`` (None: its default, 5 s).
+    analytics_delay_s: float | None = None
 
 
 class _Run:
@@ -211,6 +214,9 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
         toxiproxy_bin=opts.toxiproxy,
         bootstrap=opts.bootstrap,
         shard_capacity=opts.shard_capacity,
+        analytics_delay_s=DEFAULT_ANALYTICS_DELAY_S
+        if opts.analytics_delay_s is None
+        else opts.analytics_delay_s,
     )
     run = _Run(opts, env, out)
     verdict = Verdict(opts.seed, len(schedule))
@@ -218,7 +224,8 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
         await env.start()
         run.say(
             f"chaos: seed={opts.seed} workers={opts.workers} agents={opts.agents} faults={len(schedule)} "
-            f"over {opts.minutes:g} min; simulator {env.sim_url}, Kafka {env.broker_bootstrap}, "
+            f"over {opts.minutes:g} min; simulator {env.sim_url} (analytics delay "
+            f"{env.analytics_delay_s:g}s), Kafka {env.broker_bootstrap}, "
             f"fleet {env.bridge_id}, logs in {run_dir}"
         )
         settings = env.checker_settings()
@@ -245,6 +252,7 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
                 log = await _sim_log(env, first_seq)
                 topics = {settings.topic_presence: "presence", settings.topic_routing_status: "routingStatus"}
                 verdict.recall_found, verdict.recall_total = recall(log, records, topics)
+                verdict.recall_missed = missed_changes(log, records, topics)
         finally:
             await rest.aclose()
     except Exception as exc:
@@ -258,6 +266,8 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
     for line in _findings(verdict)[:MAX_PRINTED]:
         out(line)
     out(verdict.line())
+    for line in missed_lines(verdict.recall_missed, verdict.recall_found, verdict.recall_total):
+        out(line)
     if opts.keep is None:
         if verdict.passed:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -331,6 +331,21 @@ async def http_fault(request: web.Request) -> web.StreamResponse:
     return json_response({"status": status, "count": count, "pathPrefix": prefix})
 
 
+async def analytics_fault(request: web.Request) -> web.StreamResponse:
+    """``POST /sim/faults/analytics`` ``{"forbidden"}``: the analytics query answers 403 while true.
+
+    As for a client without ``analytics:userDetail:view``: only ``POST
+    /api/v2/analytics/users/details/query`` is refused (``missing.permissions``),
+    every other call works; ``{"forbidden": false}`` lifts it.
+    """
+    sim = _sim(request)
+    forbidden = (await _body(request)).get("forbidden")
+    if not isinstance(forbidden, bool):
+        raise _Invalid("forbidden must be a boolean")
+    sim.analytics_forbidden = forbidden
+    return json_response({"forbidden": forbidden})
+
+
 async def frame_fault(request: web.Request) -> web.StreamResponse:
     """``POST /sim/faults/frames`` ``{"kind", "count", "channelId"?}``: corrupt the next change frames."""
     body = await _body(request)
@@ -364,4 +379,5 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post("/sim/faults/frames", frame_fault)
     r.add_post("/sim/faults/system", system_fault)
     r.add_post("/sim/faults/expand", expand_fault)
+    r.add_post("/sim/faults/analytics", analytics_fault)
     r.add_post("/sim/users/{user_id}/restrict", restrict_user)

@@ -99,6 +99,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="revoking a token also ends the channels created with it (after a token_revoked message)",
     )
+    p.add_argument(
+        "--analytics-delay-s",
+        type=float,
+        default=c.DEFAULT_ANALYTICS_DELAY_S,
+        help="a change younger than this is not in the analytics history query yet "
+        f"(default {c.DEFAULT_ANALYTICS_DELAY_S:g})",
+    )
     p.add_argument("--seed", type=int, default=None, help="makes agents and their changes reproducible")
     p.add_argument(
         "--admin-token", default=None, help="serve /sim/ on any bind, guarded by X-Sim-Admin-Token"
@@ -128,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> c.SimConfig:
         admin_token=args.admin_token,
         endpoint_rate_limits=_endpoint_limits(args.endpoint_rate_limits),
         revoke_ends_channels=args.revoke_ends_channels,
+        analytics_delay_s=args.analytics_delay_s,
     )
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from bridge.sim.history import DEFAULT_RETENTION_MS
+
 __all__ = [
     "DEFAULT_AGENTS",
+    "DEFAULT_ANALYTICS_DELAY_S",
+    "DEFAULT_ANALYTICS_RETENTION_S",
     "DEFAULT_CHANNEL_TTL_S",
     "DEFAULT_CLIENTS",
     "DEFAULT_CLIENT_ID",
@@ -53,6 +57,11 @@ DEFAULT_EVENT_LOG_MAX = 1_000_000
 # A reader that lets this much pile up in the kernel/transport buffers is cut
 # (abort), as a real server protects itself from slow consumers.
 DEFAULT_SLOW_CONSUMER_LIMIT_BYTES = 64 * 1024 * 1024
+#: How long a change takes to show in ``POST /api/v2/analytics/users/details/query``
+#: (a simulator choice: Genesys documents no figure, only that analytics lags).
+DEFAULT_ANALYTICS_DELAY_S = 5.0
+#: How far back each agent's analytics history reaches (by time, not by the log's cap).
+DEFAULT_ANALYTICS_RETENTION_S = DEFAULT_RETENTION_MS / 1000
 
 
 def is_loopback_host(host: str) -> bool:
@@ -97,6 +106,10 @@ class SimConfig:
     #: also ends the channels created with it. Genesys does not document which
     #: it does, so it is a switch; a fault body can override it (``endChannels``).
     revoke_ends_channels: bool = False
+    #: A change younger than this is not in the analytics answer yet.
+    analytics_delay_s: float = DEFAULT_ANALYTICS_DELAY_S
+    #: Ended analytics intervals older than this (before the agent's latest change) are dropped.
+    analytics_retention_s: float = DEFAULT_ANALYTICS_RETENTION_S
 
     @property
     def admin_enabled(self) -> bool:

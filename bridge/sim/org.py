@@ -15,9 +15,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from bridge.sim.history import DEFAULT_RETENTION_MS, PRESENCE, ROUTING_STATUS, History
+
 __all__ = [
     "DEFAULT_TITLE_CASE_PROBABILITY",
     "ORG_DEFINED_PRESENCES",
+    "PRESENCE",
+    "ROUTING_STATUS",
     "ROUTING_STATUSES",
     "SDK_ENUM",
     "SYSTEM_PRESENCES",
@@ -60,9 +64,6 @@ _TITLE = {sp: sp.replace("_", " ").title() for sp in SYSTEM_PRESENCES}
 #: Meeting, Break``: CamelCase, no space.
 SDK_ENUM = {sp: sp.replace("_", " ").title().replace(" ", "") for sp in SYSTEM_PRESENCES}
 _SPELLINGS = {k: sp for sp in SYSTEM_PRESENCES for k in (sp, SDK_ENUM[sp].upper())}
-
-PRESENCE = "presence"
-ROUTING_STATUS = "routingStatus"
 
 
 def title_case(system_presence: str) -> str:
@@ -216,6 +217,7 @@ class Org:
         event_log_max: int,
         clock_ms: Callable[[], int] = wall_ms,
         title_case_probability: float = DEFAULT_TITLE_CASE_PROBABILITY,
+        history_retention_ms: int = DEFAULT_RETENTION_MS,
     ) -> None:
         self.definitions = _default_definitions()
         self.definitions_by_id = {d.id: d for d in self.definitions}
@@ -234,6 +236,8 @@ class Org:
         self.last_seq = 0
         self.sink: ChangeSink | None = None
         self._next_number = 1
+        #: Per-agent intervals for the analytics query, bounded by time, not by the log's cap.
+        self.history = History(history_retention_ms)
 
     # -- roster ---------------------------------------------------------------
 
@@ -261,6 +265,8 @@ class Org:
                 routing_ms=since,
                 last_ms=since,
             )
+            self.history.record(uid, PRESENCE, since, sp, self.primary[sp].id)
+            self.history.record(uid, ROUTING_STATUS, since, rs, None)
             ids.append(uid)
         return ids
 
@@ -302,6 +308,7 @@ class Org:
         user.definition = definition
         user.presence_ms = ts
         user.message = message
+        self.history.record(user.id, PRESENCE, ts, definition.system_presence, definition.id)
         self.last_seq += 1
         return self._append(
             Change(
@@ -321,6 +328,7 @@ class Org:
         ts = self._stamp(user)
         user.routing_status = status
         user.routing_ms = ts
+        self.history.record(user.id, ROUTING_STATUS, ts, status, None)
         self.last_seq += 1
         return self._append(Change(self.last_seq, user.id, ROUTING_STATUS, status, None, "", ts, False))
 

@@ -81,6 +81,8 @@ Choices where Genesys's behaviour is undocumented (the strictest plausible one):
 - Admin ``PUT /sim/users/{id}/presence`` sets only the presence (use
   ``routing-status`` for the routing status) and always emits a change, even
   when the value is the same.
+- The analytics history query (``POST /api/v2/analytics/users/details/query``)
+  has its own list of choices and assumed limits in :mod:`bridge.sim.analytics`.
 - ``/sim/truth`` lists non-deleted users only; ``/sim/events`` keeps the last
   ``event_log_max`` changes (``firstSeq`` says where it starts).
 """
@@ -95,8 +97,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bridge.sim.admin import add_admin_routes, admin_middleware
+from bridge.sim.analytics import add_analytics_routes
 from bridge.sim.api import add_routes, genesys_middleware
 from bridge.sim.config import SimConfig
+from bridge.sim.org import wall_ms
 from bridge.sim.simulator import SIMULATOR_KEY, Simulator
 from bridge.sim.sockets import SOCKET_ROUTE, channel_socket
 
@@ -110,6 +114,7 @@ def build_app(sim: Simulator) -> web.Application:
     app = web.Application(middlewares=[admin_middleware, genesys_middleware])
     app[SIMULATOR_KEY] = sim
     add_routes(app)
+    add_analytics_routes(app)
     app.router.add_get(SOCKET_ROUTE, channel_socket)
     if sim.config.admin_enabled:
         add_admin_routes(app)
@@ -136,9 +141,9 @@ class SimHandle:
 
 
 @contextlib.asynccontextmanager
-async def run_simulator(config: SimConfig) -> AsyncIterator[SimHandle]:
-    """Serve a simulator on the running loop until the block exits."""
-    sim = Simulator(config)
+async def run_simulator(config: SimConfig, clock_ms: Callable[[], int] = wall_ms) -> AsyncIterator[SimHandle]:
+    """Serve a simulator on the running loop until the block exits (``clock_ms``: its wall clock)."""
+    sim = Simulator(config, clock_ms)
     runner = web.AppRunner(build_app(sim), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

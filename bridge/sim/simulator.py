@@ -11,6 +11,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -89,10 +90,17 @@ class ExpandFault:
 class Simulator:
     """Ground truth and every moving part of one simulated Genesys Cloud org."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.config = config
         self.seed = config.seed if config.seed is not None else random.SystemRandom().randrange(_SEED_RANGE)
-        self.org = Org(seed=self.seed, event_log_max=config.event_log_max)
+        #: Wall-clock ms of the org's changes and of the analytics delay (a test injects its own).
+        self.clock_ms = clock_ms
+        self.org = Org(
+            seed=self.seed,
+            event_log_max=config.event_log_max,
+            clock_ms=clock_ms,
+            history_retention_ms=round(config.analytics_retention_s * 1000),
+        )
         self.org.add_users(config.agents, initial_state)
         self.encoder = ChangeEncoder(self.seed)
         self.registry = ChannelRegistry(
@@ -114,6 +122,8 @@ class Simulator:
         #: Agents whose topics are rejected, with the permissions they report missing.
         self.restricted: dict[str, list[str]] = {}
         self.revoke_ends_channels = config.revoke_ends_channels
+        #: The ``analytics`` fault: the analytics query answers 403 (missing permission).
+        self.analytics_forbidden = False
         self.requests: Counter[tuple[str, int]] = Counter()
         #: The same requests of a known OAuth client (from its bearer token), by client.
         self.requests_by_client: Counter[tuple[str, str, int]] = Counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bridge.audit import EventCheck, EventRecord, Mismatch
-from bridge.chaos.checker import Coverage, Verdict, coverage, recall
+from bridge.chaos.checker import Coverage, Verdict, coverage, missed_changes, missed_lines, recall
 
 T = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -55,6 +55,38 @@ def test_recall_matches_agent_kind_and_change_time() -> None:
         EventRecord("pres", 0, 1, "b", "f", T, "reconcile"),
     ]
     assert recall(log, records, {"pres": "presence", "rout": "routingStatus"}) == (2, 3)
+
+
+def test_missed_changes_lists_the_first_unfound_entries_in_log_order() -> None:
+    """What recall did not find, oldest first, at most the limit; listed as agent, kind, time, value."""
+    log = [
+        {"seq": i, "userId": u, "kind": k, "value": v, "changedAt": f"2026-01-01T09:00:0{i}.000Z"}
+        for i, (u, k, v) in enumerate(
+            [("a", "presence", "ON_QUEUE"), ("a", "routingStatus", "IDLE"), ("b", "presence", "BREAK")]
+            + [("c", "routingStatus", "INTERACTING")] * 5
+        )
+    ]
+    topics = {"pres": "presence", "rout": "routingStatus"}
+    found = [EventRecord("pres", 0, 0, "a", "e", T, "stream")]  # log entry 0 (09:00:00)
+    missed = missed_changes(log, found, topics, limit=3)
+    assert [m["seq"] for m in missed] == [1, 2, 3]
+    assert missed_changes(log, [], topics)[0]["seq"] == 0 and len(missed_changes(log, [], topics)) == 8
+    assert missed_lines(missed, *recall(log, found, topics)) == [
+        "recall missed 7 of 8 changes; first 3 (agent kind changedAt value):",
+        "  missed a routingStatus 2026-01-01T09:00:01.000Z IDLE",
+        "  missed b presence 2026-01-01T09:00:02.000Z BREAK",
+        "  missed c routingStatus 2026-01-01T09:00:03.000Z INTERACTING",
+    ]
+    assert missed_lines([], 8, 8) == []
+
+
+def test_missed_listing_leaves_the_verdict_line_alone() -> None:
+    """The verdict line's format is parsed by other tools: the listing is separate from it."""
+    verdict = Verdict(7, 1, settled=True, recall_found=1, recall_total=2)
+    verdict.recall_missed = [{"userId": "a", "kind": "presence", "changedAt": "x", "value": "AWAY"}]
+    assert "missed" not in verdict.line() and verdict.line().endswith(
+        "recall=50.0% (1/2) settle=0s skipped=0"
+    )
 
 
 def test_verdict_passes_only_when_every_invariant_holds() -> None:

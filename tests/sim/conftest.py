@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.sim.config import SimConfig
+from bridge.sim.org import wall_ms
 from bridge.sim.server import SimHandle, run_simulator
 
 DEADLINE_S = 5.0
@@ -138,12 +139,15 @@ StartSim = Callable[..., Awaitable[Sim]]
 
 @pytest.fixture
 async def start_sim() -> AsyncIterator[StartSim]:
-    """Factory: ``await start_sim(agents=..., heartbeat_s=...)`` starts a simulator for this test."""
+    """Factory: ``await start_sim(agents=..., heartbeat_s=...)`` starts a simulator for this test.
+
+    ``clock_ms`` replaces the simulator's wall clock (changes' times, the analytics delay).
+    """
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Sim:
+        async def start(clock_ms: Callable[[], int] = wall_ms, **overrides: Any) -> Sim:
             config = SimConfig(**{**TEST_DEFAULTS, **overrides})
-            handle = await stack.enter_async_context(run_simulator(config))
+            handle = await stack.enter_async_context(run_simulator(config, clock_ms))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=handle.base_url, timeout=10))
             return Sim(handle, http, stack)
 

@@ -39,6 +39,8 @@ def test_cli_flags_map_to_config() -> None:
             "1",
             "--clients",
             "a:1,b:2",
+            "--analytics-delay-s",
+            "0.5",
         ]
     )
     config = config_from_args(args)
@@ -51,6 +53,14 @@ def test_cli_flags_map_to_config() -> None:
     )
     assert config.extend_on_subscribe is False and config.socket_closing_grace_s == 1.0
     assert config.clients == {"a": "1", "b": "2"}
+    assert config.analytics_delay_s == 0.5
+
+
+def test_analytics_delay_defaults_to_five_seconds() -> None:
+    """Without --analytics-delay-s the analytics history lags 5 s behind the truth."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args([])).analytics_delay_s == 5.0
 
 
 def test_subprocess_prints_ready_line_serves_and_stops_cleanly() -> None:

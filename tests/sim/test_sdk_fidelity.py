@@ -15,12 +15,18 @@ from typing import Any, TypeVar
 
 import pytest
 from PureCloudPlatformClientV2.api_client import ApiClient
+from PureCloudPlatformClientV2.apis.analytics_api import AnalyticsApi
 from PureCloudPlatformClientV2.apis.notifications_api import NotificationsApi
 from PureCloudPlatformClientV2.apis.presence_api import PresenceApi
 from PureCloudPlatformClientV2.apis.users_api import UsersApi
 from PureCloudPlatformClientV2.models.channel_topic import ChannelTopic
+from PureCloudPlatformClientV2.models.paging_spec import PagingSpec
+from PureCloudPlatformClientV2.models.user_detail_query_filter import UserDetailQueryFilter
+from PureCloudPlatformClientV2.models.user_detail_query_predicate import UserDetailQueryPredicate
+from PureCloudPlatformClientV2.models.user_details_query import UserDetailsQuery
 
-from tests.sim.conftest import Sim, combined, recv_until
+from bridge.sim.org import ROUTING_STATUSES, SYSTEM_PRESENCES, iso_ms, wall_ms
+from tests.sim.conftest import Sim, StartSim, combined, recv_until
 
 T = TypeVar("T")
 OUTDATED = "outdated_sdk_version"
@@ -110,6 +116,67 @@ async def test_system_messages_deserialize(sim: Sim, sdk: ApiClient, topic_type:
     message = sdk.deserialize(_Reply(json.dumps(frame["eventBody"])), "SystemMessageSystemMessage")
     assert (message.system_topic_type, message.channel_id) == (topic_type, ch["id"])
     assert message.reason in (None, "another_channel_subscribed", "user_tokens_revoked")
+
+
+def _details_query(user_ids: list[str], start_ms: int, end_ms: int) -> UserDetailsQuery:
+    """The query as the SDK's own models build and serialize it."""
+    predicates = []
+    for uid in user_ids:
+        predicate = UserDetailQueryPredicate()
+        predicate.type, predicate.dimension, predicate.operator, predicate.value = (
+            "dimension",
+            "userId",
+            "matches",
+            uid,
+        )
+        predicates.append(predicate)
+    user_filter = UserDetailQueryFilter()
+    user_filter.type, user_filter.predicates = "or", predicates
+    paging = PagingSpec()
+    paging.page_size, paging.page_number = 100, 1
+    query = UserDetailsQuery()
+    query.interval, query.order = f"{iso_ms(start_ms)}/{iso_ms(end_ms)}", "asc"
+    query.user_filters, query.paging = [user_filter], paging
+    return query
+
+
+async def test_user_details_query_deserializes_every_enum(start_sim: StartSim) -> None:
+    """post_analytics_users_details_query: every systemPresence and routingStatus the simulator can
+    send arrives as the SDK's own enum value (none "outdated_sdk_version"), with datetimes and ids."""
+    sim = await start_sim(analytics_delay_s=0)
+    uid = sim.user_ids[0]
+    start = wall_ms() - 3_600_000  # before the agents' initial states
+    for system_presence in SYSTEM_PRESENCES:
+        await sim.admin("PUT", f"/sim/users/{uid}/presence", {"systemPresence": system_presence})
+    for status in ROUTING_STATUSES:
+        await sim.admin("PUT", f"/sim/users/{uid}/routing-status", {"status": status})
+    client = ApiClient(host=sim.handle.base_url)
+    client.access_token = await sim.token()
+    api = AnalyticsApi(client)
+    answer = await call(api.post_analytics_users_details_query, _details_query([uid], start, wall_ms() + 1))
+    (detail,) = answer.user_details
+    assert detail.user_id == uid and answer.total_hits == len(detail.primary_presence) + len(
+        detail.routing_status
+    )
+    presences = [p.system_presence for p in detail.primary_presence]
+    statuses = [r.routing_status for r in detail.routing_status]
+    assert OUTDATED not in presences and OUTDATED not in statuses
+    assert set(presences) == set(SYSTEM_PRESENCES) and set(statuses) == set(ROUTING_STATUSES)
+    definitions = sim.handle.simulator.org.definitions_by_id
+    assert all(
+        definitions[p.organization_presence_id].system_presence == p.system_presence
+        for p in detail.primary_presence
+    )
+    records = [*detail.primary_presence, *detail.routing_status]
+    assert all(r.start_time.tzinfo is not None for r in records)
+    assert [r.end_time is None for r in detail.primary_presence] == [False] * (len(presences) - 1) + [True]
+    raw = await sim.api(
+        "POST",
+        "/api/v2/analytics/users/details/query",
+        json=client.sanitize_for_serialization(_details_query(["nobody"], start, wall_ms())),
+    )
+    empty = client.deserialize(_Reply(raw.text), "AnalyticsUserDetailsQueryResponse")
+    assert (empty.total_hits, empty.user_details) == (0, None)
 
 
 def test_the_bridge_knows_every_region_of_the_sdk() -> None:
