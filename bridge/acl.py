@@ -5,7 +5,7 @@ documents (the tests grant exactly it, and remove one entry at a time):
 
 | resource (pattern)                        | operations                       |
 |-------------------------------------------|----------------------------------|
-| TOPIC presence, routing-status, dlq       | WRITE, DESCRIBE_CONFIGS          |
+| TOPIC presence, routing-status, dlq, gaps | WRITE, DESCRIBE_CONFIGS          |
 | TOPIC agent-state                         | WRITE, READ, DESCRIBE_CONFIGS    |
 | TOPIC control (``<bridge-id>.shard-map.v1``) | WRITE, READ, ALTER, DESCRIBE_CONFIGS |
 | TOPIC each of the above, when ``topic_create`` | CREATE                       |
@@ -103,7 +103,12 @@ def transactional_prefix(settings: Settings) -> str:
 def topic_operations(settings: Settings) -> dict[str, list[str]]:
     """topic → the operations the bridge needs on it (CREATE excluded)."""
     ops: dict[str, list[str]] = {}
-    for topic in (settings.topic_presence, settings.topic_routing_status, settings.topic_dlq):
+    for topic in (
+        settings.topic_presence,
+        settings.topic_routing_status,
+        settings.topic_dlq,
+        settings.topic_gaps,
+    ):
         ops.setdefault(topic, []).extend(["WRITE", "DESCRIBE_CONFIGS"])
     ops.setdefault(settings.topic_agent_state, []).extend(["WRITE", "READ", "DESCRIBE_CONFIGS"])
     ops.setdefault(settings.topic_shard_map, []).extend(["WRITE", "READ", "ALTER", "DESCRIBE_CONFIGS"])

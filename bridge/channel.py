@@ -25,6 +25,7 @@ from bridge.errors import ChannelClosedError, GenesysError, NotFoundError, SinkE
 from bridge.events import Accepted
 from bridge.genesys import protocol
 from bridge.genesys.budget import RequestBudget
+from bridge.genesys.history import UserHistory
 from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT
 from bridge.genesys.retry import Action
@@ -96,6 +97,9 @@ class Rest(Protocol):
     ) -> SubscriptionResult: ...
     async def delete_subscriptions(self, channel_id: str, /) -> None: ...
     async def current_changes(self, user_ids: Sequence[str], /, *, observed_at: datetime) -> list[Change]: ...
+    async def user_history(
+        self, user_ids: Sequence[str], start: datetime, end: datetime, /
+    ) -> dict[str, UserHistory]: ...
     async def invalidate_token(self) -> None: ...
 
 

@@ -19,6 +19,9 @@ from prometheus_client.process_collector import ProcessCollector
 from bridge import __version__
 
 __all__ = [
+    "BACKFILL_FALLBACKS",
+    "BACKFILL_QUERIES",
+    "BACKFILL_RECORDS",
     "BUILD_INFO",
     "CHANNEL_CONNECTS",
     "CHANNEL_EXPIRY",
@@ -28,6 +31,8 @@ __all__ = [
     "EVENT_LAG",
     "FENCED",
     "FOREIGN_MAP_RECORDS",
+    "GAP_BUCKETS",
+    "GAP_SECONDS",
     "GENESYS_EVENTS",
     "GENESYS_HTTP_REQUESTS",
     "GENESYS_RATE_LIMITED",
@@ -247,6 +252,33 @@ ORPHANS_TOMBSTONED = Counter(
     "Agents a shard found in the state topic, written by this fleet for it, but no longer mapped.",
     registry=REGISTRY,
 )
+#: Gaps last from a second (a socket swap) to minutes (an outage); the lookback caps them at an hour.
+GAP_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+GAP_SECONDS = BatchHistogram(
+    "bridge_gap_seconds",
+    "Length of each gap of a shard's stream (to - from of its bridge.gaps.v1 record).",
+    GAP_BUCKETS,
+    REGISTRY,
+)
+BACKFILL_RECORDS = Counter(
+    "bridge_backfill_records",
+    "Transitions read from Genesys's history of a gap, by outcome (written, late, already_written).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BACKFILL_FALLBACKS = Counter(
+    "bridge_backfill_fallbacks",
+    "Gaps whose backfill gave up and left them to reconciliation, by reason "
+    "(forbidden, unavailable, budget, too_old).",
+    ["reason"],
+    registry=REGISTRY,
+)
+BACKFILL_QUERIES = Counter(
+    "bridge_backfill_queries",
+    "Analytics history queries of a gap, by result (ok, delayed: not caught up yet and retried, error).",
+    ["result"],
+    registry=REGISTRY,
+)
 BUILD_INFO = Gauge("bridge_build_info", "Build information.", ["version"], registry=REGISTRY)
 BUILD_INFO.labels(version=__version__).set(1)
 
@@ -280,4 +312,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "bridge_build_info",
     "bridge_genesys_rate_limit_remaining",
     "bridge_subscription_rejected_topics",
+    "bridge_gap_seconds",
+    "bridge_backfill_records_total",
+    "bridge_backfill_fallbacks_total",
+    "bridge_backfill_queries_total",
 )

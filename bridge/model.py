@@ -79,6 +79,8 @@ class Origin(enum.StrEnum):
 
     STREAM = "stream"
     RECONCILE = "reconcile"
+    BACKFILL = "backfill"
+    """Read from Genesys's analytics history after a gap (:mod:`bridge.genesys.history`)."""
 
 
 @dataclass(slots=True)

@@ -10,18 +10,23 @@ validates encoded records against the models with ``extra="forbid"``).
 Every event value carries ``schema``, ``eventId`` (a stable hash of userId,
 kind, change time and value: the same change always gets the same id),
 ``userId``, ``changedAt`` (Genesys's own time), ``observedAt`` (when the bridge
-received it), ``origin`` (``stream`` or ``reconcile``), ``shard`` and
-``channelId``. See README "Topics and records".
+received it), ``origin`` (``stream``, ``reconcile`` or ``backfill``),
+``shard`` and ``channelId``; a backfilled record written after the agent's
+newer records also carries ``late: true`` (the key is absent otherwise, so
+every other record is byte-for-byte what it was before the flag existed).
+The gaps topic's :class:`GapRecord` says where the stream had gaps. See README
+"Topics and records".
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,20 +36,28 @@ from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue, 
 
 __all__ = [
     "DLQ_SCHEMA",
+    "GAP_CAUSES",
+    "GAP_FALLBACKS",
+    "GAP_SCHEMA",
     "PRESENCE_SCHEMA",
     "ROUTING_STATUS_SCHEMA",
     "SCHEMA_DIR",
     "STATE_SCHEMA",
     "AgentStateRecord",
     "DlqRecord",
+    "GapCause",
+    "GapFallback",
+    "GapRecord",
     "PresenceRecord",
     "PresenceStateRecord",
     "RoutingStateRecord",
     "RoutingStatusRecord",
     "encode_dlq",
     "encode_event",
+    "encode_gap",
     "encode_state",
     "event_type",
+    "gap_id",
     "json_schemas",
     "model_for",
     "utc_now_ms",  # kept for bridge.sink until it imports bridge.model (the clock lives there)
@@ -54,6 +67,13 @@ PRESENCE_SCHEMA = "genesys.presence.v1"
 ROUTING_STATUS_SCHEMA = "genesys.routing-status.v1"
 STATE_SCHEMA = "genesys.agent-state.v1"
 DLQ_SCHEMA = "bridge.dlq.v1"
+GAP_SCHEMA = "bridge.gaps.v1"
+#: What opened a gap (``GapRecord.cause``).
+GapCause = Literal["reconnect", "handover", "rotation", "start", "takeover", "resubscribe"]
+GAP_CAUSES: Final = get_args(GapCause)
+#: Why a gap's backfill gave up (``GapRecord.fallback``; the bridge_backfill_fallbacks_total reason).
+GapFallback = Literal["forbidden", "unavailable", "budget", "too_old"]
+GAP_FALLBACKS: Final = get_args(GapFallback)
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 EVENT_TYPE = {Kind.PRESENCE: "presence", Kind.ROUTING_STATUS: "routing-status"}
 SCHEMA_BY_KIND = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
@@ -70,13 +90,21 @@ class _EventRecord(_Record):
     user_id: str = Field(description="Genesys user id (also the record key).")
     changed_at: datetime = Field(description="When Genesys says the change happened (ISO-8601 UTC).")
     observed_at: datetime = Field(description="When the bridge received or reconciled it.")
-    origin: Literal["stream", "reconcile"] = Field(
+    origin: Literal["stream", "reconcile", "backfill"] = Field(
         description=(
-            "stream: pushed over the notification socket; reconcile: found by the bulk APIs after a gap."
+            "stream: pushed over the notification socket; reconcile: found by the bulk APIs after a gap; "
+            "backfill: read from Genesys's analytics history of a gap."
         )
     )
     shard: int = Field(description="The shard (control-topic partition) that wrote it.")
     channel_id: str | None = Field(description="The notification channel it came through, when any.")
+    late: bool = Field(
+        False,
+        description=(
+            "Present (and true) only on a backfilled change written after newer records of the same "
+            "agent: out of order by design, never applied to the compacted state."
+        ),
+    )
 
 
 class PresenceRecord(_EventRecord):
@@ -139,6 +167,58 @@ class DlqRecord(_Record):
     observed_at: datetime
 
 
+class GapRecord(_Record):
+    """One gap of a shard's stream and what its backfill recovered (``bridge.gaps.v1``, key ``shard-<n>``).
+
+    Written when the gap's backfill ends; a later retry that recovers a gap
+    written unrecovered writes the same ``gapId`` again with ``recovered``
+    true (keep the last record per ``gapId``).
+    """
+
+    schema_: Literal["bridge.gaps.v1"] = Field(alias="schema")
+    gap_id: str = Field(description="Stable hash of bridgeId, shard, from and cause.")
+    shard: int
+    channel_id: str | None = Field(description="The notification channel after the gap, when any.")
+    cause: GapCause = Field(description="What opened the gap.")
+    from_: datetime = Field(alias="from", description="Last frame seen before the gap (ISO-8601 UTC).")
+    to: datetime = Field(description="When the stream flowed again.")
+    agents: int = Field(description="The shard's members at the end of the gap.")
+    backfilled: int = Field(description="Transitions written from Genesys's history.")
+    late: int = Field(description="Of those, how many were written late (late: true).")
+    recovered: bool = Field(description="Every transition of the gap is in Kafka.")
+    fallback: GapFallback | None = Field(
+        description="Why the backfill gave up (reconciliation then wrote the current state), or null."
+    )
+    written_at: datetime
+
+
+def gap_id(bridge_id: str, shard: int, from_: datetime, cause: str) -> str:
+    """A gap's stable id: blake2b (16 bytes, hex) of ``bridgeId|shard|from|cause``, ``from`` as written."""
+    raw = f"{bridge_id}|{shard}|{format_time(from_)}|{cause}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def encode_gap(gap: GapRecord) -> bytes:
+    """The gaps-topic value of ``gap`` (times in ms with ``Z``, as every record writes them)."""
+    return orjson.dumps(
+        {
+            "schema": GAP_SCHEMA,
+            "gapId": gap.gap_id,
+            "shard": gap.shard,
+            "channelId": gap.channel_id,
+            "cause": gap.cause,
+            "from": format_time(gap.from_),
+            "to": format_time(gap.to),
+            "agents": gap.agents,
+            "backfilled": gap.backfilled,
+            "late": gap.late,
+            "recovered": gap.recovered,
+            "fallback": gap.fallback,
+            "writtenAt": format_time(gap.written_at),
+        }
+    )
+
+
 def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
     if isinstance(value, RoutingValue):
         return {"status": value.status}
@@ -152,8 +232,8 @@ def _value_fields(value: PresenceValue | RoutingValue) -> dict[str, Any]:
     }
 
 
-def encode_event(change: Change, shard: int, channel_id: str | None) -> bytes:
-    """The event-topic value for ``change``."""
+def encode_event(change: Change, shard: int, channel_id: str | None, *, late: bool = False) -> bytes:
+    """The event-topic value for ``change``; ``late`` adds ``"late": true`` (nothing when false)."""
     doc: dict[str, Any] = {
         "schema": SCHEMA_BY_KIND[change.kind],
         "eventId": change.event_id,
@@ -165,6 +245,8 @@ def encode_event(change: Change, shard: int, channel_id: str | None) -> bytes:
         "channelId": channel_id,
     }
     doc.update(_value_fields(change.value))
+    if late:
+        doc["late"] = True
     return orjson.dumps(doc)
 
 
@@ -225,6 +307,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     ROUTING_STATUS_SCHEMA: RoutingStatusRecord,
     STATE_SCHEMA: AgentStateRecord,
     DLQ_SCHEMA: DlqRecord,
+    GAP_SCHEMA: GapRecord,
 }
 
 

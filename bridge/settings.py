@@ -34,11 +34,15 @@ from bridge.genesys.regions import host_urls
 
 __all__ = [
     "BRIDGE_ID_PLACEHOLDER",
+    "DEFAULT_BACKFILL_ENABLED",
+    "DEFAULT_BACKFILL_HOLD_S",
+    "DEFAULT_BACKFILL_MAX_LOOKBACK_S",
     "DEFAULT_BRIDGE_ID",
     "DEFAULT_KAFKA_TRANSACTION_TIMEOUT_MS",
     "DEFAULT_METRICS_PORT",
     "DEFAULT_SECRETS_DIR",
     "DEFAULT_SHARD_CAPACITY",
+    "DEFAULT_TOPIC_GAPS",
     "DEFAULT_TOPIC_SHARD_MAP",
     "ENV_PREFIX",
     "KAFKA_CONFIG_ENV",
@@ -156,6 +160,15 @@ DEFAULT_KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
 #: (KIP-848's is the broker's, 45 s minimum unless the broker lowers it).
 DEFAULT_KAFKA_GROUP_PROTOCOL: Literal["classic", "consumer"] = "classic"
 DEFAULT_MAX_CHANNELS_PER_CLIENT = 20
+#: One record per gap of a shard's stream (bridge/records.py ``GapRecord``).
+DEFAULT_TOPIC_GAPS = "bridge.gaps.v1"
+#: Fill every gap of the stream from Genesys's analytics history.
+DEFAULT_BACKFILL_ENABLED = True
+#: An agent's post-gap stream records wait at most this long for its backfill;
+#: what the backfill finds later is written with ``late: true``.
+DEFAULT_BACKFILL_HOLD_S = 10.0
+#: A gap that started longer ago than this is not backfilled (``fallback: "too_old"``).
+DEFAULT_BACKFILL_MAX_LOOKBACK_S = 3600.0
 #: Where the chart's README suggests mounting a Secret volume; one file per setting.
 DEFAULT_SECRETS_DIR = "/var/run/secrets/presence-bridge"
 
@@ -210,6 +223,7 @@ class Settings(BaseSettings):
     topic_routing_status: str = "genesys.routing-status.v1"
     topic_agent_state: str = "genesys.agent-state.v1"
     topic_dlq: str = "bridge.dlq.v1"
+    topic_gaps: str = DEFAULT_TOPIC_GAPS
     #: ``<bridge-id>`` in it is replaced by :attr:`id` (see :meth:`_check`).
     topic_shard_map: str = DEFAULT_TOPIC_SHARD_MAP
     topic_partitions: int = Field(DEFAULT_TOPIC_PARTITIONS, ge=1)
@@ -234,6 +248,9 @@ class Settings(BaseSettings):
     backoff_reset_s: float = Field(DEFAULT_BACKOFF_RESET_S, gt=0)
     channel_extend_margin_s: float = Field(DEFAULT_CHANNEL_EXTEND_MARGIN_S, gt=0)
     drain_timeout_s: float = Field(DEFAULT_DRAIN_TIMEOUT_S, gt=0)
+    backfill_enabled: bool = DEFAULT_BACKFILL_ENABLED
+    backfill_hold_s: float = Field(DEFAULT_BACKFILL_HOLD_S, ge=0)
+    backfill_max_lookback_s: float = Field(DEFAULT_BACKFILL_MAX_LOOKBACK_S, gt=0)
 
     # Operations
     metrics_host: str = "0.0.0.0"  # noqa: S104 - the pod's metrics port must be reachable

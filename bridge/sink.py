@@ -7,10 +7,17 @@ Contract (README "Delivery promise" and "Topics and records"):
   previous owner of the shard: a zombie worker cannot write after a takeover.
 - :meth:`ShardSink.submit` enqueues, without blocking, the event record
   (presence or routing-status topic) and the agent's new compacted state;
-  both go into the SAME transaction. Keys are the user id; headers are
+  both go into the SAME transaction. :meth:`ShardSink.submit_late` writes a
+  backfilled change that arrived after the agent's newer records: the event
+  record only, with ``late: true``, never the compacted state (which holds
+  something newer). Keys are the user id; headers are
   ``schema``, ``event-type``, ``bridge-id`` (``settings.id``: several fleets
   may share the data topics; tombstones and audits stay within their own
   fleet) and, when known, ``genesys-topic`` and ``correlation-id``.
+- :meth:`ShardSink.submit_gap` writes a :class:`~bridge.records.GapRecord`
+  to the gaps topic, keyed ``shard-<n>``, headers ``schema``, ``event-type:
+  gap`` and ``bridge-id``; like the DLQ record, in the same transactional flow
+  as every other submission.
 - A transaction closes ``txn_max_ms`` after its first record or at
   ``txn_max_records`` records, whichever comes first (an event and its state
   are never split), or at once when someone awaits :meth:`ShardSink.flush`.
@@ -76,11 +83,14 @@ from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, EVENT_LAG, RECORDS_PRODU
 from bridge.model import Change, Kind
 from bridge.records import (
     DLQ_SCHEMA,
+    GAP_SCHEMA,
     PRESENCE_SCHEMA,
     ROUTING_STATUS_SCHEMA,
     STATE_SCHEMA,
+    GapRecord,
     encode_dlq,
     encode_event,
+    encode_gap,
     encode_state,
     event_type,
     utc_now_ms,
@@ -106,6 +116,7 @@ DEFAULT_CLOSE_TIMEOUT_S = 8.0
 STATE_EVENT_TYPE = "agent-state"
 _STATE_HEADERS = (("schema", STATE_SCHEMA.encode()), ("event-type", STATE_EVENT_TYPE.encode()))
 DLQ_EVENT_TYPE = "dlq"
+GAP_EVENT_TYPE = "gap"
 # Looked up for every change: an enum member's attribute access costs ~10x a global's.
 _OPEN = TxnState.OPEN
 _RUN = Close.RUN
@@ -162,6 +173,12 @@ class _Encoder:
         }
         self._state_headers: Headers = [*_STATE_HEADERS, self._bridge_id]
         self._shard_key = str(shard).encode()
+        self._gap_key = f"shard-{shard}".encode()
+        self._gap_headers: Headers = [
+            ("schema", GAP_SCHEMA.encode()),
+            ("event-type", GAP_EVENT_TYPE.encode()),
+            self._bridge_id,
+        ]
 
     def change(self, accepted: Accepted, channel_id: str | None) -> _Item:
         change = accepted.change
@@ -188,6 +205,16 @@ class _Encoder:
             ],
             change=change,
         )
+
+    def late(self, change: Change, channel_id: str | None) -> _Item:
+        headers: Headers = list(self._event_headers[change.kind])
+        if change.correlation_id is not None:
+            headers.append(("correlation-id", change.correlation_id.encode()))
+        value = encode_event(change, self._shard, channel_id, late=True)
+        return _Item([(self._topics[change.kind], change.user_id.encode(), value, headers)], change=change)
+
+    def gap(self, gap: GapRecord) -> _Item:
+        return _Item([(self._settings.topic_gaps, self._gap_key, encode_gap(gap), list(self._gap_headers))])
 
     def tombstone(self, user_id: str) -> _Item:
         return _Item([(self._settings.topic_agent_state, user_id.encode(), None, list(self._state_headers))])
@@ -224,6 +251,7 @@ class _Acknowledger:
                 settings.topic_routing_status,
                 settings.topic_agent_state,
                 settings.topic_dlq,
+                settings.topic_gaps,
             )
         }
 
@@ -303,7 +331,9 @@ class ShardSink:
         self._encode = _Encoder(settings, shard, clock)
         s = settings
         topics = ", ".join(
-            dict.fromkeys([s.topic_presence, s.topic_routing_status, s.topic_agent_state, s.topic_dlq])
+            dict.fromkeys(
+                [s.topic_presence, s.topic_routing_status, s.topic_agent_state, s.topic_dlq, s.topic_gaps]
+            )
         )
         self._writer: TxnWriter[_Item] = TxnWriter(
             f"shard {shard}",
@@ -429,6 +459,16 @@ class ShardSink:
         """Queue the event record and the agent's new state, to commit in one transaction."""
         self._check_open()
         self._enqueue(self._encode.change(accepted, channel_id))
+
+    def submit_late(self, change: Change, channel_id: str | None) -> None:
+        """Queue a backfilled change older than what is already written: event record only, ``late: true``."""
+        self._check_open()
+        self._enqueue(self._encode.late(change, channel_id))
+
+    def submit_gap(self, gap: GapRecord) -> None:
+        """Queue a gap record for the gaps topic, keyed ``shard-<n>``."""
+        self._check_open()
+        self._enqueue(self._encode.gap(gap))
 
     def submit_tombstone(self, user_id: str) -> None:
         """Queue a tombstone (null value) for an agent that left the roster."""

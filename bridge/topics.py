@@ -6,6 +6,7 @@
 | ``topic_routing_status`` | delete  | ``event_retention_ms``            |
 | ``topic_agent_state``    | compact | latest per agent; segments roll and compact hourly |
 | ``topic_dlq``            | delete  | ``event_retention_ms``            |
+| ``topic_gaps``           | delete  | ``event_retention_ms``            |
 | ``topic_shard_map``      | compact | only when ``shard_map_partitions`` is given; hourly too |
 
 Existing topics are left as they are (their configuration is the operator's;
@@ -97,6 +98,7 @@ def topic_specs(settings: Settings, shard_map_partitions: int | None = None) -> 
         TopicSpec(settings.topic_routing_status, settings.topic_partitions, dict(events)),
         TopicSpec(settings.topic_agent_state, settings.topic_partitions, dict(compacted)),
         TopicSpec(settings.topic_dlq, 1, dict(events)),
+        TopicSpec(settings.topic_gaps, 1, dict(events)),
     ]
     if shard_map_partitions is not None:
         specs.append(TopicSpec(settings.topic_shard_map, shard_map_partitions, dict(compacted)))

@@ -10,8 +10,10 @@ from typing import Any
 from bridge.errors import SinkError
 from bridge.events import Accepted
 from bridge.genesys.budget import RequestBudget
+from bridge.genesys.history import UserHistory, merge
 from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
 from bridge.model import Change
+from bridge.records import GapRecord
 
 
 class FakeSink:
@@ -21,6 +23,8 @@ class FakeSink:
         self.tombstones: list[str] = []
         self.submitted: list[str] = []
         self.dead_letters: list[str] = []
+        self.late: list[Change] = []
+        self.gaps: list[GapRecord] = []
         self.started = False
         self.closed = False
         self.failed: asyncio.Future[SinkError] | None = None
@@ -41,6 +45,12 @@ class FakeSink:
 
     def submit_dlq(self, *, reason: str, error: str, frame: str, channel_id: str | None) -> None:
         self.dead_letters.append(reason)
+
+    def submit_late(self, change: Change, _channel_id: str | None) -> None:
+        self.late.append(change)
+
+    def submit_gap(self, gap: GapRecord) -> None:
+        self.gaps.append(gap)
 
     async def drain_to(self, _max_pending_items: int) -> None:
         self.pending = 0
@@ -79,6 +89,11 @@ class NullRest:
     async def current_changes(self, _users: Sequence[str], *, observed_at: datetime) -> list[Change]:
         raise AssertionError("current_changes not expected")
 
+    async def user_history(
+        self, _users: Sequence[str], _start: datetime, _end: datetime
+    ) -> dict[str, UserHistory]:
+        raise AssertionError("user_history not expected")
+
     async def invalidate_token(self) -> None:
         raise AssertionError("invalidate_token not expected")
 
@@ -114,6 +129,11 @@ class FakeRest(NullRest):
         self.topics: dict[str, list[str]] = {}
         self.invalidated = 0
         self.deleted: list[str] = []
+        self.history: list[UserHistory] = []
+        """What :meth:`user_history` serves (parts of one user may be several entries, as pages are)."""
+        self.history_error: Exception | None = None
+        """Raised by :meth:`user_history` instead, when set (e.g. a 403 ``RequestError``)."""
+        self.history_queries: list[tuple[tuple[str, ...], datetime, datetime]] = []
 
     async def create_channel(self) -> ChannelInfo:
         cid = f"ch-{len(self.channels) + 1}"
@@ -142,6 +162,16 @@ class FakeRest(NullRest):
 
     async def current_changes(self, users: Sequence[str], *, observed_at: datetime) -> list[Any]:
         return []
+
+    async def user_history(
+        self, users: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, UserHistory]:
+        """The histories of :attr:`history` of these users, merged (the records are served unclipped)."""
+        self.history_queries.append((tuple(users), start, end))
+        if self.history_error is not None:
+            raise self.history_error
+        wanted = set(users)
+        return merge(h for h in self.history if h.user_id in wanted)
 
     async def invalidate_token(self) -> None:
         self.invalidated += 1

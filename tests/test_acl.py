@@ -12,9 +12,20 @@ from bridge.sink import transactional_id
 
 def test_create_is_needed_only_when_the_bridge_creates_topics() -> None:
     """CREATE appears once per topic with BRIDGE_TOPIC_CREATE=true and never without."""
-    creating = [a for a in required_acls(Settings()) if a.operation == "CREATE"]
-    assert len(creating) == 5
+    settings = Settings()
+    creating = [a for a in required_acls(settings) if a.operation == "CREATE"]
+    assert len(creating) == 6
+    assert settings.topic_gaps in {a.name for a in creating}
     assert not [a for a in required_acls(Settings(topic_create=False)) if a.operation == "CREATE"]
+
+
+def test_the_gaps_topic_is_granted_like_the_dlq() -> None:
+    """The gaps topic needs exactly what the dead-letter topic needs: WRITE and DESCRIBE_CONFIGS."""
+    settings = Settings(topic_create=False)
+    ops: dict[str, set[str]] = {a.name: set() for a in required_acls(settings)}
+    for acl in required_acls(settings):
+        ops[acl.name].add(acl.operation)
+    assert ops[settings.topic_gaps] == ops[settings.topic_dlq] == {"WRITE", "DESCRIBE_CONFIGS"}
 
 
 def test_the_transactional_prefix_covers_every_transactional_id() -> None:

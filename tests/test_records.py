@@ -21,10 +21,15 @@ from bridge.model import (
     event_id,
 )
 from bridge.records import (
+    GAP_CAUSES,
+    GAP_FALLBACKS,
     SCHEMA_DIR,
+    GapRecord,
     encode_dlq,
     encode_event,
+    encode_gap,
     encode_state,
+    gap_id,
     json_schemas,
     model_for,
 )
@@ -84,3 +89,135 @@ def test_dlq_record_validates_and_truncates() -> None:
         encode_dlq(shard=1, channel_id="c", reason="bad_json", error="boom", frame=frame, observed_at=T0)
     )
     assert len(doc["frame"]) == records.DLQ_FRAME_LIMIT
+
+
+# Produced by main's encoder (commit cee6ae4) before the late flag and the backfill origin existed.
+STREAM_PRESENCE_BYTES = (
+    b'{"schema":"genesys.presence.v1","eventId":"5fa873bf0a59f5f44c983d4c6f04e291","userId":"u-1",'
+    b'"changedAt":"2026-05-01T09:00:00.123Z","observedAt":"2026-05-01T09:00:01.123Z","origin":"stream",'
+    b'"shard":4,"channelId":"chan-1","systemPresence":"ON_QUEUE","presenceDefinitionId":"d-1",'
+    b'"presenceLabel":"On Queue","message":"busy day","source":"PURECLOUD","primary":true}'
+)
+RECONCILE_ROUTING_BYTES = (
+    b'{"schema":"genesys.routing-status.v1","eventId":"21313b49806d58b52c93d5949ff5e073","userId":"u-1",'
+    b'"changedAt":"2026-05-01T09:00:00.123Z","observedAt":"2026-05-01T09:00:01.123Z","origin":"reconcile",'
+    b'"shard":4,"channelId":"chan-1","status":"INTERACTING"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "origin", "expected"),
+    [
+        (Kind.PRESENCE, PRESENCE, Origin.STREAM, STREAM_PRESENCE_BYTES),
+        (Kind.ROUTING_STATUS, ROUTING, Origin.RECONCILE, RECONCILE_ROUTING_BYTES),
+    ],
+)
+def test_existing_records_are_byte_identical(
+    kind: Kind, value: PresenceValue | RoutingValue, origin: Origin, expected: bytes
+) -> None:
+    """A stream or reconcile record encodes exactly as before the late flag (no late key)."""
+    change = Change(
+        "u-1", kind, T0, value, T0 + timedelta(seconds=1), origin, event_id("u-1", kind, T0, value)
+    )
+    assert encode_event(change, 4, "chan-1") == expected
+    assert encode_event(change, 4, "chan-1", late=False) == expected
+
+
+def test_a_late_backfill_record_says_so() -> None:
+    """late=True adds "late": true to a backfill record, which the model accepts; nothing else changes."""
+    change = Change(
+        "u-1",
+        Kind.ROUTING_STATUS,
+        T0,
+        ROUTING,
+        T0,
+        Origin.BACKFILL,
+        event_id("u-1", Kind.ROUTING_STATUS, T0, ROUTING),
+    )
+    on_time = validate(encode_event(change, 4, "chan-1"))
+    late = validate(encode_event(change, 4, "chan-1", late=True))
+    assert "late" not in on_time
+    assert on_time["origin"] == "backfill"
+    assert late == {**on_time, "late": True}
+
+
+def gap(**overrides: Any) -> GapRecord:
+    fields: dict[str, Any] = {
+        "schema": "bridge.gaps.v1",
+        "gap_id": gap_id("bridge-a", 2, T0, "reconnect"),
+        "shard": 2,
+        "channel_id": "chan-9",
+        "cause": "reconnect",
+        "from": T0,
+        "to": T0 + timedelta(seconds=42),
+        "agents": 7,
+        "backfilled": 3,
+        "late": 1,
+        "recovered": True,
+        "fallback": None,
+        "written_at": T0 + timedelta(minutes=1),
+    }
+    fields.update(overrides)
+    return GapRecord.model_validate(fields)
+
+
+def test_gap_record_encodes_the_contract_fields() -> None:
+    """encode_gap writes the camelCase gap record, times in ms Z, and it validates against the model."""
+    doc = validate(encode_gap(gap()))
+    assert doc == {
+        "schema": "bridge.gaps.v1",
+        "gapId": gap_id("bridge-a", 2, T0, "reconnect"),
+        "shard": 2,
+        "channelId": "chan-9",
+        "cause": "reconnect",
+        "from": "2026-05-01T09:00:00.123Z",
+        "to": "2026-05-01T09:00:42.123Z",
+        "agents": 7,
+        "backfilled": 3,
+        "late": 1,
+        "recovered": True,
+        "fallback": None,
+        "writtenAt": "2026-05-01T09:01:00.123Z",
+    }
+
+
+@pytest.mark.parametrize("fallback", GAP_FALLBACKS)
+def test_gap_record_takes_every_fallback(fallback: str) -> None:
+    """Each fallback reason of the contract is a valid unrecovered gap record."""
+    assert validate(encode_gap(gap(recovered=False, fallback=fallback)))["fallback"] == fallback
+
+
+def test_gap_record_refuses_an_unknown_cause() -> None:
+    """cause is one of the contract's; anything else is a validation error."""
+    assert set(GAP_CAUSES) == {"reconnect", "handover", "rotation", "start", "takeover", "resubscribe"}
+    with pytest.raises(ValueError):
+        gap(cause="solar-flare")
+
+
+def test_gap_id_is_stable_and_distinguishes_gaps() -> None:
+    """The same bridge, shard, start and cause give one id; any difference another."""
+    base = gap_id("bridge-a", 2, T0, "reconnect")
+    assert base == gap_id("bridge-a", 2, T0 + timedelta(microseconds=1), "reconnect")  # ms precision
+    assert len(base) == 32
+    assert int(base, 16) >= 0
+    others = {
+        gap_id("bridge-b", 2, T0, "reconnect"),
+        gap_id("bridge-a", 3, T0, "reconnect"),
+        gap_id("bridge-a", 2, T0 + timedelta(milliseconds=1), "reconnect"),
+        gap_id("bridge-a", 2, T0, "takeover"),
+    }
+    assert base not in others
+    assert len(others) == 4
+
+
+def test_readme_record_examples_match_the_models() -> None:
+    """Every JSON example in README "Topics and records" is a valid record of its schema."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Topics and records\n", 1)[1].split("\n## ", 1)[0]
+    examples = [orjson.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
+    assert {doc["schema"] for doc in examples} >= {"bridge.gaps.v1", "genesys.presence.v1"}
+    for doc in examples:
+        model_for(doc["schema"]).model_validate(doc)

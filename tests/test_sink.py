@@ -20,8 +20,8 @@ from bridge.errors import FencedError, SinkError
 from bridge.events import Accepted, ShardState
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, FENCED, RECORDS_PRODUCED
 from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
-from bridge.records import model_for
-from bridge.settings import Settings
+from bridge.records import GapRecord, gap_id, model_for
+from bridge.settings import DEFAULT_TOPIC_GAPS, Settings
 from bridge.sink import ShardSink, transactional_id
 from tests.conftest import KafkaBroker, localkafka
 from tests.fakes import NullProducer
@@ -40,6 +40,7 @@ def make_settings(bootstrap: str, topics: dict[str, str], **extra: Any) -> Setti
         topic_routing_status=topics["routing"],
         topic_agent_state=topics["state"],
         topic_dlq=topics["dlq"],
+        topic_gaps=topics.get("gaps", DEFAULT_TOPIC_GAPS),
         **extra,
     )
 
@@ -265,6 +266,79 @@ async def test_tombstone_and_dlq(kafka: KafkaBroker, topics: dict[str, str]) -> 
     assert DLQ_RECORDS.labels(reason="bad_json")._value.get() == dlq_before + 1
     with pytest.raises(SinkError):
         sink.submit_tombstone("u-late")
+
+
+async def test_late_record_skips_the_state_and_gap_record_lands_by_shard(
+    kafka: KafkaBroker, topics: dict[str, str]
+) -> None:
+    """A late backfill change is an event record with late: true only; a gap record is keyed shard-<n>."""
+    topics = {**topics, "gaps": kafka.create_topic("gaps")}
+    settings = make_settings(kafka.bootstrap, topics)
+    sink = ShardSink(settings, 4)
+    produced_before = RECORDS_PRODUCED.labels(topic=topics["gaps"])._value.get()
+    state = ShardState()
+    newer = accepted(state, routing_change("u-4", 50))
+    ten_ms = T0 + timedelta(milliseconds=10)
+    older = Change(
+        "u-4", Kind.ROUTING_STATUS, ten_ms, RoutingValue("OFF_QUEUE"), T0, Origin.BACKFILL, "e-old"
+    )
+    gap = GapRecord.model_validate(
+        {
+            "schema": "bridge.gaps.v1",
+            "gap_id": gap_id(settings.id, 4, T0, "reconnect"),
+            "shard": 4,
+            "channel_id": "chan-4",
+            "cause": "reconnect",
+            "from": T0,
+            "to": T0 + timedelta(seconds=30),
+            "agents": 1,
+            "backfilled": 1,
+            "late": 1,
+            "recovered": True,
+            "fallback": None,
+            "written_at": T0 + timedelta(seconds=45),
+        }
+    )
+    await sink.start()
+    try:
+        sink.submit(newer, "chan-4")
+        sink.submit_late(older, "chan-4")
+        sink.submit_gap(gap)
+        assert sink.pending == 4  # event + state, late event, gap: one transactional flow
+        await sink.flush()
+    finally:
+        await sink.close()
+    events = read_all(kafka.bootstrap, topics["routing"], expect=2)
+    assert [value_of(m).get("late") for m in events] == [None, True]
+    late = events[1]
+    assert late.key() == b"u-4"
+    assert dict(late.headers()) == {
+        "schema": b"genesys.routing-status.v1",
+        "event-type": b"routing-status",
+        "bridge-id": settings.id.encode(),
+    }
+    assert (value_of(late)["origin"], value_of(late)["eventId"], value_of(late)["status"]) == (
+        "backfill",
+        "e-old",
+        "OFF_QUEUE",
+    )
+    [only_state] = read_all(kafka.bootstrap, topics["state"], expect=1)
+    assert value_of(only_state)["routingStatus"]["eventId"] == newer.change.event_id  # the newer state stays
+    [written] = read_all(kafka.bootstrap, topics["gaps"], expect=1)
+    assert written.key() == b"shard-4"
+    assert dict(written.headers()) == {
+        "schema": b"bridge.gaps.v1",
+        "event-type": b"gap",
+        "bridge-id": settings.id.encode(),
+    }
+    doc = value_of(written)
+    assert (doc["gapId"], doc["from"], doc["to"], doc["recovered"]) == (
+        gap.gap_id,
+        "2026-05-01T09:00:00.000Z",
+        "2026-05-01T09:00:30.000Z",
+        True,
+    )
+    assert RECORDS_PRODUCED.labels(topic=topics["gaps"])._value.get() == produced_before + 1
 
 
 async def test_second_owner_fences_the_first(kafka: KafkaBroker, topics: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ def make_settings(kafka: KafkaBroker) -> Settings:
         topic_routing_status=f"routing-{suffix}",
         topic_agent_state=f"state-{suffix}",
         topic_dlq=f"dlq-{suffix}",
+        topic_gaps=f"gaps-{suffix}",
         topic_shard_map=f"shard-map-{suffix}",
         topic_partitions=3,
         event_retention_ms=3_600_000,
@@ -46,6 +47,7 @@ def test_missing_topics_are_created_with_their_cleanup_policy(kafka: KafkaBroker
             settings.topic_routing_status,
             settings.topic_agent_state,
             settings.topic_dlq,
+            settings.topic_gaps,
         ]
     )
     for name in (settings.topic_presence, settings.topic_routing_status):
@@ -55,9 +57,12 @@ def test_missing_topics_are_created_with_their_cleanup_policy(kafka: KafkaBroker
     assert state["cleanup.policy"] == "compact"
     # Compaction must run (the active segment is never compacted): takeover load stays bounded.
     assert (state["segment.ms"], state["max.compaction.lag.ms"]) == ("3600000", "3600000")
-    assert describe(kafka, settings.topic_dlq)["cleanup.policy"] == "delete"
+    for name in (settings.topic_dlq, settings.topic_gaps):
+        conf = describe(kafka, name)
+        assert (conf["cleanup.policy"], conf["retention.ms"]) == ("delete", "3600000")
     md = kafka.admin.list_topics(timeout=10).topics
     assert len(md[settings.topic_presence].partitions) == 3
+    assert len(md[settings.topic_gaps].partitions) == 1
     assert settings.topic_shard_map not in md, "the shard map is left to the fleet by default"
 
 

@@ -205,6 +205,7 @@ class Environment:
             "BRIDGE_TOPIC_ROUTING_STATUS": f"{tag}.routing-status",
             "BRIDGE_TOPIC_AGENT_STATE": f"{tag}.agent-state",
             "BRIDGE_TOPIC_DLQ": f"{tag}.dlq",
+            "BRIDGE_TOPIC_GAPS": f"{tag}.gaps",
             "BRIDGE_TOPIC_SHARD_MAP": f"{tag}.shard-map",
         }
 

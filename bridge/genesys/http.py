@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+import orjson
+
 from bridge.errors import (
     AuthError,
     ChannelClosedError,
@@ -49,6 +51,7 @@ __all__ = [
     "RETRY_AFTER",
     "TOKEN_ERRORS",
     "StatusErrors",
+    "error_text",
     "retry_after_s",
 ]
 
@@ -58,6 +61,8 @@ RETRY_AFTER: Final = "Retry-After"
 DEFAULT_RETRY_AFTER_S: Final = 5.0
 #: The ``status`` label of a request that got no HTTP reply at all.
 NO_STATUS: Final = "error"
+#: Genesys error messages are short; this bounds a hostile or HTML body in an exception.
+ERROR_TEXT_LIMIT: Final = 300
 #: The first status of the server errors.
 _SERVER_ERROR: Final = 500
 
@@ -70,6 +75,22 @@ def retry_after_s(raw: str | None, default: float = DEFAULT_RETRY_AFTER_S) -> fl
         return max(0.0, float(raw))
     except ValueError:
         return default
+
+
+def error_text(content: bytes) -> str:
+    """``": <message> / <code>"`` from a Genesys error body, bounded; empty when it has neither.
+
+    Only the body's ``message`` and ``code`` are used, never headers (which
+    could carry a token).
+    """
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body[k]) for k in ("message", "code") if isinstance(body.get(k), str | int)]
+    return (": " + " / ".join(parts))[:ERROR_TEXT_LIMIT] if parts else ""
 
 
 @dataclass(frozen=True, slots=True)

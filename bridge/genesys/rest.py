@@ -1,4 +1,4 @@
-"""The Genesys Cloud REST client the bridge needs: channels, subscriptions, users, presence.
+"""The Genesys Cloud REST client the bridge needs: channels, subscriptions, users, presence, history.
 
 Genesys behaviour followed:
 
@@ -82,7 +82,8 @@ from bridge.genesys.config import (
     DEFAULT_REST_TIMEOUT_S,
     ClientConfig,
 )
-from bridge.genesys.http import NO_STATUS, REST_ERRORS, RETRY_AFTER
+from bridge.genesys.history import USER_DETAILS_QUERY, UserHistory, fetch_history
+from bridge.genesys.http import NO_STATUS, REST_ERRORS, RETRY_AFTER, error_text
 from bridge.genesys.models import (
     LISTED_CHANNELS,
     PRESENCE_LIST,
@@ -116,6 +117,7 @@ __all__ = [
     "SUBSCRIPTIONS",
     "USERS",
     "USERS_MAX_IDS",
+    "USER_DETAILS_QUERY",
     "USER_PRESENCE",
     "GenesysRest",
     "RestSession",
@@ -145,8 +147,6 @@ DEFINITIONS_PAGE_SIZE: Final = 100
 MAX_PAGES: Final = 10_000
 #: Cap of the per-request retry backoff (the shard's reconnect backoff is separate and longer).
 DEFAULT_RETRY_MAX_S: Final = 10.0
-#: Genesys error messages are short; this bounds a hostile or HTML body in an exception.
-ERROR_TEXT_LIMIT: Final = 300
 #: The ``includechannels`` values of the channel listing.
 INCLUDE_TOKEN: Final = "token"  # noqa: S105 - a parameter value, not a secret
 INCLUDE_OAUTH_CLIENT: Final = "oauthclient"
@@ -160,18 +160,6 @@ T = TypeVar("T", bound=BaseModel)
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _error_text(response: httpx.Response) -> str:
-    """Genesys's ``message`` and ``code`` from an error body (never headers)."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    parts = [str(body[k]) for k in ("message", "code") if isinstance(body.get(k), str | int)]
-    return (": " + " / ".join(parts))[:ERROR_TEXT_LIMIT] if parts else ""
 
 
 class RestSession:
@@ -281,7 +269,7 @@ class RestSession:
                 GENESYS_HTTP_REQUESTS.labels(endpoint=template, status=str(status)).inc()
                 if status < httpx.codes.MULTIPLE_CHOICES or (allow_404 and status == httpx.codes.NOT_FOUND):
                     return response
-                text = f"{method} {template}: HTTP {status}{_error_text(response)}"
+                text = f"{method} {template}: HTTP {status}{error_text(response.content)}"
                 failure = REST_ERRORS.error(
                     status, text, endpoint=template, retry_after=response.headers.get(RETRY_AFTER)
                 )
@@ -578,6 +566,24 @@ class GenesysRest(RestSession):
                 continue  # the user went away meanwhile
             self._add_change(out, status, user_id, observed_at, origin)
         return out
+
+    # ------------------------------------------------------------------ analytics history
+
+    async def user_history(
+        self, user_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, UserHistory]:
+        """Presence and routing records of ``user_ids`` over ``[start, end]`` (:mod:`bridge.genesys.history`).
+
+        ``POST /api/v2/analytics/users/details/query``, 100 users a query, every
+        page one request through the budget, allowances and retries: a 403 (no
+        ``analytics:userDetail:view``) is a ``RequestError`` with ``status``
+        403, 429 and 5xx are retried, a malformed page is a ``ProtocolError``.
+        """
+        return await fetch_history(self._query_history, user_ids, start, end)
+
+    async def _query_history(self, body: dict[str, Any]) -> object:
+        response = await self._call("POST", USER_DETAILS_QUERY, json=body)
+        return self._json(response, USER_DETAILS_QUERY)
 
     @staticmethod
     def _add_change(

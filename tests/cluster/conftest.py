@@ -86,6 +86,7 @@ def topics_of(settings: Settings) -> list[str]:
         settings.topic_routing_status,
         settings.topic_agent_state,
         settings.topic_dlq,
+        settings.topic_gaps,
         settings.topic_shard_map,
     ]
 

@@ -34,6 +34,7 @@ TEMPLATE_ACLS = required_acls(
         topic_routing_status="routing",
         topic_agent_state="state",
         topic_dlq="dlq",
+        topic_gaps="gaps",
         topic_shard_map="map",
     )
 )

@@ -6,19 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from bridge.errors import ChannelClosedError, NotFoundError
-from bridge.genesys import protocol
+from bridge.errors import ChannelClosedError, NotFoundError, RequestError
+from bridge.genesys import history, protocol
 from bridge.genesys.auth import ClientCredentialsAuth
 from bridge.genesys.rest import GenesysRest
 from bridge.genesys.socket import NotificationSocket
-from bridge.model import Kind, Origin
+from bridge.model import Kind, Origin, PresenceValue, RoutingValue
 from bridge.sim.config import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SimConfig
+from bridge.sim.org import wall_ms
 from bridge.sim.server import SimHandle, run_simulator
 
 RECV_TIMEOUT_S = 5.0
@@ -223,3 +224,64 @@ async def test_endpoint_allowance_is_followed_without_429s() -> None:
             waited = asyncio.get_running_loop().time() - started
         statuses = handle.simulator.stats()["requests"]["GET /api/v2/users"]  # type: ignore[index]
     assert statuses == {"200": 3} and waited >= 0.5
+
+
+async def test_user_history_matches_the_stream_after_the_analytics_delay() -> None:
+    """The analytics history, once past the delay, yields the stream's changes with the stream's ids."""
+    offset_ms = [0]
+    config = SimConfig(port=0, agents=5, seed=12, generator_paused=True, heartbeat_s=0.3)
+    async with contextlib.AsyncExitStack() as stack:
+        handle = await stack.enter_async_context(run_simulator(config, lambda: wall_ms() + offset_ms[0]))
+        auth = ClientCredentialsAuth(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, login_url=handle.base_url)
+        rest = await stack.enter_async_context(GenesysRest(handle.base_url, auth=auth, retry_initial_s=0.05))
+        admin = await stack.enter_async_context(httpx.AsyncClient(base_url=handle.base_url, timeout=10))
+        user = next(iter(handle.simulator.org.users))
+        channel = await rest.create_channel()
+        await rest.put_subscriptions(channel.id, [protocol.user_topic(user)])
+        sock = NotificationSocket()
+        await sock.connect(channel.connect_uri)
+        stack.push_async_callback(sock.close)
+        start = now() - timedelta(minutes=1)
+        await asyncio.sleep(0.1)
+        current = {c.kind: c.value for c in await rest.current_changes([user], observed_at=now())}
+        presence = current[Kind.PRESENCE]
+        assert isinstance(presence, PresenceValue) and presence.system_presence == "OFFLINE"
+        assert current[Kind.ROUTING_STATUS] == RoutingValue("OFF_QUEUE")
+        # So both are real transitions (a same-value PUT starts no analytics record); no message in history.
+        await admin.put(f"/sim/users/{user}/presence", json={"systemPresence": "On Queue", "message": "hi"})
+        await admin.put(f"/sim/users/{user}/routing-status", json={"status": "IDLE"})
+        streamed = [(await next_message(sock, protocol.EventMessage)).change for _ in range(2)]
+        # Genesys returns records that overlap the interval strictly (start < its end): a change in the
+        # interval's last millisecond would be left out, so the interval ends after the last change.
+        end = max(c.changed_at for c in streamed) + timedelta(seconds=1)
+
+        before_delay = await rest.user_history([user], start, end)
+        seen_early = {
+            c.event_id for h in before_delay.values() for c in history.changes(h, observed_at=now())
+        }
+        assert not seen_early & {c.event_id for c in streamed}, (
+            "changes younger than the delay are not served"
+        )
+
+        offset_ms[0] += round((config.analytics_delay_s + 1) * 1000)
+        result = await rest.user_history([user, "no-such-user"], start, end)
+        assert list(result) == [user]
+        backfilled = history.changes(result[user], observed_at=now())
+        by_id = {c.event_id: c for c in backfilled}
+        for change in streamed:
+            assert change.event_id in by_id, f"{change.kind} {change.changed_at} not in the history"
+            assert by_id[change.event_id].changed_at == change.changed_at
+            assert by_id[change.event_id].origin is Origin.BACKFILL
+        assert result[user].presence[-1].end is None  # the current record is open
+
+
+async def test_user_history_without_the_analytics_permission_is_a_403(env: Env) -> None:
+    """The simulator's analytics fault: RequestError 403, other calls unaffected."""
+    r = await env.admin.post("/sim/faults/analytics", json={"forbidden": True})
+    assert r.status_code == 200, r.text
+    with pytest.raises(RequestError) as info:
+        await env.rest.user_history(env.users[:3], now() - timedelta(minutes=5), now())
+    assert info.value.status == 403
+    assert await env.rest.channel_exists((await env.rest.create_channel()).id)
+    await env.admin.post("/sim/faults/analytics", json={"forbidden": False})
+    assert isinstance(await env.rest.user_history(env.users[:3], now() - timedelta(minutes=5), now()), dict)

@@ -16,6 +16,7 @@ from bridge.errors import (
     AuthError,
     GenesysError,
     NotFoundError,
+    ProtocolError,
     RateLimitedError,
     RequestError,
     TransientError,
@@ -629,3 +630,108 @@ async def test_a_roster_whose_pages_disagree_with_total_is_an_error() -> None:
     async with make_rest(api) as rest:
         with pytest.raises(GenesysError, match="total is 4"):
             await rest.active_users(page_size=2)
+
+
+# --------------------------------------------------------------------------- analytics history
+
+HISTORY_START = datetime(2026, 12, 1, 14, tzinfo=UTC)
+HISTORY_END = datetime(2026, 12, 1, 14, 10, tzinfo=UTC)
+
+
+def history_page(user: str, *starts: str) -> dict[str, Any]:
+    """An answer page holding one routing record per start for ``user``."""
+    records = [
+        {"startTime": s, "routingStatus": "IDLE" if i % 2 else "OFF_QUEUE"} for i, s in enumerate(starts)
+    ]
+    return {"userDetails": [{"userId": user, "routingStatus": records}], "totalHits": len(records)}
+
+
+async def test_user_history_posts_the_query_and_pages_to_an_empty_page() -> None:
+    """Each page is a POST of the UserDetailsQuery; a user split over pages comes back whole."""
+    seen: list[dict[str, Any]] = []
+    pages = [
+        history_page("u-1", "2026-12-01T14:00:01.000Z"),
+        history_page("u-1", "2026-12-01T14:00:02.000Z"),
+        {"totalHits": 0},
+    ]
+
+    def api(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("POST", "/api/v2/analytics/users/details/query")
+        assert request.headers["Content-Type"] == "application/json"
+        seen.append(orjson.loads(request.content))
+        return json_response(200, pages.pop(0))
+
+    before = requests_metric("/api/v2/analytics/users/details/query", "200")
+    async with make_rest(api) as rest:
+        history = await rest.user_history(["u-1", "u-2"], HISTORY_START, HISTORY_END)
+    assert [b["paging"]["pageNumber"] for b in seen] == [1, 2, 3]
+    assert seen[0]["interval"] == "2026-12-01T14:00:00.000Z/2026-12-01T14:10:00.000Z"
+    assert [p["value"] for p in seen[0]["userFilters"][0]["predicates"]] == ["u-1", "u-2"]
+    assert list(history) == ["u-1"]
+    assert [i.start.second for i in history["u-1"].routing] == [1, 2]
+    assert requests_metric("/api/v2/analytics/users/details/query", "200") - before == 3
+
+
+async def test_user_history_403_is_a_request_error_with_its_status() -> None:
+    """Without the analytics permission: RequestError, status 403, Genesys's code, not retried."""
+    calls = 0
+
+    def api(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return json_response(
+            403, {"message": "Missing analytics:userDetail:view", "code": "missing.permissions"}
+        )
+
+    async with make_rest(api) as rest:
+        with pytest.raises(RequestError) as info:
+            await rest.user_history(["u-1"], HISTORY_START, HISTORY_END)
+    assert info.value.status == 403
+    assert "missing.permissions" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert calls == 1
+
+
+async def test_user_history_retries_429_and_5xx_and_spends_budget_on_each() -> None:
+    """A 429 waits Retry-After, a 503 backs off; every attempt is one request of the budget."""
+    time = FakeTime()
+    replies = [
+        json_response(429, {"code": "too.many.requests.retry.after"}, {"Retry-After": "3"}),
+        httpx.Response(503),
+        json_response(200, history_page("u-1", "2026-12-01T14:00:01.000Z")),
+        json_response(200, {"totalHits": 0}),
+    ]
+    async with make_rest(lambda r: replies.pop(0), time, budget_per_min=100) as rest:
+        history = await rest.user_history(["u-1"], HISTORY_START, HISTORY_END)
+        assert rest.budget.spare() == 100 - 4
+    assert 3.0 in time.sleeps
+    assert len(history["u-1"].routing) == 1
+
+
+async def test_user_history_5xx_storm_is_transient() -> None:
+    """5xx on every attempt ends in TransientError (the caller's 'unavailable' fallback)."""
+    async with make_rest(lambda r: httpx.Response(502), max_retries=1) as rest:
+        with pytest.raises(TransientError):
+            await rest.user_history(["u-1"], HISTORY_START, HISTORY_END)
+
+
+async def test_user_history_batches_100_users_a_query() -> None:
+    """150 users are two queries (100 + 50), each paged from 1."""
+    seen: list[dict[str, Any]] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(orjson.loads(request.content))
+        return json_response(200, {"totalHits": 0})
+
+    users = [f"u-{i:03d}" for i in range(150)]
+    async with make_rest(api) as rest:
+        assert await rest.user_history(users, HISTORY_START, HISTORY_END) == {}
+    assert [len(b["userFilters"][0]["predicates"]) for b in seen] == [100, 50]
+    assert [b["paging"]["pageNumber"] for b in seen] == [1, 1]
+
+
+async def test_user_history_malformed_page_is_a_protocol_error() -> None:
+    """An answer that is not the documented shape fails the query with ProtocolError."""
+    async with make_rest(lambda r: json_response(200, {"userDetails": [{"userId": 5}]})) as rest:
+        with pytest.raises(ProtocolError):
+            await rest.user_history(["u-1"], HISTORY_START, HISTORY_END)

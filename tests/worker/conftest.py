@@ -116,6 +116,7 @@ def bridge_settings(kafka: KafkaBroker, sim: SimProcess, **overrides: Any) -> Se
         "topic_routing_status": f"routing-{tag}",
         "topic_agent_state": f"state-{tag}",
         "topic_dlq": f"dlq-{tag}",
+        "topic_gaps": f"gaps-{tag}",
         "topic_shard_map": f"map-{tag}",
         "topic_partitions": 3,
         "metrics_port": 0,
