@@ -37,7 +37,10 @@ took effect, and the bridge drops a value older than the one it already
 wrote, so a reconcile record older than its predecessor is a stale value
 made current, exactly what downstream consumers must never see. Records
 with the same ``changedAt`` are in order (a millisecond does not order
-them); the same change twice is caught by its ``eventId``.
+them); the same change twice is caught by its ``eventId``. Records with
+``late: true`` (a gap's transition found in Genesys's history only after the
+agent's newer records were written) are out of order by definition and
+flagged so: the order check skips them, the duplicate check does not.
 
 Agents Genesys will not let the bridge observe (their topic comes back
 ``Rejected`` from a subscription, e.g. for lack of division permissions) are

@@ -31,11 +31,14 @@ from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT
 from bridge.genesys.retry import Action
 from bridge.genesys.session import EXPIRING, Accept, DeadLetter, HandOver, Reconnect, Rotate, Session
 from bridge.model import Change
+from bridge.records import GapRecord
 from bridge.subscriptions import Subscriptions
 
 __all__ = [
+    "HANDOVER",
     "MAINTENANCE_CONNECT_TIMEOUT_S",
     "MAX_PENDING_RECORDS",
+    "ROTATION",
     "TASK_STOP_TIMEOUT_S",
     "WATCHDOG_TICK_S",
     "ChannelLink",
@@ -57,6 +60,9 @@ WATCHDOG_TICK_S: Final = 0.25
 MAINTENANCE_CONNECT_TIMEOUT_S: Final = 30.0
 #: How long a cancelled serving task (reader, watchdog, …) may take to end.
 TASK_STOP_TIMEOUT_S: Final = 2.0
+#: The gap causes of a socket hand-over and a channel rotation (``bridge.gaps.v1``).
+HANDOVER: Final = "handover"
+ROTATION: Final = "rotation"
 #: Records read but not yet committed above which the shard stops reading its
 #: socket until they are (about 10 MB of encoded records).
 MAX_PENDING_RECORDS: Final = 20_000
@@ -77,6 +83,8 @@ class Sink(Protocol):
     async def close(self) -> None: ...
     async def drain_to(self, max_pending_items: int, /) -> None: ...
     def submit(self, accepted: Accepted, channel_id: str | None, /) -> None: ...
+    def submit_late(self, change: Change, channel_id: str | None, /) -> None: ...
+    def submit_gap(self, gap: GapRecord, /) -> None: ...
     def submit_tombstone(self, user_id: str, /) -> None: ...
     def submit_dlq(self, *, reason: str, error: str, frame: str, channel_id: str | None) -> None: ...
 
@@ -327,12 +335,14 @@ class Serving:
         accept: Callable[[Change, str | None], bool],
         on_gap: Callable[[], None],
         resync: asyncio.Event,
+        on_replacing: Callable[[str], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._link = link
         self._sink = sink
         self._accept = accept
         self._on_gap = on_gap
+        self._on_replacing = on_replacing
         self._resync = resync
         self._maintenance = asyncio.Event()
         self._rotation_asked = asyncio.Event()
@@ -476,6 +486,7 @@ class Serving:
     async def _handover(self, old_reader: asyncio.Task[None], reason: str) -> asyncio.Task[None]:
         """Make-before-break on the same channel: connect anew, drain the old socket."""
         logger.info("socket closing announced; opening its replacement first")
+        self._replacing(HANDOVER)
         old_socket = await asyncio.wait_for(self._link.connect_socket(), MAINTENANCE_CONNECT_TIMEOUT_S)
         metrics.CHANNEL_CONNECTS.labels(reason=reason).inc()
         self._ctx.stats.connects += 1
@@ -500,6 +511,7 @@ class Serving:
         old_channel = link.channel
         if reason == EXPIRING:
             logger.warning("channel extension did not move its expiry; rotating to a new channel")
+        self._replacing(ROTATION)
         await link.new_channel()
         old_socket = await link.connect_socket()
         new_socket = link.socket
@@ -520,6 +532,11 @@ class Serving:
                 await old_socket.close()
         self._gap()
         return reader
+
+    def _replacing(self, cause: str) -> None:
+        """A replacement socket or channel is being opened: a gap may begin now."""
+        if self._on_replacing is not None:
+            self._on_replacing(cause)
 
     def _gap(self) -> None:
         """A socket was replaced: what it may have missed is reconciled."""

@@ -37,10 +37,12 @@ class Reconciler:
         *,
         users: Callable[[], Sequence[str]],
         accept: Callable[[Change], bool],
+        read: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._users = users
         self._accept = accept
+        self._read = read
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -79,7 +81,11 @@ class Reconciler:
             memory.trim()
 
     async def users(self, users: Sequence[str]) -> None:
-        """Fetch these users' current states and emit only what differs from the last recorded ones."""
+        """Fetch these users' current states and emit only what differs from the last recorded ones.
+
+        ``read`` is told each batch of users once their states are accepted
+        (the backfill releases those whose gap has nothing to add).
+        """
         for start in range(0, len(users), RECONCILE_BATCH):
             batch = users[start : start + RECONCILE_BATCH]
             observed = self._ctx.wall()
@@ -87,4 +93,6 @@ class Reconciler:
                 if self._accept(change):
                     self._ctx.stats.corrections += 1
                     metrics.RECONCILE_CORRECTIONS.inc()
+            if self._read is not None:
+                self._read(batch)
         logger.info("reconciled %d users", len(users))

@@ -11,7 +11,11 @@ users; the worker (and later the fleet) only decides which users. Lifecycle
 - **gap**: any time the shard was not connected *and* subscribed. Every gap
   ends with a reconciliation from the bulk REST APIs that emits only what
   actually changed (``origin: "reconcile"``), since Genesys never replays what
-  it sent while no socket was open.
+  it sent while no socket was open, and a backfill (:mod:`bridge.backfill`)
+  that writes the transitions inside the gap from Genesys's analytics
+  history (``origin: "backfill"``); meanwhile the changes of an agent whose
+  backfill is pending are held (:meth:`Shard._accept` tests one attribute
+  while none is).
 - **watchdog** (:mod:`bridge.liveness`): after ``ping_interval_s`` of silence
   (no frame of any kind) the shard pings; no frame within ``pong_timeout_s``
   of that ping, or no frame for ``heartbeat_timeout_factor`` times the
@@ -71,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -78,6 +83,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 from bridge import log, metrics
+from bridge.backfill import Backfiller
 from bridge.channel import (
     ChannelLink,
     Rest,
@@ -91,6 +97,7 @@ from bridge.channel import (
 )
 from bridge.errors import FencedError
 from bridge.events import Dropped, ShardState
+from bridge.genesys.gaps import Cause
 from bridge.genesys.models import ChannelInfo, RejectedTopic
 from bridge.genesys.session import Session, SessionConfig
 from bridge.members import Members, OrphanFinder, OwnedElsewhere, StateLoader
@@ -111,6 +118,7 @@ __all__ = [
     "SocketFactory",
     "StateLoader",
     "session_config",
+    "write_change",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,6 +138,19 @@ def session_config(settings: Settings) -> SessionConfig:
         backoff_reset_s=settings.backoff_reset_s,
         extend_margin_s=settings.channel_extend_margin_s,
     )
+
+
+def write_change(state: ShardState, sink: Sink, change: Change, channel_id: str | None) -> str | None:
+    """Order and write one change; its eventId, or None when the event state dropped it."""
+    accepted = state.apply(change)
+    if isinstance(accepted, Dropped):
+        # A reconciliation repeats every unchanged state by design; counting
+        # those would bury the stale and duplicate frames of the stream.
+        if change.origin is Origin.STREAM:
+            _DROPPED[change.kind].inc()
+        return None
+    sink.submit(accepted, channel_id)
+    return accepted.change.event_id
 
 
 class Shard:
@@ -184,16 +205,25 @@ class Shard:
         self._link = ChannelLink(
             ctx, socket_factory=socket_factory, users=lambda: self.users, members=lambda: self._members.set
         )
+        self._write = functools.partial(write_change, state, sink)
+        self._backfill = Backfiller(
+            ctx, settings=settings, state=state, sink=sink, write=self._write, channel=lambda: self.channel_id
+        )
+        self._decisions = self._backfill.decisions
         self._reconciler = Reconciler(
-            ctx, users=lambda: self.users, accept=lambda change: self._accept(change, self.channel_id)
+            ctx,
+            users=lambda: self.users,
+            accept=lambda change: self._accept(change, self.channel_id),
+            read=self._backfill.reconciled,
         )
         self._serving = Serving(
             ctx,
             link=self._link,
             sink=sink,
             accept=self._accept,
-            on_gap=self._reconciler.start,
+            on_gap=self._flowing,
             resync=self._resync,
+            on_replacing=self._backfill.replacing,
         )
         self.sweep: Sweep | None = None
         if settings.sweep_interval_s > 0:
@@ -269,13 +299,15 @@ class Shard:
                 # transaction, so the state read next is the final one.
                 await self._sink.start()
                 await self._members.start()
+                self._backfill.loaded(self.users)
                 drained = True  # from here on _run_loop drains, or its sink is dead
-                sweeper = asyncio.create_task(self.sweep.run()) if self.sweep is not None else None
+                tasks = {"backfill": asyncio.create_task(self._backfill.run())}
+                if self.sweep is not None:
+                    tasks["sweep"] = asyncio.create_task(self.sweep.run())
                 try:
                     await self._run_loop()
                 finally:
-                    if sweeper is not None:
-                        await cancel_all({"sweep": sweeper})
+                    await cancel_all(tasks)
             except FencedError:
                 self._on_fenced()
             finally:
@@ -317,10 +349,12 @@ class Shard:
             try:
                 await self._link.resubscribe(added, removed)
                 if added:
+                    self._backfill.added(added)
                     await self._reconciler.users(added)
             except Exception as exc:
                 logger.warning("changing the subscriptions failed (%s); resubscribing everything", exc)
                 self._resync.set()
+        self._decisions.forget(removed)
         if members.loaded:
             # After unsubscribing: telling moves from removals reads Kafka.
             await members.tombstone_removed(removed)
@@ -367,11 +401,17 @@ class Shard:
         self._session.connected(now)
         self.connected.set()
         logger.info("connected and subscribed to %d topics", self._link.subscriptions.subscribed)
+        self._flowing()
+
+    def _flowing(self) -> None:
+        """Connected and subscribed, or a hand-over or rotation done: the gap ends, reconcile it."""
+        self._backfill.flowing(self.users)
         self._reconciler.start()
 
     def _set_disconnected(self) -> None:
         if self._connected:
             self.stats.last_gap_started = self._clock()
+            self._backfill.lost(Cause.RECONNECT)
         self._connected = False
         self._link.subscriptions.cleared()
         self._reconciler.cancel()
@@ -381,15 +421,9 @@ class Shard:
     def _accept(self, change: Change, channel_id: str | None) -> bool:
         if change.user_id not in self._members.set:
             return False
-        accepted = self._state.apply(change)
-        if isinstance(accepted, Dropped):
-            # A reconciliation repeats every unchanged state by design; counting
-            # those would bury the stale and duplicate frames of the stream.
-            if change.origin is Origin.STREAM:
-                _DROPPED[change.kind].inc()
-            return False
-        self._sink.submit(accepted, channel_id)
-        return True
+        if self._decisions.active:  # the only cost while no backfill is pending
+            return self._decisions.offer(change, channel_id)
+        return write_change(self._state, self._sink, change, channel_id) is not None
 
     # ------------------------------------------------------------------- stop
 

@@ -143,6 +143,14 @@ def test_older_change_after_newer_is_an_order_violation_also_for_reconcile() -> 
     assert next(iter(result.lines())).startswith("order a p:")
 
 
+def test_a_late_record_is_not_an_order_violation_but_can_be_a_duplicate() -> None:
+    """late: true is out of order on purpose; its eventId still counts against duplicates."""
+    late = rec(1, "a", "e0", 2, origin="backfill", late=True)
+    result = check_events([rec(0, "a", "e1", 5), late, rec(2, "a", "e2", 6), rec(3, "a", "e0", 2, late=True)])
+    assert result.order_violations == []
+    assert [r.offset for r in result.duplicates] == [3]
+
+
 def test_order_is_per_agent_and_per_topic() -> None:
     """Another agent's or another topic's older change is not a violation."""
     result = check_events([rec(0, "a", "e1", 5), rec(1, "b", "e2", 1), rec(2, "a", "e3", 1, topic="r")])

@@ -13,9 +13,10 @@ import pytest
 from bridge import metrics
 from bridge.errors import DeliveryError, GenesysError, SinkError
 from bridge.events import Accepted, ShardState
+from bridge.genesys.history import Interval, UserHistory
 from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.protocol import user_topic
-from bridge.model import AgentState, Change, Kind, Origin, RoutingValue
+from bridge.model import AgentState, Change, Kind, Origin, RoutingValue, VersionedRouting
 from bridge.settings import Settings
 from bridge.shard import Shard
 from tests.shard_fakes import FakeRest, FakeSink, FakeSocket, NullRest, StreamSink
@@ -487,3 +488,77 @@ async def test_added_users_are_reconciled_against_their_loaded_state() -> None:
     shard._set_disconnected()
     assert loads == [["b"]]
     assert sink.submitted == []
+
+
+class TakeoverRest(FakeRest):
+    """Genesys after the previous owner stopped: agent a moved on twice since its last written state."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__()
+        self.at = at
+        self.history = [
+            UserHistory(
+                "a",
+                [],
+                [
+                    Interval(at, at + timedelta(seconds=40), RoutingValue("IDLE")),
+                    Interval(
+                        at + timedelta(seconds=40), at + timedelta(seconds=50), RoutingValue("OFF_QUEUE")
+                    ),
+                    Interval(at + timedelta(seconds=50), None, RoutingValue("INTERACTING")),
+                ],
+            )
+        ]
+
+    async def current_changes(self, users: Sequence[str], *, observed_at: datetime) -> list[Any]:
+        when = self.at + timedelta(seconds=50)
+        value = RoutingValue("INTERACTING")
+        return [Change("a", Kind.ROUTING_STATUS, when, value, observed_at, Origin.RECONCILE)]
+
+
+class ChangeSink(FakeSink):
+    """Keeps the changes written, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[Change] = []
+
+    def submit(self, accepted: Accepted, channel_id: str | None) -> None:
+        self.changes.append(accepted.change)
+
+
+async def test_a_shard_started_on_loaded_states_backfills_from_the_newest_loaded_change() -> None:
+    """Takeover: history is read from the newest loaded changedAt (minus 1 s); what the previous owner
+    never wrote is written as backfill, in order, and the gap is recorded as a recovered takeover."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+
+    def routing(at: datetime) -> AgentState:
+        return AgentState("x", routing=VersionedRouting(RoutingValue("IDLE"), at, "e"))
+
+    states = {"a": routing(t0), "b": routing(t0 + timedelta(seconds=30))}
+
+    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
+        return {u: states[u] for u in users}
+
+    rest, sink = TakeoverRest(t0), ChangeSink()
+    shard = Shard(
+        4,
+        ["a", "b"],
+        rest=rest,
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=FakeSocket,
+        load_states=load,
+    )
+    task = asyncio.create_task(shard.run())
+    await until(lambda: bool(sink.gaps))
+    assert rest.history_queries[0][1] == t0 + timedelta(seconds=29)
+    assert [(c.changed_at - t0, c.origin) for c in sink.changes] == [
+        (timedelta(seconds=40), Origin.BACKFILL),
+        (timedelta(seconds=50), Origin.BACKFILL),
+    ]
+    (gap,) = sink.gaps
+    assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("takeover", True, 2, 2)
+    await shard.stop()
+    await task

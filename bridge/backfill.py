@@ -1,0 +1,249 @@
+"""One shard's backfill: after every gap, read Genesys's history and write what the stream missed.
+
+The decisions (windows, the per-agent rule, completeness, hold and release,
+late writes, reports) are :class:`bridge.genesys.backfill.Backfill`'s; this
+module executes them for one shard:
+
+- **queries**: every history query the decisions ask for goes through
+  :meth:`~bridge.genesys.rest.GenesysRest.user_history` and thus through the
+  client's shared request budget and the endpoint's allowance, so the budget
+  is never exceeded; when the budget has nothing spare the query is not sent
+  and its agents fall back (``budget``). Each query counts
+  ``bridge_backfill_queries_total{result}`` (``ok``, ``delayed``: analytics
+  had not caught up with the agents' current states yet, ``error``).
+- **fallback**: history refused (403 → ``forbidden``) or failing (5xx and
+  timeouts after the client's retries, a malformed answer → ``unavailable``):
+  the agents' held changes (the reconciled current state among them) are
+  written at once, one WARNING per gap says history is unavailable and why,
+  and the history is retried in the background; an unrecovered gap counts
+  ``bridge_backfill_fallbacks_total{reason}`` when its record is written.
+- **writes**: in-time transitions go through the shard's ordering and the
+  sink like any change (``origin: "backfill"``, ``channelId`` of the channel
+  after the gap); late ones with :meth:`~bridge.sink.ShardSink.submit_late`
+  (event only, ``late: true``); ``bridge_backfill_records_total{outcome}``.
+- **gap records**: each report becomes a ``bridge.gaps.v1`` record
+  (:class:`~bridge.records.GapRecord`, key ``shard-<n>``) and its first one
+  observes ``bridge_gap_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+from bridge import log, metrics
+from bridge.channel import ShardContext
+from bridge.errors import BridgeError, GenesysError
+from bridge.events import ShardState
+from bridge.genesys.backfill import Backfill
+from bridge.genesys.gaps import (
+    GAP_MARGIN,
+    BackfillConfig,
+    Cause,
+    Fallback,
+    GapReport,
+    HistoryQuery,
+    Outcome,
+    QueryResult,
+)
+from bridge.genesys.history import changes
+from bridge.model import AgentState, Change
+from bridge.records import GapRecord, gap_id
+from bridge.settings import Settings
+
+__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "Backfiller", "GapSink", "backfill_config"]
+
+logger = logging.getLogger(__name__)
+
+#: How often the backfill looks at its holds and retries while some agent is pending.
+BACKFILL_TICK_S: Final = 0.25
+#: The HTTP status of a missing permission.
+FORBIDDEN: Final = 403
+
+
+class GapSink(Protocol):
+    """The sink's writes the backfill makes besides ordinary changes."""
+
+    def submit_late(self, change: Change, channel_id: str | None, /) -> None: ...
+    def submit_gap(self, gap: GapRecord, /) -> None: ...
+
+
+def backfill_config(settings: Settings) -> BackfillConfig:
+    """The backfill's settings as the decisions take them."""
+    return BackfillConfig(
+        enabled=settings.backfill_enabled,
+        hold_s=settings.backfill_hold_s,
+        max_lookback_s=settings.backfill_max_lookback_s,
+    )
+
+
+class Backfiller:
+    """One shard's backfill task (see the module docstring); :meth:`run` runs as a task of the shard.
+
+    ``write`` orders and writes one change as the shard does (its eventId,
+    or None when dropped); ``channel`` is the shard's current channel.
+    """
+
+    def __init__(
+        self,
+        ctx: ShardContext,
+        *,
+        settings: Settings,
+        state: ShardState,
+        sink: GapSink,
+        write: Callable[[Change, str | None], str | None],
+        channel: Callable[[], str | None],
+    ) -> None:
+        self._ctx = ctx
+        self._bridge_id = settings.id
+        self._state = state
+        self._sink = sink
+        self._write = write
+        self._channel = channel
+        self._wake = asyncio.Event()
+        self.decisions = Backfill(backfill_config(settings), self, channel=channel)
+
+    # ------------------------------------------------------------- the shard's events
+
+    def lost(self, cause: Cause) -> None:
+        """The socket was lost: the gap starts at its last frame (minus the margin)."""
+        ctx = self._ctx
+        age = ctx.session.heartbeat_age(ctx.clock())
+        self.decisions.gap_started(cause, ctx.wall() - timedelta(seconds=age) - GAP_MARGIN)
+
+    def replacing(self, cause: str) -> None:
+        """A socket or channel replacement began (``cause``: hand-over or rotation)."""
+        self.decisions.gap_started(Cause(cause), self._ctx.wall() - GAP_MARGIN)
+
+    def loaded(self, users: Collection[str]) -> None:
+        """The members' states were loaded at the shard's start: a gap from the newest change among them.
+
+        No state at all is a fresh shard: nothing was ever written, nothing to backfill.
+        """
+        newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
+        if newest is not None:
+            self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN)
+
+    def flowing(self, users: Sequence[str]) -> None:
+        """Connected and subscribed: the gap (if any) ends now; its members are held."""
+        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get)
+        self._wake.set()
+
+    def added(self, users: Sequence[str]) -> None:
+        """Agents joined the running shard: backfilled from their loaded state, or the whole lookback."""
+        if not users:
+            return
+        starts: dict[str, datetime | None] = {}
+        for user in users:
+            latest = _latest(self._state.get(user))
+            starts[user] = None if latest is None else latest - GAP_MARGIN
+        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
+        self._wake.set()
+
+    def reconciled(self, users: Sequence[str]) -> None:
+        """The reconciliation read these members' current states."""
+        if self.decisions.active:
+            self.decisions.reconciled(self._ctx.clock(), users)
+            self._wake.set()
+
+    # ------------------------------------------------------------- the task
+
+    async def run(self) -> None:
+        """Execute the decisions until cancelled."""
+        decisions, ctx = self.decisions, self._ctx
+        with log.bind(shard=ctx.shard_id):
+            while True:
+                if not decisions.active:
+                    self._wake.clear()
+                    await self._wake.wait()
+                decisions.tick(ctx.clock(), ctx.wall())
+                for query in decisions.due(ctx.clock()):
+                    await self._query(query)
+                await ctx.sleep(BACKFILL_TICK_S)
+
+    async def _query(self, query: HistoryQuery) -> None:
+        ctx, decisions = self._ctx, self.decisions
+        budget = ctx.rest.budget
+        if budget is not None and budget.spare() < 1:
+            self._failed(query, Fallback.BUDGET, "the request budget is spent")
+            return
+        try:
+            found = await ctx.rest.user_history(query.users, query.start, ctx.wall())
+        except GenesysError as exc:
+            reason = Fallback.FORBIDDEN if exc.status == FORBIDDEN else Fallback.UNAVAILABLE
+            metrics.BACKFILL_QUERIES.labels(result=QueryResult.ERROR.value).inc()
+            self._failed(query, reason, str(exc))
+            return
+        except BridgeError as exc:  # a malformed answer
+            metrics.BACKFILL_QUERIES.labels(result=QueryResult.ERROR.value).inc()
+            self._failed(query, Fallback.UNAVAILABLE, str(exc))
+            return
+        wall = ctx.wall()
+        transitions = {user: changes(history, observed_at=wall) for user, history in found.items()}
+        result = decisions.history(ctx.clock(), wall, query.users, transitions)
+        metrics.BACKFILL_QUERIES.labels(result=result.value).inc()
+
+    def _failed(self, query: HistoryQuery, reason: Fallback, why: str) -> None:
+        if self.decisions.failed(self._ctx.clock(), query.users, reason):
+            logger.warning(
+                "history unavailable (%s: %s); reconciliation wrote the current states, "
+                "the gap's transitions are retried in the background",
+                reason.value,
+                why,
+            )
+
+    # ------------------------------------------------------------- effects
+
+    def write(self, change: Change, channel_id: str | None, /) -> str | None:
+        return self._write(change, channel_id)
+
+    def write_late(self, change: Change, /) -> None:
+        self._sink.submit_late(change, self._channel())
+
+    def write_gap(self, report: GapReport, /) -> None:
+        shard = self._ctx.shard_id
+        record = GapRecord.model_validate(
+            {
+                "schema": "bridge.gaps.v1",
+                "gapId": gap_id(self._bridge_id, shard, report.start, report.cause.value),
+                "shard": shard,
+                "channelId": self._channel(),
+                "cause": report.cause.value,
+                "from": report.start,
+                "to": report.end,
+                "agents": report.agents,
+                "backfilled": report.backfilled,
+                "late": report.late,
+                "recovered": report.recovered,
+                "fallback": None if report.fallback is None else report.fallback.value,
+                "writtenAt": self._ctx.wall(),
+            }
+        )
+        self._sink.submit_gap(record)
+        if not report.recovered and report.fallback is not None:
+            metrics.BACKFILL_FALLBACKS.labels(reason=report.fallback.value).inc()
+        if report.first:
+            metrics.GAP_SECONDS.observe(max(0.0, (report.end - report.start).total_seconds()))
+        logger.info(
+            "gap %s from %s to %s: %d transitions backfilled (%d late), %s",
+            report.cause.value,
+            report.start.isoformat(),
+            report.end.isoformat(),
+            report.backfilled,
+            report.late,
+            "recovered" if report.recovered else f"not recovered ({report.fallback})",
+        )
+
+    def count(self, outcome: Outcome, n: int, /) -> None:
+        metrics.BACKFILL_RECORDS.labels(outcome=outcome.value).inc(n)
+
+
+def _latest(state: AgentState | None) -> datetime | None:
+    """The newest ``changed_at`` of an agent's state (None without one)."""
+    if state is None:
+        return None
+    times = [v.changed_at for v in (state.presence, state.routing) if v is not None]
+    return max(times) if times else None

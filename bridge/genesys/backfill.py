@@ -1,0 +1,389 @@
+"""What a shard decides about backfilling its gaps, sans-I/O: gap ends, states and history in, writes out.
+
+Genesys never replays what it sent while no socket was open, but its
+analytics history (``POST /api/v2/analytics/users/details/query``) keeps
+every presence and routing-status interval. After each gap the shard reads
+the history of its agents and writes every transition Kafka lacks, with the
+stream's own eventId. This module holds the decisions; the shard-side
+:mod:`bridge.backfill` does the queries, the sleeps and the writes. Nothing
+here reads a clock: every input carries ``now`` (monotonic seconds) and/or
+``wall`` (aware UTC).
+
+**Gap windows** (:meth:`Backfill.gap_started`, :meth:`Backfill.gap_ended`):
+every gap has a cause, a ``from`` and a ``to`` in wall time. ``from`` is the
+last frame seen on a lost socket (reconnect), when a replacement began
+(hand-over, rotation), or the newest loaded ``changed_at`` (start, takeover),
+each minus :data:`GAP_MARGIN`; ``to`` is when the stream flows again
+(connected and subscribed). ``from`` is clamped to ``to - max_lookback_s``;
+a gap older than that is marked ``too_old`` (what is before is not
+backfilled). A gap that ends while an earlier one is still being backfilled
+merges into it (the earlier ``from`` and cause are kept, ``to`` moves).
+
+**What Kafka lacks, per agent and kind**: at the gap's end the agent's last
+accepted change is its ``since``. A history transition is written iff its
+``changed_at`` is after ``since`` (after the agent's ``from`` when it has no
+state), at or before ``target`` (below), its eventId is not among those
+written for the agent since its gap began, and its value differs from the
+previous one (a record split in two by Genesys's storage is not a change).
+
+**Target and completeness**: the reconciliation after the gap reads each
+agent's current state; its ``changed_at`` is the ``target`` the history must
+reach. Analytics lags (its answer lacks the youngest changes, and the
+interval before them looks open), so per kind the history is complete when
+it holds an interval starting at the target, or at a change of the agent
+seen on the stream at or after ``to`` (analytics holds everything older than
+what it shows, so nothing of the gap is missing), or when ``target`` is not
+after ``since`` (nothing changed). A presence change of the message alone
+starts no analytics interval: when the last interval has the target's value
+and the target is :data:`MESSAGE_ONLY_SETTLE_S` old, the history is complete
+too. Incomplete → the agent's history is asked again after
+:data:`DELAYED_RETRY_S`.
+
+**Hold**: from the gap's end every change of an agent whose backfill is
+pending is held per agent, in arrival order (:meth:`Backfill.offer`). Once its
+history is complete the transitions, the reconciled current state and the
+held changes are applied sorted by ``changed_at`` through the shard's
+ordering (which drops duplicates and stale ones), and the agent is released.
+``hold_s`` after ``to`` every still-held agent is released without its
+history (its held changes applied in order), and its history is retried with
+backoff; what it finds then is written late (:meth:`Effects.write_late`:
+event topic only, ``late: true``), deduplicated by the same eventId set.
+
+**Fallback** (:meth:`Backfill.failed`): history refused (``forbidden``),
+failing (``unavailable``) or out of request budget (``budget``): the agents
+are released at once, the gap is reported unrecovered, and their history is
+retried in the background with backoff (:data:`RETRY_MAX_S`; forbidden up to
+:data:`FORBIDDEN_RETRY_MAX_S`) until their ``from`` falls out of the
+lookback (:data:`MIN_RETRY_WINDOW_S` at least).
+
+**Gap reports**: one :class:`GapReport` when every agent of the gap is
+complete or has fallen back; when a gap reported unrecovered is recovered
+later, a second report with ``recovered=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from bridge.genesys.gaps import (
+    DELAYED_RETRY_S,
+    FORBIDDEN_RETRY_MAX_S,
+    HISTORY_MAX_USERS,
+    MIN_RETRY_WINDOW_S,
+    RETRY_INITIAL_S,
+    RETRY_MAX_S,
+    AgentGap,
+    BackfillConfig,
+    Cause,
+    Effects,
+    Fallback,
+    Gap,
+    HistoryQuery,
+    Outcome,
+    QueryResult,
+    by_kind,
+)
+from bridge.model import AgentState, Change, Kind, Origin
+
+__all__ = ["Backfill"]
+
+#: Sort ranks of the changes released together at the same time.
+_FROM_STREAM, _FROM_HISTORY, _READ = 0, 1, 2
+
+
+class Backfill:
+    """One shard's backfill decisions (see the module docstring). Not thread-safe; one per shard.
+
+    :attr:`active` is False when no agent's backfill is pending: the shard's
+    hot path tests only that before writing a change.
+    """
+
+    def __init__(
+        self, config: BackfillConfig, effects: Effects, *, channel: Callable[[], str | None]
+    ) -> None:
+        self.config = config
+        self.active = False
+        self._effects = effects
+        self._channel = channel
+        self._window: tuple[Cause, datetime] | None = None
+        self._gap: Gap | None = None
+        self._agents: dict[str, AgentGap] = {}
+
+    # ------------------------------------------------------------------ windows
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(seconds=self.config.max_lookback_s)
+
+    def gap_started(self, cause: Cause, start: datetime) -> None:
+        """A gap began at ``start`` (wall); an earlier unfinished start is kept."""
+        if self.config.enabled and self._window is None:
+            self._window = (cause, start)
+
+    def gap_ended(
+        self,
+        now: float,
+        end: datetime,
+        members: Iterable[str],
+        state_of: Callable[[str], AgentState | None],
+        starts: Mapping[str, datetime | None] | None = None,
+    ) -> None:
+        """The stream flows again at ``end``: hold ``members`` until their history is written.
+
+        ``starts`` gives agents a ``from`` of their own (agents added to a
+        running shard; None: the whole lookback, the agent has no state):
+        they are backfilled even without a gap started.
+        """
+        window, self._window = self._window, None
+        if not self.config.enabled or (window is None and not starts):
+            return
+        floor = end - self.lookback
+        own = {user: floor if at is None else at for user, at in (starts or {}).items()}
+        cause, start = window if window is not None else (Cause.RESUBSCRIBE, min(own.values()))
+        gap = self._merge(now, cause, start, end)
+        left: set[Gap] = set()
+        for user in members:
+            agent = self._agents.get(user)
+            agent_start = max(own.get(user, start), floor)
+            if agent is None:
+                agent = AgentGap.new(user, gap, agent_start, end, state_of(user))
+                self._agents[user] = agent
+            else:
+                if agent.gap is not gap:
+                    left.add(agent.gap)
+                agent.gap.open.discard(user)
+                agent.gap.fell_back.discard(user)
+                agent.gap, agent.start, agent.end = gap, min(agent.start, agent_start), end
+                if agent.held is None:
+                    agent.held = []
+                agent.seen_after.clear()
+                agent.known, agent.next_try, agent.retries, agent.forbidden = False, 0.0, 0, False
+            gap.agents.add(user)
+            gap.open.add(user)
+        for old in left:
+            self._maybe_report(old)
+        self.active = bool(self._agents)
+
+    def _merge(self, now: float, cause: Cause, start: datetime, end: datetime) -> Gap:
+        floor = end - self.lookback
+        gap = self._gap
+        if gap is None or gap.reported is True or not gap.open:
+            gap = self._gap = Gap(cause, max(start, floor), end, now + self.config.hold_s)
+        else:
+            gap.start, gap.end, gap.hold_until = (
+                min(gap.start, max(start, floor)),
+                end,
+                now + self.config.hold_s,
+            )
+        if start < floor:
+            gap.fallback = Fallback.TOO_OLD
+        return gap
+
+    def forget(self, users: Collection[str]) -> None:
+        """Agents left the shard: their backfill is dropped (they are tombstoned)."""
+        for user in users:
+            agent = self._agents.pop(user, None)
+            if agent is not None:
+                agent.gap.open.discard(user)
+                agent.gap.agents.discard(user)
+                self._maybe_report(agent.gap)
+        self.active = bool(self._agents)
+
+    # ------------------------------------------------------------- changes
+
+    def offer(self, change: Change, channel_id: str | None) -> bool:
+        """A change for a member while :attr:`active`: hold it, or write it; True when written now."""
+        agent = self._agents.get(change.user_id)
+        if agent is None:
+            return self._effects.write(change, channel_id) is not None
+        agent.saw(change)
+        if agent.held is not None:
+            agent.held.append((change, channel_id))
+            return False
+        written = self._effects.write(change, channel_id)
+        if written is not None:
+            agent.written.add(written)
+        return written is not None
+
+    def reconciled(self, now: float, users: Iterable[str]) -> None:
+        """The current states of ``users`` were read: release those whose history has nothing to add."""
+        for user in users:
+            agent = self._agents.get(user)
+            if agent is None or agent.known:
+                continue
+            agent.known = True
+            if all(agent.nothing_new(kind) for kind in Kind):
+                self._release(agent, [], complete=True)
+        self.active = bool(self._agents)
+
+    # ------------------------------------------------------------- history
+
+    def due(self, now: float) -> list[HistoryQuery]:
+        """The history queries to send now (agents with a target, incomplete, their retry time come)."""
+        ready = sorted(
+            (a for a in self._agents.values() if a.known and a.next_try <= now),
+            key=lambda a: (a.start, a.user_id),
+        )
+        return [
+            HistoryQuery(tuple(a.user_id for a in chunk), chunk[0].start)
+            for chunk in (ready[i : i + HISTORY_MAX_USERS] for i in range(0, len(ready), HISTORY_MAX_USERS))
+        ]
+
+    def history(
+        self, now: float, wall: datetime, users: Iterable[str], found: Mapping[str, Sequence[Change]]
+    ) -> QueryResult:
+        """A history answer for ``users`` (``found``: user → its transitions, any order)."""
+        result = QueryResult.OK
+        for user in users:
+            agent = self._agents.get(user)
+            if agent is None:
+                continue
+            history = by_kind(found.get(user, ()))
+            complete = all(agent.complete(kind, history[kind], wall) for kind in Kind)
+            transitions = [c for kind in Kind for c in agent.transitions(kind, history[kind])]
+            if complete:
+                self._release(agent, transitions, complete=True)
+                continue
+            result = QueryResult.DELAYED
+            if agent.held is None:
+                self._write_late(agent, transitions)
+            self._retry_later(agent, now)
+        self.active = bool(self._agents)
+        return result
+
+    def failed(self, now: float, users: Iterable[str], reason: Fallback) -> bool:
+        """The history of ``users`` cannot be read: release them now, retry later.
+
+        True when this is the gap's first fallback (the shard logs one warning per gap).
+        """
+        first = False
+        for user in users:
+            agent = self._agents.get(user)
+            if agent is None:
+                continue
+            gap = agent.gap
+            if not gap.warned:
+                gap.warned = first = True
+            if gap.fallback is None:
+                gap.fallback = reason
+            gap.fell_back.add(user)
+            agent.forbidden = reason is Fallback.FORBIDDEN
+            if agent.held is not None:
+                self._release(agent, [], complete=False)
+            self._retry_later(agent, now)
+            self._maybe_report(gap)
+        self.active = bool(self._agents)
+        return first
+
+    def tick(self, now: float, wall: datetime) -> None:
+        """Release agents held past ``hold_s``; give up on those whose gap left the lookback."""
+        for agent in list(self._agents.values()):
+            if agent.held is not None and now >= agent.gap.hold_until:
+                self._release(agent, [], complete=False)
+            elif agent.held is None and wall > self._deadline(agent):
+                self._give_up(agent)
+        self.active = bool(self._agents)
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When :meth:`tick` or :meth:`due` has something to do next (None: nothing pending)."""
+        times = [a.next_try for a in self._agents.values() if a.known]
+        times += [a.gap.hold_until for a in self._agents.values() if a.held is not None]
+        return min(times) if times else None
+
+    def pending(self) -> int:
+        """Agents whose backfill is not finished."""
+        return len(self._agents)
+
+    def held(self, user_id: str) -> bool:
+        """The agent's changes are being held."""
+        agent = self._agents.get(user_id)
+        return agent is not None and agent.held is not None
+
+    # ------------------------------------------------------------- internals
+
+    def _deadline(self, agent: AgentGap) -> datetime:
+        return max(agent.start + self.lookback, agent.end + timedelta(seconds=MIN_RETRY_WINDOW_S))
+
+    def _retry_later(self, agent: AgentGap, now: float) -> None:
+        if agent.held is not None and now < agent.gap.hold_until and not agent.forbidden:
+            agent.next_try = now + DELAYED_RETRY_S
+            return
+        cap = FORBIDDEN_RETRY_MAX_S if agent.forbidden else RETRY_MAX_S
+        agent.next_try = now + min(cap, RETRY_INITIAL_S * 2**agent.retries)
+        agent.retries += 1
+
+    def _release(self, agent: AgentGap, transitions: list[Change], *, complete: bool) -> None:
+        """Apply the transitions and the held changes in time order; close the agent when complete."""
+        held = agent.held or []
+        agent.held = None
+        channel = self._channel()
+        items = [(c, channel, _FROM_HISTORY) for c in transitions]
+        items += [(c, ch, _FROM_STREAM if c.origin is Origin.STREAM else _READ) for c, ch in held]
+        # At equal times the stream's copy goes first, then history's, then the
+        # reconciliation's: each record names the path that saw the change first.
+        items.sort(key=lambda item: (item[0].changed_at, item[2]))
+        late: list[Change] = []
+        written = already = 0
+        for change, channel_id, rank in items:
+            from_history = rank == _FROM_HISTORY
+            if from_history and change.event_id in agent.written:
+                already += 1
+                continue
+            event_id = self._effects.write(change, channel_id)
+            if event_id is not None:
+                agent.written.add(event_id)
+                written += from_history
+            elif from_history:
+                late.append(change)
+        self._count(agent.gap, written, already)
+        self._write_late(agent, late)
+        if complete:
+            self._close(agent)
+
+    def _write_late(self, agent: AgentGap, transitions: Iterable[Change]) -> None:
+        late = already = 0
+        for change in transitions:
+            if change.event_id in agent.written:
+                already += 1
+                continue
+            agent.written.add(change.event_id)
+            self._effects.write_late(change)
+            late += 1
+        agent.gap.backfilled += late
+        agent.gap.late += late
+        if late:
+            self._effects.count(Outcome.LATE, late)
+        if already:
+            self._effects.count(Outcome.ALREADY_WRITTEN, already)
+
+    def _count(self, gap: Gap, written: int, already: int) -> None:
+        gap.backfilled += written
+        if written:
+            self._effects.count(Outcome.WRITTEN, written)
+        if already:
+            self._effects.count(Outcome.ALREADY_WRITTEN, already)
+
+    def _close(self, agent: AgentGap) -> None:
+        self._agents.pop(agent.user_id, None)
+        agent.gap.open.discard(agent.user_id)
+        agent.gap.fell_back.discard(agent.user_id)
+        self._maybe_report(agent.gap)
+
+    def _give_up(self, agent: AgentGap) -> None:
+        gap = agent.gap
+        if gap.fallback is None:
+            gap.fallback = Fallback.UNAVAILABLE
+        gap.gave_up = True
+        self._agents.pop(agent.user_id, None)
+        gap.open.discard(agent.user_id)
+        gap.fell_back.discard(agent.user_id)
+        self._maybe_report(gap)
+
+    def _maybe_report(self, gap: Gap) -> None:
+        """Report a gap once all its agents are settled; again when a later retry recovers it."""
+        report = gap.report()
+        if report is not None:
+            self._effects.write_gap(report)
+            if self._gap is gap and report.recovered:
+                self._gap = None

@@ -1,0 +1,317 @@
+"""The backfill's vocabulary and its per-agent rule, sans-I/O: gaps, agents, what Kafka lacks.
+
+:mod:`bridge.genesys.backfill` decides when to hold, release and report; this
+module holds the types it shares with the shard-side :mod:`bridge.backfill`
+and the rule for one agent of one gap (:class:`AgentGap`):
+
+- **since**: at the gap's end, the agent's last accepted change per kind.
+- **transitions** (:meth:`AgentGap.transitions`): a history transition is
+  written iff its ``changed_at`` is after ``since`` (after the agent's
+  ``from`` when it has no state of that kind), at or before the ``target``,
+  and its value differs from the previous one (a record Genesys's storage
+  split in two is not a change). A presence's message is not part of the
+  value: analytics does not record it.
+- **target**: the ``changed_at`` of the agent's current state as read from
+  Genesys after the gap's end (the reconciliation); the history must reach it.
+- **completeness** (:meth:`AgentGap.complete`): analytics lags (its answer
+  lacks the youngest changes, and the interval before them looks open); per
+  kind the history is complete when ``target`` is not after ``since``
+  (nothing changed), when it holds an interval starting at the target, or at
+  a change of the agent seen after the gap's end (analytics holds everything
+  older than what it shows, so nothing of the gap is missing). A presence
+  change of the message alone starts no analytics interval: when the last
+  interval has the target's value and the target is
+  :data:`MESSAGE_ONLY_SETTLE_S` old, the history is complete too.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+from bridge.genesys.history import MAX_USERS_PER_QUERY
+from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, RoutingValue
+
+__all__ = [
+    "DELAYED_RETRY_S",
+    "FORBIDDEN_RETRY_MAX_S",
+    "GAP_MARGIN",
+    "HISTORY_MAX_USERS",
+    "MESSAGE_ONLY_SETTLE_S",
+    "MIN_RETRY_WINDOW_S",
+    "RETRY_INITIAL_S",
+    "RETRY_MAX_S",
+    "AgentGap",
+    "BackfillConfig",
+    "Cause",
+    "Effects",
+    "Fallback",
+    "Gap",
+    "GapReport",
+    "Held",
+    "HistoryQuery",
+    "Outcome",
+    "QueryResult",
+    "by_kind",
+    "same_value",
+]
+
+#: ``from`` is moved back by this much: the last frame seen is not the last change sent.
+GAP_MARGIN: Final = timedelta(seconds=1)
+#: Analytics had not caught up with an agent's target yet: ask again this much later.
+DELAYED_RETRY_S: Final = 1.5
+#: Retries after the hold or after a fallback back off from this …
+RETRY_INITIAL_S: Final = 2.0
+#: … to this, doubling.
+RETRY_MAX_S: Final = 30.0
+#: A refused history (missing permission) is asked again at most this rarely.
+FORBIDDEN_RETRY_MAX_S: Final = 60.0
+#: Retries go on at least this long after the gap's end, even for a gap at the lookback's edge.
+MIN_RETRY_WINDOW_S: Final = 60.0
+#: A presence target that is a message-only change is taken as reached once this old.
+MESSAGE_ONLY_SETTLE_S: Final = 30.0
+#: userId predicates per history query.
+HISTORY_MAX_USERS: Final = MAX_USERS_PER_QUERY
+
+
+class Cause(enum.StrEnum):
+    """Why the stream had a gap (``cause`` of a gap record)."""
+
+    RECONNECT = "reconnect"
+    HANDOVER = "handover"
+    ROTATION = "rotation"
+    START = "start"
+    TAKEOVER = "takeover"
+    RESUBSCRIBE = "resubscribe"
+
+
+class Fallback(enum.StrEnum):
+    """Why a gap was not (fully) backfilled (``fallback`` of a gap record)."""
+
+    FORBIDDEN = "forbidden"
+    UNAVAILABLE = "unavailable"
+    BUDGET = "budget"
+    TOO_OLD = "too_old"
+
+
+class Outcome(enum.StrEnum):
+    """What became of one history transition (``bridge_backfill_records_total{outcome}``)."""
+
+    WRITTEN = "written"
+    LATE = "late"
+    ALREADY_WRITTEN = "already_written"
+
+
+class QueryResult(enum.StrEnum):
+    """How one history query went (``bridge_backfill_queries_total{result}``)."""
+
+    OK = "ok"
+    DELAYED = "delayed"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillConfig:
+    """The backfill's settings as plain values."""
+
+    enabled: bool
+    hold_s: float
+    max_lookback_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GapReport:
+    """One gap's outcome, to be written as a gap record."""
+
+    cause: Cause
+    start: datetime
+    end: datetime
+    agents: int
+    backfilled: int
+    late: int
+    recovered: bool
+    fallback: Fallback | None
+    first: bool = True
+    """The gap's first report (a second one says a gap reported unrecovered was recovered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Read the history of ``users`` from ``start`` to now."""
+
+    users: tuple[str, ...]
+    start: datetime
+
+
+class Effects(Protocol):
+    """What the decisions make the shard do (the shard-side :mod:`bridge.backfill`)."""
+
+    def write(self, change: Change, channel_id: str | None, /) -> str | None:
+        """Order and write ``change`` (event + state); its eventId if written, None if dropped."""
+
+    def write_late(self, change: Change, /) -> None:
+        """Write ``change`` to its event topic only, flagged late (never to the compacted state)."""
+
+    def write_gap(self, report: GapReport, /) -> None:
+        """Write a gap record (and observe its length on a first report)."""
+
+    def count(self, outcome: Outcome, n: int, /) -> None:
+        """Count ``n`` history transitions with this outcome."""
+
+
+#: A change held while its agent's backfill is pending, with the channel it came from.
+Held = tuple[Change, str | None]
+
+
+@dataclass(eq=False)
+class Gap:
+    """One gap of a shard (merged with those that ended while it was being backfilled)."""
+
+    cause: Cause
+    start: datetime
+    end: datetime
+    hold_until: float
+    """Monotonic time at which every still-held agent is released."""
+    agents: set[str] = field(default_factory=set)
+    open: set[str] = field(default_factory=set)
+    """Agents whose backfill is not finished."""
+    fell_back: set[str] = field(default_factory=set)
+    """Open agents whose history could not be read (retried in the background)."""
+    backfilled: int = 0
+    late: int = 0
+    fallback: Fallback | None = None
+    reported: bool | None = None
+    """None: not reported yet; False: reported unrecovered; True: reported recovered."""
+    gave_up: bool = False
+    warned: bool = False
+
+    def report(self) -> GapReport | None:
+        """The gap's report when every agent is settled (complete or fallen back), once unrecovered
+        and once recovered; None when there is nothing (new) to report."""
+        if self.reported is True or self.open - self.fell_back:
+            return None
+        recovered = not self.open and not self.gave_up and self.fallback is not Fallback.TOO_OLD
+        if not recovered and self.reported is False:
+            return None
+        first, self.reported = self.reported is None, recovered
+        fallback = None if recovered else self.fallback
+        agents = len(self.agents)
+        return GapReport(
+            self.cause, self.start, self.end, agents, self.backfilled, self.late, recovered, fallback, first
+        )
+
+
+@dataclass(eq=False)
+class AgentGap:
+    """One agent's pending backfill (module rules)."""
+
+    user_id: str
+    gap: Gap
+    start: datetime
+    end: datetime
+    since: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None]
+    held: list[Held] | None = field(default_factory=list)
+    """Changes held in arrival order; None once released."""
+    written: set[str] = field(default_factory=set)
+    """EventIds written for the agent since its gap began."""
+    target: dict[Kind, Change] = field(default_factory=dict)
+    seen_after: dict[Kind, set[datetime]] = field(default_factory=dict)
+    known: bool = False
+    """Its current state was read after the gap's end."""
+    next_try: float = 0.0
+    retries: int = 0
+    forbidden: bool = False
+
+    @classmethod
+    def new(
+        cls, user_id: str, gap: Gap, start: datetime, end: datetime, state: AgentState | None
+    ) -> AgentGap:
+        """An agent entering ``gap`` with its last state ``state`` as its ``since``."""
+        presence = state.presence if state is not None else None
+        routing = state.routing if state is not None else None
+        since: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None] = {
+            Kind.PRESENCE: (presence.changed_at, presence.value) if presence is not None else None,
+            Kind.ROUTING_STATUS: (routing.changed_at, routing.value) if routing is not None else None,
+        }
+        return cls(user_id, gap, start, end, since)
+
+    def saw(self, change: Change) -> None:
+        """A change of the agent arrived after the gap's end (a current state read, or the stream)."""
+        if change.origin is not Origin.STREAM:
+            last = self.target.get(change.kind)
+            if last is None or change.changed_at >= last.changed_at:
+                self.target[change.kind] = change
+        if change.changed_at >= self.end:
+            self.seen_after.setdefault(change.kind, set()).add(change.changed_at)
+
+    def _floor(self, kind: Kind) -> datetime:
+        since = self.since[kind]
+        return since[0] if since is not None else self.start
+
+    def nothing_new(self, kind: Kind) -> bool:
+        """The current state of ``kind`` is not after ``since``: nothing changed in the gap."""
+        target = self.target.get(kind)
+        return target is None or target.changed_at <= self._floor(kind)
+
+    def complete(self, kind: Kind, history: list[Change], wall: datetime) -> bool:
+        """The history of ``kind`` (sorted) reaches what Kafka must have (module rules)."""
+        if self.nothing_new(kind):
+            return True
+        target = self.target[kind]
+        starts = {c.changed_at for c in history}
+        if target.changed_at in starts or not starts.isdisjoint(self.seen_after.get(kind, ())):
+            return True
+        return (
+            kind is Kind.PRESENCE
+            and bool(history)
+            and same_value(history[-1].value, target.value)
+            and history[-1].changed_at < target.changed_at
+            and (wall - target.changed_at).total_seconds() >= MESSAGE_ONLY_SETTLE_S
+        )
+
+    def transitions(self, kind: Kind, history: list[Change]) -> list[Change]:
+        """The history transitions of ``kind`` (sorted) that Kafka may lack (module rules)."""
+        since = self.since[kind]
+        floor = self._floor(kind)
+        target = self.target.get(kind)
+        previous = since[1] if since is not None else None
+        out: list[Change] = []
+        for change in history:
+            at = change.changed_at
+            real = previous is None or not same_value(previous, change.value)
+            previous = change.value
+            if at <= floor or not real:
+                continue
+            if target is None or at > target.changed_at:
+                break
+            out.append(change)
+        return out
+
+
+def by_kind(changes: Iterable[Change]) -> dict[Kind, list[Change]]:
+    """Per kind, sorted by time, with repeats (same time and value) dropped."""
+    out: dict[Kind, list[Change]] = {kind: [] for kind in Kind}
+    for change in sorted(changes, key=lambda c: c.changed_at):
+        same_kind = out[change.kind]
+        if (
+            same_kind
+            and same_kind[-1].changed_at == change.changed_at
+            and same_value(same_kind[-1].value, change.value)
+        ):
+            continue
+        same_kind.append(change)
+    return out
+
+
+def same_value(a: PresenceValue | RoutingValue, b: PresenceValue | RoutingValue) -> bool:
+    """The same value as analytics records it (a presence's message is not part of it)."""
+    if isinstance(a, PresenceValue):
+        return (
+            isinstance(b, PresenceValue)
+            and a.system_presence == b.system_presence
+            and a.presence_definition_id == b.presence_definition_id
+        )
+    return isinstance(b, RoutingValue) and a.status == b.status

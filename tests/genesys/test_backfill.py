@@ -1,0 +1,407 @@
+"""Sans-I/O backfill decisions: gap windows, hold and release order, completeness, late writes, reports."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bridge.events import Accepted, ShardState
+from bridge.genesys.backfill import Backfill
+from bridge.genesys.gaps import (
+    DELAYED_RETRY_S,
+    HISTORY_MAX_USERS,
+    MESSAGE_ONLY_SETTLE_S,
+    BackfillConfig,
+    Cause,
+    Fallback,
+    GapReport,
+    Outcome,
+    QueryResult,
+)
+from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
+
+WALL = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+USER = "u-1"
+CHANNEL = "ch-after"
+HOLD_S = 10.0
+CONFIG = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=3600.0)
+#: History records as the history client turns them into changes.
+HISTORY = Origin.BACKFILL
+
+
+def at(seconds: float) -> datetime:
+    return WALL + timedelta(seconds=seconds)
+
+
+def presence(seconds: float, sp: str, origin: Origin = Origin.STREAM, user: str = USER) -> Change:
+    value = PresenceValue(sp, f"def-{sp.lower()}")
+    when = at(seconds)
+    return Change(user, Kind.PRESENCE, when, value, when, origin, event_id(user, Kind.PRESENCE, when, value))
+
+
+def routing(seconds: float, status: str, origin: Origin = Origin.STREAM, user: str = USER) -> Change:
+    value = RoutingValue(status)
+    when = at(seconds)
+    return Change(
+        user, Kind.ROUTING_STATUS, when, value, when, origin, event_id(user, Kind.ROUTING_STATUS, when, value)
+    )
+
+
+@dataclass
+class Topic:
+    """The shard's writes as the decisions make them: ordered through a real ShardState."""
+
+    state: ShardState
+    records: list[tuple[Change, bool]] = field(default_factory=list)
+    reports: list[GapReport] = field(default_factory=list)
+    counts: Counter[Outcome] = field(default_factory=Counter)
+
+    def write(self, change: Change, channel_id: str | None, /) -> str | None:
+        accepted = self.state.apply(change)
+        if not isinstance(accepted, Accepted):
+            return None
+        self.records.append((accepted.change, False))
+        return accepted.change.event_id
+
+    def write_late(self, change: Change, /) -> None:
+        self.records.append((change, True))
+
+    def write_gap(self, report: GapReport, /) -> None:
+        self.reports.append(report)
+
+    def count(self, outcome: Outcome, n: int, /) -> None:
+        self.counts[outcome] += n
+
+    def times(self) -> list[tuple[str, float, bool]]:
+        return [(c.kind.value, (c.changed_at - WALL).total_seconds(), late) for c, late in self.records]
+
+
+def setup(*changes: Change, config: BackfillConfig = CONFIG) -> tuple[Backfill, Topic]:
+    state = ShardState()
+    topic = Topic(state)
+    for change in changes:
+        topic.write(change, "ch-before")
+    topic.records.clear()
+    return Backfill(config, topic, channel=lambda: CHANNEL), topic
+
+
+def end_gap(
+    backfill: Backfill, topic: Topic, *, start: float = 5.0, end: float = 10.0, now: float = 0.0
+) -> None:
+    backfill.gap_started(Cause.RECONNECT, at(start))
+    backfill.gap_ended(now, at(end), [USER], topic.state.get)
+
+
+def reconcile(backfill: Backfill, now: float, *current: Change) -> None:
+    for change in current:
+        backfill.offer(change, CHANNEL)
+    backfill.reconciled(now, [USER])
+
+
+def test_in_gap_transitions_are_written_before_the_held_change_once_history_reaches_the_target() -> None:
+    """Held post-gap changes wait for the history; then all is written in time order, none twice."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    assert backfill.active
+    assert not backfill.offer(presence(12, "BREAK"), "ch-after")
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    assert topic.records == []
+    (query,) = backfill.due(1.0)
+    assert query.users == (USER,) and query.start == at(5)
+    lagging = [presence(0, "AVAILABLE", HISTORY), presence(7, "ON_QUEUE", HISTORY)]
+    assert backfill.history(1.0, at(13), [USER], {USER: lagging}) is QueryResult.DELAYED
+    assert topic.records == [] and backfill.due(1.0) == []
+    assert len(backfill.due(1.0 + DELAYED_RETRY_S)) == 1
+    caught_up = [*lagging, presence(12, "BREAK", HISTORY)]
+    assert backfill.history(3.0, at(15), [USER], {USER: caught_up}) is QueryResult.OK
+    assert topic.times() == [("presence", 7.0, False), ("presence", 12.0, False)]
+    assert topic.records[0][0].origin is HISTORY and topic.records[1][0].origin is Origin.STREAM
+    assert not backfill.active
+    assert topic.counts == Counter({Outcome.WRITTEN: 1, Outcome.ALREADY_WRITTEN: 1})
+    (report,) = topic.reports
+    assert report.recovered and report.backfilled == 1 and report.late == 0 and report.fallback is None
+    assert (report.cause, report.start, report.end, report.agents) == (Cause.RECONNECT, at(5), at(10), 1)
+
+
+def test_an_agent_whose_state_did_not_change_is_released_at_its_reconciliation() -> None:
+    """Current state not after since: no history asked, the held changes are written at once."""
+    backfill, topic = setup(presence(0, "AVAILABLE"), routing(0, "IDLE"))
+    end_gap(backfill, topic)
+    backfill.offer(routing(11, "INTERACTING"), "ch-after")
+    reconcile(backfill, 1.0, presence(0, "AVAILABLE", Origin.RECONCILE), routing(0, "IDLE", Origin.RECONCILE))
+    assert topic.times() == [("routing_status", 11.0, False)]
+    assert backfill.due(1.0) == [] and not backfill.active
+    assert topic.reports[0].recovered
+
+
+def test_history_showing_a_change_seen_after_the_gap_is_complete() -> None:
+    """A stream change after the gap's end found in history proves the gap itself is covered."""
+    backfill, topic = setup(routing(0, "IDLE"))
+    end_gap(backfill, topic)
+    backfill.offer(routing(11, "INTERACTING"), "ch-after")
+    reconcile(backfill, 1.0, routing(13, "IDLE", Origin.RECONCILE))
+    backfill.offer(routing(13, "IDLE"), "ch-after")
+    history = [
+        routing(0, "IDLE", HISTORY),
+        routing(6, "OFF_QUEUE", HISTORY),
+        routing(11, "INTERACTING", HISTORY),
+    ]
+    assert backfill.history(1.0, at(14), [USER], {USER: history}) is QueryResult.OK
+    expected = [
+        ("routing_status", 6.0, False),
+        ("routing_status", 11.0, False),
+        ("routing_status", 13.0, False),
+    ]
+    assert topic.times() == expected
+
+
+def test_held_agents_are_released_at_the_hold_and_their_history_is_written_late() -> None:
+    """Past hold_s the held changes are written; history found later is late, and reported recovered."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic, now=100.0)
+    reconcile(backfill, 101.0, presence(12, "BREAK", Origin.RECONCILE))
+    backfill.offer(presence(14, "ON_QUEUE"), "ch-after")
+    backfill.tick(100.0 + HOLD_S - 0.1, at(20))
+    assert topic.records == []
+    backfill.tick(100.0 + HOLD_S, at(20))
+    assert topic.times() == [("presence", 12.0, False), ("presence", 14.0, False)]
+    assert backfill.active and topic.reports == []
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(12, "BREAK", HISTORY),
+    ]
+    (query,) = backfill.due(200.0)
+    assert backfill.history(200.0, at(30), query.users, {USER: history}) is QueryResult.OK
+    assert topic.times()[2:] == [("presence", 7.0, True)]
+    assert topic.counts[Outcome.LATE] == 1
+    (report,) = topic.reports
+    assert report.recovered and report.backfilled == 1 and report.late == 1
+
+
+def test_after_the_hold_what_history_already_shows_is_written_late_even_before_it_is_complete() -> None:
+    """A released agent's partial history is written late at once; the rest when it catches up."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    backfill.tick(HOLD_S, at(20))
+    partial = [presence(0, "AVAILABLE", HISTORY), presence(7, "MEAL", HISTORY)]
+    assert backfill.history(HOLD_S, at(21), [USER], {USER: partial}) is QueryResult.DELAYED
+    full = [*partial, presence(12, "BREAK", HISTORY)]
+    backfill.history(HOLD_S + 5, at(26), [USER], {USER: full})
+    assert topic.times() == [("presence", 12.0, False), ("presence", 7.0, True)]
+    assert not backfill.active
+
+
+def test_forbidden_history_releases_at_once_reports_unrecovered_then_recovers_late() -> None:
+    """A fallback: current state written now, one unrecovered report, then a recovered one later."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    assert backfill.failed(1.0, [USER], Fallback.FORBIDDEN)
+    assert topic.times() == [("presence", 12.0, False)]
+    (first,) = topic.reports
+    assert not first.recovered and first.fallback is Fallback.FORBIDDEN
+    assert backfill.due(1.5) == []
+    (retry,) = backfill.due(100.0)
+    assert not backfill.failed(100.0, retry.users, Fallback.FORBIDDEN)
+    assert len(topic.reports) == 1
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(12, "BREAK", HISTORY),
+    ]
+    backfill.history(300.0, at(300), [USER], {USER: history})
+    assert topic.times()[1:] == [("presence", 7.0, True)]
+    second = topic.reports[1]
+    assert second.recovered and second.late == 1 and second.fallback is None
+    assert (second.cause, second.start) == (first.cause, first.start)
+
+
+def test_a_transition_without_a_state_before_counts_from_the_agents_from() -> None:
+    """No state of that kind: every transition after from is written; the one before is not."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(0, "AVAILABLE", Origin.RECONCILE), routing(8, "IDLE", Origin.RECONCILE))
+    history = [
+        routing(2, "OFF_QUEUE", HISTORY),
+        routing(6, "INTERACTING", HISTORY),
+        routing(8, "IDLE", HISTORY),
+    ]
+    backfill.history(1.0, at(15), [USER], {USER: history})
+    assert topic.times() == [("routing_status", 6.0, False), ("routing_status", 8.0, False)]
+
+
+def test_a_record_split_in_two_is_not_a_transition() -> None:
+    """Same value twice in a row (Genesys stores a long state once per day): one change, not two."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(9, "MEAL", Origin.RECONCILE))
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(6, "AVAILABLE", HISTORY),
+        presence(9, "MEAL", HISTORY),
+        presence(9, "MEAL", HISTORY),
+    ]
+    backfill.history(1.0, at(15), [USER], {USER: history})
+    assert topic.times() == [("presence", 9.0, False)]
+
+
+def test_a_message_only_target_is_reached_once_it_is_old_enough() -> None:
+    """Analytics starts no interval for a message change: same value and old enough → complete."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(9, "BREAK", Origin.RECONCILE))
+    history = [presence(0, "AVAILABLE", HISTORY), presence(6, "BREAK", HISTORY)]
+    assert backfill.history(1.0, at(15), [USER], {USER: history}) is QueryResult.DELAYED
+    assert backfill.history(5.0, at(9 + MESSAGE_ONLY_SETTLE_S), [USER], {USER: history}) is QueryResult.OK
+    assert topic.times() == [("presence", 6.0, False), ("presence", 9.0, False)]
+
+
+def test_a_gap_older_than_the_lookback_is_clamped_and_reported_too_old() -> None:
+    """from before to - lookback: the query starts at the lookback, the gap is not recovered."""
+    config = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=60.0)
+    backfill, topic = setup(presence(0, "AVAILABLE"), config=config)
+    backfill.gap_started(Cause.TAKEOVER, at(0))
+    backfill.gap_ended(0.0, at(100), [USER], topic.state.get)
+    reconcile(backfill, 1.0, presence(90, "BREAK", Origin.RECONCILE))
+    (query,) = backfill.due(1.0)
+    assert query.start == at(40)
+    backfill.history(
+        1.0, at(101), [USER], {USER: [presence(80, "MEAL", HISTORY), presence(90, "BREAK", HISTORY)]}
+    )
+    (report,) = topic.reports
+    assert not report.recovered and report.fallback is Fallback.TOO_OLD and report.cause is Cause.TAKEOVER
+    assert report.start == at(40)
+
+
+def test_a_gap_ending_while_one_is_backfilled_merges_into_it() -> None:
+    """A second gap keeps the first's from and cause; the held changes stay held, one report."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    backfill.offer(presence(11, "BREAK"), "ch-after")
+    backfill.gap_started(Cause.HANDOVER, at(12))
+    backfill.gap_ended(2.0, at(13), [USER], topic.state.get)
+    reconcile(backfill, 3.0, presence(11, "BREAK", Origin.RECONCILE))
+    (query,) = backfill.due(3.0)
+    assert query.start == at(5)
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(11, "BREAK", HISTORY),
+    ]
+    backfill.history(3.0, at(20), [USER], {USER: history})
+    assert topic.times() == [("presence", 7.0, False), ("presence", 11.0, False)]
+    (report,) = topic.reports
+    assert (report.cause, report.start, report.end, report.recovered) == (
+        Cause.RECONNECT,
+        at(5),
+        at(13),
+        True,
+    )
+
+
+def test_disabled_backfill_holds_nothing() -> None:
+    """BRIDGE_BACKFILL_ENABLED=false: no gap is tracked, every change is written at once."""
+    backfill, topic = setup(config=BackfillConfig(enabled=False, hold_s=HOLD_S, max_lookback_s=3600.0))
+    end_gap(backfill, topic)
+    assert not backfill.active
+    assert backfill.offer(presence(12, "BREAK"), "ch-after")
+    assert topic.reports == []
+
+
+def test_a_fresh_shard_has_no_gap() -> None:
+    """No gap started (nothing was ever written): the first connection holds nothing."""
+    backfill, topic = setup()
+    backfill.gap_ended(0.0, at(10), [USER], topic.state.get)
+    assert not backfill.active and topic.reports == []
+
+
+def test_added_agents_are_backfilled_from_their_state_or_the_whole_lookback() -> None:
+    """Agents added to a running shard: cause resubscribe, from = their state or now - lookback."""
+    backfill, topic = setup(presence(50, "AVAILABLE"))
+    backfill.gap_ended(
+        0.0, at(3600 + 100), [USER, "u-2"], topic.state.get, starts={USER: at(50), "u-2": None}
+    )
+    assert backfill.held(USER) and backfill.held("u-2")
+    for user in (USER, "u-2"):
+        backfill.offer(presence(3600 + 99, "BREAK", Origin.RECONCILE, user=user), CHANNEL)
+    backfill.reconciled(1.0, [USER, "u-2"])
+    (query,) = backfill.due(1.0)
+    assert query.start == at(100) and set(query.users) == {USER, "u-2"}
+
+
+def test_history_queries_name_at_most_a_hundred_agents() -> None:
+    """Many pending agents: several queries, each within the userId predicate limit."""
+    backfill, topic = setup()
+    users = [f"u-{i:03}" for i in range(HISTORY_MAX_USERS + 5)]
+    backfill.gap_ended(0.0, at(10), users, topic.state.get, starts=dict.fromkeys(users, at(5)))
+    for user in users:
+        backfill.offer(presence(9, "BREAK", Origin.RECONCILE, user=user), CHANNEL)
+    backfill.reconciled(1.0, users)
+    assert [len(q.users) for q in backfill.due(1.0)] == [HISTORY_MAX_USERS, 5]
+
+
+def test_an_agent_whose_history_never_comes_is_given_up_and_reported_unrecovered() -> None:
+    """Past the lookback the retries stop: the gap is reported unrecovered, nothing is held."""
+    config = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=60.0)
+    backfill, topic = setup(presence(0, "AVAILABLE"), config=config)
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    backfill.tick(HOLD_S, at(20))
+    backfill.tick(HOLD_S + 1, at(10 + 59))
+    assert backfill.active
+    backfill.tick(HOLD_S + 2, at(10 + 200))
+    assert not backfill.active
+    (report,) = topic.reports
+    assert not report.recovered and report.fallback is Fallback.UNAVAILABLE
+
+
+def test_agents_that_leave_are_forgotten() -> None:
+    """A removed agent's pending backfill is dropped and no longer blocks its gap's report."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    backfill.forget([USER])
+    assert not backfill.active and topic.reports[0].agents == 0
+
+
+def test_stream_changes_of_a_released_agent_count_against_its_late_history() -> None:
+    """After release a stream change written normally is not written again as a late transition."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    backfill.tick(HOLD_S, at(20))
+    assert backfill.offer(presence(12, "BREAK"), "ch-after")
+    reconcile(backfill, HOLD_S + 1, presence(12, "BREAK", Origin.RECONCILE))
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(12, "BREAK", HISTORY),
+    ]
+    backfill.history(HOLD_S + 1, at(30), [USER], {USER: history})
+    assert topic.times() == [("presence", 12.0, False), ("presence", 7.0, True)]
+    assert topic.counts[Outcome.ALREADY_WRITTEN] == 1
+
+
+def test_nothing_at_or_before_the_last_accepted_change_is_written_again() -> None:
+    """since is the last accepted change: history up to it is Kafka's already, even inside the window."""
+    backfill, topic = setup(routing(6, "IDLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, routing(9, "INTERACTING", Origin.RECONCILE))
+    history = [
+        routing(5.5, "OFF_QUEUE", HISTORY),
+        routing(6, "IDLE", HISTORY),
+        routing(9, "INTERACTING", HISTORY),
+    ]
+    backfill.history(1.0, at(15), [USER], {USER: history})
+    assert topic.times() == [("routing_status", 9.0, False)]
+
+
+def test_a_final_state_reached_inside_the_gap_is_written_as_backfill_not_reconcile() -> None:
+    """History and reconciliation both know the current state: the record says backfill."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(8, "MEAL", Origin.RECONCILE))
+    history = [presence(0, "AVAILABLE", HISTORY), presence(8, "MEAL", HISTORY)]
+    backfill.history(1.0, at(15), [USER], {USER: history})
+    assert [(c.origin, late) for c, late in topic.records] == [(Origin.BACKFILL, False)]
