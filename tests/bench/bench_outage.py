@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from confluent_kafka import Consumer, KafkaError
 from pydantic import SecretStr
@@ -64,6 +65,11 @@ from bridge.audit import EventCheck, Mismatch, check_events, read_events
 from bridge.chaos.checker import recall, state_mismatches
 from bridge.genesys.rest import GenesysRest
 from bridge.settings import GenesysClient, Settings
+from bridge.sim.config import (
+    DEFAULT_ANALYTICS_DELAY_S,
+    DEFAULT_ENDPOINT_RATE_LIMITS,
+    DEFAULT_RATE_LIMIT_PER_MIN,
+)
 from bridge.statestore import written_by
 from bridge.worker import genesys_rest
 from tests.bench.bench_takeover import bench_broker
@@ -117,6 +123,12 @@ SHOWN_SETTINGS = (
     "backfill_hold_s",
 )
 SIM_KINDS = ("presence", "routingStatus")
+#: The fleet's own account of the backfill, summed over the workers' /metrics.
+BACKFILL_METRICS = (
+    "bridge_backfill_queries_total",
+    "bridge_backfill_records_total",
+    "bridge_backfill_fallbacks_total",
+)
 
 
 def fleet_clients(count: int) -> list[GenesysClient]:
@@ -184,6 +196,7 @@ class Outage:
     reconciled_s: dict[int, float] = field(default_factory=dict)
     rest: dict[str, Counter[str]] = field(default_factory=dict)
     rest_429_whole_run: int = 0
+    backfill: Counter[str] = field(default_factory=Counter)
     recall_found: int = 0
     recall_total: int = 0
     events: EventCheck = field(default_factory=EventCheck)
@@ -241,6 +254,22 @@ class GapWatcher:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+async def backfill_counts(fleet: Fleet) -> Counter[str]:
+    """``<metric>{<labels>}`` → its value summed over the live workers, for :data:`BACKFILL_METRICS`."""
+    total: Counter[str] = Counter()
+    async with httpx.AsyncClient(timeout=5) as client:
+        for worker in fleet.live():
+            text = (await client.get(f"{worker.url}/metrics")).text
+            for line in text.splitlines():
+                name, _, rest = line.partition("{")
+                if name in BACKFILL_METRICS:
+                    labels, _, value = rest.rpartition("} ")
+                    total[f"{name.removesuffix('_total').removeprefix('bridge_')}{{{labels}}}"] += int(
+                        float(value)
+                    )
+    return total
 
 
 async def _connects(fleet: Fleet) -> dict[int, int]:
@@ -353,6 +382,7 @@ async def one_run(
         cursor = int((await sim.stats())["lastSeq"])
         stop = asyncio.Event()
         connects = await _connects(fleet)
+        metrics_before = await backfill_counts(fleet)
         dropped_at = time.time()
         await sim.admin("POST", "/sim/faults/drop")
         views = asyncio.create_task(_views_loop(fleet, connects, dropped_at, out, stop))
@@ -366,6 +396,8 @@ async def one_run(
         await views
         recovered_at = time.time()
         stats = await sim.stats()
+        out.backfill = await backfill_counts(fleet)
+        out.backfill.subtract(metrics_before)
         out.rest = spent(before, stats["requestsByClient"], AUDIT_CLIENT.client_id)
         out.rest_429_whole_run = sum(
             int(statuses.get("429", 0))
@@ -443,8 +475,9 @@ async def _measure(runs: int, agents: int, workers: int, clients: int) -> tuple[
         "clients": clients,
         "shards": shards,
         "events_per_sec": EVENTS_PER_SEC,
-        "sim": "default rate limits (300 requests/min per token, 180 on GET /api/v2/users), "
-        "default analytics delay",
+        "sim": f"default rate limits ({DEFAULT_RATE_LIMIT_PER_MIN} requests/min per token, "
+        + ", ".join(f"{n} on {route}" for route, n in DEFAULT_ENDPOINT_RATE_LIMITS.items())
+        + f"), analytics delay {DEFAULT_ANALYTICS_DELAY_S:g} s",
         **shown,
     }
     return outages, setup
@@ -479,6 +512,10 @@ def _gaps(o: Outage, shards: int) -> str:
         + (f", fallbacks {dict(fallbacks)}" if fallbacks else "")
         + ")"
     )
+
+
+def _backfill(o: Outage) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(o.backfill.items()) if v) or "none"
 
 
 def _rest(o: Outage) -> str:
@@ -518,6 +555,7 @@ def table(outages: list[Outage], setup: dict[str, Any]) -> str:
             "",
         ),
         ("drop → every gap backfilled", " / ".join(_gaps(o, shards) for o in outages), "", ""),
+        ("backfill (workers' metrics)", " / ".join(_backfill(o) for o in outages), "", ""),
         ("drop → shards reconnected (worst)", " / ".join(_worst(o.reconnected_s) for o in outages), "", ""),
         ("drop → shards reconciled (worst)", " / ".join(_worst(o.reconciled_s) for o in outages), "", ""),
         (
