@@ -96,7 +96,7 @@ RECOVERY_TIMEOUT_S = 600.0
 DRAIN_S = 5.0
 #: The audit's record read starts this much before the recall window (Kafka timestamps vs change times).
 READ_MARGIN_S = 30.0
-POLL_S = 1.0
+POLL_S = 0.5
 READYZ_POLL_S = 0.5
 #: OAuth clients of the fleet (``bench-client-<n>``) and the audit's own (not counted).
 CLIENT_SECRET = "bench-secret"
