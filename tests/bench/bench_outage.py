@@ -12,8 +12,10 @@ and the benchmark measures, from the drop:
   the agents that changed since the last poll (the simulator's change log)
   and those that mismatched in it; a mismatch on a change younger than
   :data:`IN_FLIGHT_S` before the poll is in flight, not counted, so the first
-  poll starts that long after the drop (every change in the gap is then old
-  enough to count). The figure is the end of the first passing poll (its
+  poll starts that long after every agent is on a connected channel again
+  (the simulator's ``/sim/stats``, :func:`bridge.chaos.checker.coverage`):
+  every change made while the sockets were down is then old enough to
+  count. The figure is the end of the first passing poll (its
   resolution: the poll length). After the pass one full audit of every
   agent confirms it (a stale write to an agent that did not change would
   show there). Target ≤ 120 s.
@@ -62,7 +64,7 @@ from confluent_kafka import Consumer, KafkaError
 from pydantic import SecretStr
 
 from bridge.audit import EventCheck, Mismatch, check_events, read_events
-from bridge.chaos.checker import recall, state_mismatches
+from bridge.chaos.checker import coverage, recall, state_mismatches
 from bridge.genesys.rest import GenesysRest
 from bridge.settings import GenesysClient, Settings
 from bridge.sim.config import (
@@ -185,6 +187,8 @@ def iso(at: float) -> str:
 class Outage:
     """The figures of one run (seconds from the drop unless said)."""
 
+    #: Every agent subscribed on a connected channel again, as the simulator sees it.
+    streaming_s: float | None = None
     audit_pass_s: float | None = None
     audit_polls: int = 0
     poll_s: list[float] = field(default_factory=list)
@@ -302,11 +306,23 @@ def _counted(mismatches: list[Mismatch], cutoff: datetime) -> list[Mismatch]:
     return [m for m in mismatches if m.genesys_changed_at is None or m.genesys_changed_at <= cutoff]
 
 
+async def _streaming_again(sim: SimProcess, roster: list[str], dropped_at: float, out: Outage) -> None:
+    """Until every agent is on a connected channel again (:func:`coverage` of ``/sim/stats``)."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        now = time.time()
+        if coverage(roster, (await sim.stats())["channels"]).ok:
+            out.streaming_s = now - dropped_at
+            return
+        await asyncio.sleep(READYZ_POLL_S)
+
+
 async def _audit_until_pass(
     settings: Settings,
     sim: SimProcess,
     *,
     rests: list[GenesysRest],
+    roster: list[str],
     suspects: set[str],
     cursor: int,
     dropped_at: float,
@@ -314,8 +330,12 @@ async def _audit_until_pass(
 ) -> None:
     """Poll the suspects' state until no counted mismatch is left."""
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-    # Before this, every change since the drop would be "in flight": a poll could pass on nothing.
-    await asyncio.sleep(max(0.0, dropped_at + IN_FLIGHT_S - time.time()))
+    # A poll passes only once every change of the gap is older than its in-flight margin: before
+    # that, the changes made while the sockets were down would be "in flight" and pass unchecked.
+    await _streaming_again(sim, roster, dropped_at, out)
+    if out.streaming_s is None:
+        return
+    await asyncio.sleep(max(0.0, dropped_at + out.streaming_s + IN_FLIGHT_S - time.time()))
     while time.monotonic() < deadline:
         started = time.time()
         log = await sim.events(since=cursor)
@@ -379,6 +399,7 @@ async def one_run(
         window_start = time.time() - RECALL_LOOKBACK_S
         before = (await sim.stats())["requestsByClient"]
         suspects = {str(e["userId"]) for e in await sim.events(since=suspect_seq)}
+        roster = sorted((await sim.admin("GET", "/sim/truth"))["users"])
         cursor = int((await sim.stats())["lastSeq"])
         stop = asyncio.Event()
         connects = await _connects(fleet)
@@ -388,7 +409,14 @@ async def one_run(
         views = asyncio.create_task(_views_loop(fleet, connects, dropped_at, out, stop))
         await asyncio.gather(
             _audit_until_pass(
-                settings, sim, rests=rests, suspects=suspects, cursor=cursor, dropped_at=dropped_at, out=out
+                settings,
+                sim,
+                rests=rests,
+                roster=roster,
+                suspects=suspects,
+                cursor=cursor,
+                dropped_at=dropped_at,
+                out=out,
             ),
             _wait_gaps(kafka, settings, shards, dropped_at, out),
         )
@@ -439,7 +467,9 @@ def _settings(kafka: KafkaBroker, sim: SimProcess, clients: list[GenesysClient])
     )
 
 
-async def _measure(runs: int, agents: int, workers: int, clients: int) -> tuple[list[Outage], dict[str, Any]]:
+async def _measure(
+    runs: int, agents: int, workers: int, clients: int, analytics_delay_s: float
+) -> tuple[list[Outage], dict[str, Any]]:
     fleet_creds = fleet_clients(clients)
     outages: list[Outage] = []
     with bench_broker() as kafka, tempfile.TemporaryDirectory(prefix="bench-outage-") as tmp:
@@ -448,6 +478,7 @@ async def _measure(runs: int, agents: int, workers: int, clients: int) -> tuple[
             events_per_sec=EVENTS_PER_SEC,
             seed=SEED,
             clients=sim_clients([*fleet_creds, AUDIT_CLIENT]),
+            analytics_delay_s=analytics_delay_s,
         ) as sim:
             settings = _settings(kafka, sim, fleet_creds)
             shards = -(-agents // settings.shard_capacity)
@@ -477,7 +508,7 @@ async def _measure(runs: int, agents: int, workers: int, clients: int) -> tuple[
         "events_per_sec": EVENTS_PER_SEC,
         "sim": f"default rate limits ({DEFAULT_RATE_LIMIT_PER_MIN} requests/min per token, "
         + ", ".join(f"{n} on {route}" for route, n in DEFAULT_ENDPOINT_RATE_LIMITS.items())
-        + f"), analytics delay {DEFAULT_ANALYTICS_DELAY_S:g} s",
+        + f"), analytics delay {analytics_delay_s:g} s",
         **shown,
     }
     return outages, setup
@@ -489,6 +520,7 @@ def _secs(value: float | None) -> str:
 
 def _run_line(o: Outage, shards: int) -> str:
     return (
+        f"streaming again {_secs(o.streaming_s)}; "
         f"audit passes {_secs(o.audit_pass_s)} ({o.audit_polls} polls; confirm: {o.confirm or 'not run'}); "
         f"gaps backfilled {_gaps(o, shards)}; reconnected ≤ {_worst(o.reconnected_s)}, "
         f"reconciled ≤ {_worst(o.reconciled_s)}; REST {_rest(o)}; recall {_recall(o)}; "
@@ -548,6 +580,7 @@ def table(outages: list[Outage], setup: dict[str, Any]) -> str:
     met = all(v is not None and v <= TARGET_AUDIT_S for v in audit)
     rows = [
         ("drop → audit passes", _median(audit), f"≤ {TARGET_AUDIT_S:.0f} s", "yes" if met else "no"),
+        ("drop → every agent streaming again (simulator)", _median([o.streaming_s for o in outages]), "", ""),
         (
             "full audit after the pass",
             " / ".join(o.confirm or "not run" for o in outages),
@@ -593,10 +626,14 @@ def table(outages: list[Outage], setup: dict[str, Any]) -> str:
 
 
 def measure_outage(
-    runs: int = DEFAULT_RUNS, agents: int = AGENTS, workers: int = WORKERS, clients: int = CLIENTS
+    runs: int = DEFAULT_RUNS,
+    agents: int = AGENTS,
+    workers: int = WORKERS,
+    clients: int = CLIENTS,
+    analytics_delay_s: float = DEFAULT_ANALYTICS_DELAY_S,
 ) -> tuple[list[Outage], dict[str, Any]]:
     """Run the benchmark; returns the runs' figures and the setup they were measured with."""
-    return asyncio.run(_measure(runs, agents, workers, clients))
+    return asyncio.run(_measure(runs, agents, workers, clients, analytics_delay_s))
 
 
 def main() -> None:
@@ -605,8 +642,16 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=AGENTS)
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--clients", type=int, default=CLIENTS)
+    parser.add_argument(
+        "--analytics-delay-s",
+        type=float,
+        default=DEFAULT_ANALYTICS_DELAY_S,
+        help="the simulator's analytics delay (default: its own); other values show what it bounds",
+    )
     args = parser.parse_args()
-    outages, setup = measure_outage(args.runs, args.agents, args.workers, args.clients)
+    outages, setup = measure_outage(
+        args.runs, args.agents, args.workers, args.clients, args.analytics_delay_s
+    )
     print(table(outages, setup))
 
 
