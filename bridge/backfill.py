@@ -21,6 +21,11 @@ module executes them for one shard:
   sink like any change (``origin: "backfill"``, ``channelId`` of the channel
   after the gap); late ones with :meth:`~bridge.sink.ShardSink.submit_late`
   (event only, ``late: true``); ``bridge_backfill_records_total{outcome}``.
+- **stale stream changes** (backfill enabled): a stream change older than
+  one already written for its agent (Genesys delivered it out of order) is
+  written late, unless a rotation's other channel may have delivered it
+  already (while a rotation runs and :data:`REPLAY_GRACE_S` after) or it
+  was written for the agent's pending backfill.
 - **gap records**: each report becomes a ``bridge.gaps.v1`` record
   (:class:`~bridge.records.GapRecord`, key ``shard-<n>``) and its first one
   observes ``bridge_gap_seconds``.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -54,12 +60,14 @@ from bridge.model import AgentState, Change
 from bridge.records import GapRecord, gap_id
 from bridge.settings import Settings
 
-__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "Backfiller", "GapSink", "backfill_config"]
+__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "REPLAY_GRACE_S", "Backfiller", "GapSink", "backfill_config"]
 
 logger = logging.getLogger(__name__)
 
 #: How often the backfill looks at its holds and retries while some agent is pending.
 BACKFILL_TICK_S: Final = 0.25
+#: After a rotation the two channels' copies of a change may arrive this far apart.
+REPLAY_GRACE_S: Final = 2.0
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403
 
@@ -104,6 +112,9 @@ class Backfiller:
         self._write = write
         self._channel = channel
         self._wake = asyncio.Event()
+        self._hold = timedelta(seconds=settings.backfill_hold_s)
+        self._replays_until = 0.0
+        self._unobservable: set[str] = set()
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
 
     # ------------------------------------------------------------- the shard's events
@@ -116,32 +127,57 @@ class Backfiller:
 
     def replacing(self, cause: str) -> None:
         """A socket or channel replacement began (``cause``: hand-over or rotation)."""
+        if cause == Cause.ROTATION:
+            self._replays_until = math.inf  # two channels deliver the same changes until it ends
         self.decisions.gap_started(Cause(cause), self._ctx.wall() - GAP_MARGIN)
 
     def loaded(self, users: Collection[str]) -> None:
         """The members' states were loaded at the shard's start: a gap from the newest change among them.
 
-        No state at all is a fresh shard: nothing was ever written, nothing to backfill.
+        Moved back by the hold too: when the previous owner stopped, it may
+        have been holding an agent's changes that long while others' were
+        written. No state at all is a fresh shard: nothing was ever written,
+        nothing to backfill.
         """
         newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
         if newest is not None:
-            self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN)
+            self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
 
-    def flowing(self, users: Sequence[str]) -> None:
-        """Connected and subscribed: the gap (if any) ends now; its members are held."""
-        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get)
+    def flowing(self, users: Sequence[str], rejected: Collection[str] = ()) -> None:
+        """Connected and subscribed: the gap (if any) ends now; its members are held.
+
+        Agents whose topics Genesys ``rejected`` before and permits now were
+        not observed for a while: they are backfilled from their own last change.
+        """
+        self._replays_until = min(self._replays_until, self._ctx.clock() + REPLAY_GRACE_S)
+        observable = [u for u in self._unobservable if u not in rejected]
+        self._unobservable = set(rejected)
+        starts = self._starts(observable) if observable else None
+        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
         self._wake.set()
 
     def added(self, users: Sequence[str]) -> None:
         """Agents joined the running shard: backfilled from their loaded state, or the whole lookback."""
-        if not users:
-            return
-        starts: dict[str, datetime | None] = {}
-        for user in users:
-            latest = _latest(self._state.get(user))
-            starts[user] = None if latest is None else latest - GAP_MARGIN
-        self.decisions.gap_ended(self._ctx.clock(), self._ctx.wall(), users, self._state.get, starts)
-        self._wake.set()
+        if users:
+            now, wall, starts = self._ctx.clock(), self._ctx.wall(), self._starts(users)
+            self.decisions.gap_ended(now, wall, users, self._state.get, starts, joined=True)
+            self._wake.set()
+
+    def _starts(self, users: Collection[str]) -> dict[str, datetime | None]:
+        """Per agent: its last change (minus the margin), or None (no state: the whole lookback)."""
+        latest = {u: _latest(self._state.get(u)) for u in users}
+        return {u: None if at is None else at - GAP_MARGIN for u, at in latest.items()}
+
+    def stale(self, change: Change, channel_id: str | None) -> None:
+        """A stream change older than its agent's last written one: write it late if it is new."""
+        decisions = self.decisions
+        if (
+            decisions.config.enabled
+            and self._ctx.clock() >= self._replays_until
+            and decisions.unwritten(change)
+        ):
+            self._sink.submit_late(change, channel_id)
+            metrics.STALE_WRITTEN_LATE.inc()
 
     def reconciled(self, users: Sequence[str]) -> None:
         """The reconciliation read these members' current states."""

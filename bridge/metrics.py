@@ -51,6 +51,7 @@ __all__ = [
     "SHARDS_OWNED",
     "SHARD_USERS",
     "STALE_EVENTS",
+    "STALE_WRITTEN_LATE",
     "SUBSCRIBED_TOPICS",
     "SUBSCRIPTION_REJECTED_TOPICS",
     "SWEEP_CORRECTIONS",
@@ -279,6 +280,11 @@ BACKFILL_QUERIES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+STALE_WRITTEN_LATE = Counter(
+    "bridge_stale_written_late",
+    "Stream changes Genesys delivered after a newer one of the same agent, written late (late: true).",
+    registry=REGISTRY,
+)
 BUILD_INFO = Gauge("bridge_build_info", "Build information.", ["version"], registry=REGISTRY)
 BUILD_INFO.labels(version=__version__).set(1)
 
@@ -316,4 +322,5 @@ METRIC_NAMES: tuple[str, ...] = (
     "bridge_backfill_records_total",
     "bridge_backfill_fallbacks_total",
     "bridge_backfill_queries_total",
+    "bridge_stale_written_late_total",
 )

@@ -101,8 +101,9 @@ class _EventRecord(_Record):
     late: bool = Field(
         False,
         description=(
-            "Present (and true) only on a backfilled change written after newer records of the same "
-            "agent: out of order by design, never applied to the compacted state."
+            "Present (and true) only on a change written after newer records of the same agent (found "
+            "in history after the hold, or delivered by Genesys out of order): out of order by design, "
+            "never applied to the compacted state."
         ),
     )
 

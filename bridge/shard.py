@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import time
@@ -140,14 +139,25 @@ def session_config(settings: Settings) -> SessionConfig:
     )
 
 
-def write_change(state: ShardState, sink: Sink, change: Change, channel_id: str | None) -> str | None:
-    """Order and write one change; its eventId, or None when the event state dropped it."""
+def write_change(
+    state: ShardState,
+    sink: Sink,
+    change: Change,
+    channel_id: str | None,
+    stale: Callable[[Change, str | None], None] | None = None,
+) -> str | None:
+    """Order and write one change; its eventId, or None when the event state dropped it.
+
+    A stale stream change goes to ``stale`` (it may be one Genesys delivered out of order).
+    """
     accepted = state.apply(change)
     if isinstance(accepted, Dropped):
         # A reconciliation repeats every unchanged state by design; counting
         # those would bury the stale and duplicate frames of the stream.
         if change.origin is Origin.STREAM:
             _DROPPED[change.kind].inc()
+            if accepted is Dropped.STALE and stale is not None:
+                stale(change, channel_id)
         return None
     sink.submit(accepted, channel_id)
     return accepted.change.event_id
@@ -205,11 +215,10 @@ class Shard:
         self._link = ChannelLink(
             ctx, socket_factory=socket_factory, users=lambda: self.users, members=lambda: self._members.set
         )
-        self._write = functools.partial(write_change, state, sink)
         self._backfill = Backfiller(
             ctx, settings=settings, state=state, sink=sink, write=self._write, channel=lambda: self.channel_id
         )
-        self._decisions = self._backfill.decisions
+        self._decisions, self._stale = self._backfill.decisions, self._backfill.stale
         self._reconciler = Reconciler(
             ctx,
             users=lambda: self.users,
@@ -405,7 +414,7 @@ class Shard:
 
     def _flowing(self) -> None:
         """Connected and subscribed, or a hand-over or rotation done: the gap ends, reconcile it."""
-        self._backfill.flowing(self.users)
+        self._backfill.flowing(self.users, self._link.subscriptions.rejected)
         self._reconciler.start()
 
     def _set_disconnected(self) -> None:
@@ -423,7 +432,10 @@ class Shard:
             return False
         if self._decisions.active:  # the only cost while no backfill is pending
             return self._decisions.offer(change, channel_id)
-        return write_change(self._state, self._sink, change, channel_id) is not None
+        return write_change(self._state, self._sink, change, channel_id, self._stale) is not None
+
+    def _write(self, change: Change, channel_id: str | None) -> str | None:
+        return write_change(self._state, self._sink, change, channel_id, self._stale)
 
     # ------------------------------------------------------------------- stop
 

@@ -528,7 +528,8 @@ class ChangeSink(FakeSink):
 
 
 async def test_a_shard_started_on_loaded_states_backfills_from_the_newest_loaded_change() -> None:
-    """Takeover: history is read from the newest loaded changedAt (minus 1 s); what the previous owner
+    """Takeover: history is read from the newest loaded changedAt (minus 1 s and the hold, which the
+    previous owner may have been holding an agent for); what the previous owner
     never wrote is written as backfill, in order, and the gap is recorded as a recovered takeover."""
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
 
@@ -553,7 +554,9 @@ async def test_a_shard_started_on_loaded_states_backfills_from_the_newest_loaded
     )
     task = asyncio.create_task(shard.run())
     await until(lambda: bool(sink.gaps))
-    assert rest.history_queries[0][1] == t0 + timedelta(seconds=29)
+    assert rest.history_queries[0][1] == t0 + timedelta(seconds=30 - 1) - timedelta(
+        seconds=Settings().backfill_hold_s
+    )
     assert [(c.changed_at - t0, c.origin) for c in sink.changes] == [
         (timedelta(seconds=40), Origin.BACKFILL),
         (timedelta(seconds=50), Origin.BACKFILL),

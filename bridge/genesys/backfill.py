@@ -65,12 +65,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Final
 
 from bridge.genesys.gaps import (
     DELAYED_RETRY_S,
     FORBIDDEN_RETRY_MAX_S,
     HISTORY_MAX_USERS,
     MIN_RETRY_WINDOW_S,
+    QUERY_START_SPREAD_S,
     RETRY_INITIAL_S,
     RETRY_MAX_S,
     AgentGap,
@@ -88,6 +90,20 @@ from bridge.model import AgentState, Change, Kind, Origin
 
 __all__ = ["Backfill"]
 
+
+def _chunks(agents: Iterable[AgentGap]) -> list[list[AgentGap]]:
+    """Agents by window start, at most a query's users each, starts at most SPREAD apart."""
+    chunks: list[list[AgentGap]] = []
+    for agent in sorted(agents, key=lambda a: (a.start, a.user_id)):
+        full = bool(chunks) and len(chunks[-1]) >= HISTORY_MAX_USERS
+        if not chunks or full or agent.start - chunks[-1][0].start > SPREAD:
+            chunks.append([])
+        chunks[-1].append(agent)
+    return chunks
+
+
+#: Agents whose windows start further apart than this are queried separately.
+SPREAD: Final = timedelta(seconds=QUERY_START_SPREAD_S)
 #: Sort ranks of the changes released together at the same time.
 _FROM_STREAM, _FROM_HISTORY, _READ = 0, 1, 2
 
@@ -128,14 +144,18 @@ class Backfill:
         members: Iterable[str],
         state_of: Callable[[str], AgentState | None],
         starts: Mapping[str, datetime | None] | None = None,
+        *,
+        joined: bool = False,
     ) -> None:
         """The stream flows again at ``end``: hold ``members`` until their history is written.
 
-        ``starts`` gives agents a ``from`` of their own (agents added to a
-        running shard; None: the whole lookback, the agent has no state):
-        they are backfilled even without a gap started.
+        ``starts`` gives agents a ``from`` of their own (None: the whole
+        lookback, the agent has no state): agents that just became observable
+        are backfilled from their own last change. ``joined``: only agents
+        added to a running shard (a gap under way stays pending).
         """
-        window, self._window = self._window, None
+        window = None if joined else self._window
+        self._window = self._window if joined else None
         if not self.config.enabled or (window is None and not starts):
             return
         floor = end - self.lookback
@@ -220,15 +240,13 @@ class Backfill:
     # ------------------------------------------------------------- history
 
     def due(self, now: float) -> list[HistoryQuery]:
-        """The history queries to send now (agents with a target, incomplete, their retry time come)."""
-        ready = sorted(
-            (a for a in self._agents.values() if a.known and a.next_try <= now),
-            key=lambda a: (a.start, a.user_id),
-        )
-        return [
-            HistoryQuery(tuple(a.user_id for a in chunk), chunk[0].start)
-            for chunk in (ready[i : i + HISTORY_MAX_USERS] for i in range(0, len(ready), HISTORY_MAX_USERS))
-        ]
+        """The history queries to send now (agents with a target, incomplete, their retry time come).
+
+        Agents whose windows start far apart go in separate queries (one long
+        window would make every agent of the query read all of it).
+        """
+        chunks = _chunks(a for a in self._agents.values() if a.known and a.next_try <= now)
+        return [HistoryQuery(tuple(a.user_id for a in chunk), chunk[0].start) for chunk in chunks]
 
     def history(
         self, now: float, wall: datetime, users: Iterable[str], found: Mapping[str, Sequence[Change]]
@@ -291,9 +309,10 @@ class Backfill:
         times += [a.gap.hold_until for a in self._agents.values() if a.held is not None]
         return min(times) if times else None
 
-    def pending(self) -> int:
-        """Agents whose backfill is not finished."""
-        return len(self._agents)
+    def unwritten(self, change: Change) -> bool:
+        """A stale stream change may be written late: not already written for its pending agent."""
+        agent = self._agents.get(change.user_id)
+        return agent is None or agent.first(change.event_id)
 
     def held(self, user_id: str) -> bool:
         """The agent's changes are being held."""

@@ -42,6 +42,7 @@ __all__ = [
     "HISTORY_MAX_USERS",
     "MESSAGE_ONLY_SETTLE_S",
     "MIN_RETRY_WINDOW_S",
+    "QUERY_START_SPREAD_S",
     "RETRY_INITIAL_S",
     "RETRY_MAX_S",
     "AgentGap",
@@ -64,15 +65,17 @@ GAP_MARGIN: Final = timedelta(seconds=1)
 #: Analytics had not caught up with an agent's target yet: ask again this much later.
 DELAYED_RETRY_S: Final = 1.5
 #: Retries after the hold or after a fallback back off from this …
-RETRY_INITIAL_S: Final = 2.0
-#: … to this, doubling.
-RETRY_MAX_S: Final = 30.0
+RETRY_INITIAL_S: Final = 1.0
+#: … to this, doubling (a history that failed for a few seconds is read again soon).
+RETRY_MAX_S: Final = 10.0
 #: A refused history (missing permission) is asked again at most this rarely.
 FORBIDDEN_RETRY_MAX_S: Final = 60.0
 #: Retries go on at least this long after the gap's end, even for a gap at the lookback's edge.
 MIN_RETRY_WINDOW_S: Final = 60.0
 #: A presence target that is a message-only change is taken as reached once this old.
 MESSAGE_ONLY_SETTLE_S: Final = 30.0
+#: Agents whose windows start further apart than this are queried separately.
+QUERY_START_SPREAD_S: Final = 60.0
 #: userId predicates per history query.
 HISTORY_MAX_USERS: Final = MAX_USERS_PER_QUERY
 
@@ -246,6 +249,13 @@ class AgentGap:
                 self.target[change.kind] = change
         if change.changed_at >= self.end:
             self.seen_after.setdefault(change.kind, set()).add(change.changed_at)
+
+    def first(self, event_id: str) -> bool:
+        """True (and remembered) when ``event_id`` was not written for the agent since its gap began."""
+        if event_id in self.written:
+            return False
+        self.written.add(event_id)
+        return True
 
     def _floor(self, kind: Kind) -> datetime:
         since = self.since[kind]

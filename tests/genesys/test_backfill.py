@@ -405,3 +405,47 @@ def test_a_final_state_reached_inside_the_gap_is_written_as_backfill_not_reconci
     history = [presence(0, "AVAILABLE", HISTORY), presence(8, "MEAL", HISTORY)]
     backfill.history(1.0, at(15), [USER], {USER: history})
     assert [(c.origin, late) for c, late in topic.records] == [(Origin.BACKFILL, False)]
+
+
+def test_a_stale_stream_change_is_new_unless_written_for_its_pending_agent() -> None:
+    """Out-of-order delivery: written late once; not again, nor if its backfill already wrote it."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    assert backfill.unwritten(presence(5, "BREAK", user="u-other"))
+    end_gap(backfill, topic)
+    backfill.tick(HOLD_S, at(20))
+    backfill.offer(presence(12, "BREAK"), CHANNEL)
+    assert not backfill.unwritten(presence(12, "BREAK"))
+    assert backfill.unwritten(presence(11, "MEAL"))
+    assert not backfill.unwritten(presence(11, "MEAL"))
+
+
+def test_agents_joining_leave_a_gap_under_way_pending() -> None:
+    """Agents added while a gap is open are held on their own; the gap still ends for everyone."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    backfill.gap_started(Cause.HANDOVER, at(5))
+    backfill.gap_ended(0.0, at(8), ["u-2"], topic.state.get, starts={"u-2": None}, joined=True)
+    assert backfill.held("u-2") and not backfill.held(USER)
+    backfill.gap_ended(1.0, at(10), [USER, "u-2"], topic.state.get)
+    assert backfill.held(USER)
+    for user in (USER, "u-2"):
+        backfill.offer(presence(9, "BREAK", Origin.RECONCILE, user=user), CHANNEL)
+    backfill.reconciled(2.0, [USER, "u-2"])
+    starts = {u: q.start for q in backfill.due(2.0) for u in q.users}
+    assert starts == {USER: at(5), "u-2": at(8 - 3600)}
+
+
+def test_an_agent_observable_again_is_backfilled_from_its_own_last_change() -> None:
+    """A per-agent start before the gap's window (its topic was rejected for a while) is kept."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    backfill.gap_started(Cause.RECONNECT, at(50))
+    backfill.gap_ended(0.0, at(60), [USER], topic.state.get, starts={USER: at(0)})
+    reconcile(backfill, 1.0, presence(55, "BREAK", Origin.RECONCILE))
+    (query,) = backfill.due(1.0)
+    assert query.start == at(0)
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(20, "MEAL", HISTORY),
+        presence(55, "BREAK", HISTORY),
+    ]
+    backfill.history(1.0, at(70), [USER], {USER: history})
+    assert topic.times() == [("presence", 20.0, False), ("presence", 55.0, False)]

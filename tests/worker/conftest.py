@@ -294,9 +294,14 @@ class Delivery:
 
 
 def per_user_ordered(records: list[dict[str, Any]]) -> bool:
-    """Within each (user, kind) the records' changedAt never goes backwards in topic order."""
+    """Within each (user, kind) the records' changedAt never goes backwards in topic order.
+
+    Records with ``late: true`` are out of order by definition (and flagged so): skipped.
+    """
     last: dict[tuple[str, str], str] = {}
     for record in records:
+        if record.get("late"):
+            continue
         key = (record["userId"], record["schema"])
         if key in last and record["changedAt"] < last[key]:
             return False

@@ -253,3 +253,24 @@ async def test_forbidden_history_falls_back_to_reconciliation_then_recovers_late
         gap_late = [r for r in late if r["userId"] in users and _time(r["changedAt"]) <= _time(gap["to"])]
         gap_late = [r for r in gap_late if _time(r["changedAt"]) > _time(gap["from"])]
         assert gap["late"] == len(gap_late) == gap["backfilled"] > 0
+
+
+async def test_a_change_delivered_after_a_newer_one_is_written_late(env: Env) -> None:
+    """An out-of-order frame (sent after the agent's next change): the older change is not dropped
+    but written once, late, with the stream's id; nothing is missing or duplicated."""
+    before = float(metrics.STALE_WRITTEN_LATE._value.get())
+    user = sorted(env.running.worker.shards[0].users)[0]
+    start_seq = (await env.sim.stats())["lastSeq"]
+    path = f"/sim/users/{user}/routing-status"
+    await env.sim.admin("PUT", path, status="COMMUNICATING")
+    await env.sim.admin("POST", "/sim/faults/frames", kind="out-of-order", count=1)
+    await asyncio.sleep(0.05)
+    await env.sim.admin("PUT", path, status="NOT_RESPONDING")
+    await asyncio.sleep(0.05)
+    await env.sim.admin("PUT", path, status="IDLE")
+    run = await _collect(env, start_seq, datetime.now(UTC), [])
+    _assert_delivered(run)
+    assert [e["value"] for e in run.log] == ["COMMUNICATING", "NOT_RESPONDING", "IDLE"]
+    late = [r for r in run.records if r.get("late") and r["userId"] == user]
+    assert [(r["status"], r["origin"]) for r in late] == [("NOT_RESPONDING", "stream")]
+    assert float(metrics.STALE_WRITTEN_LATE._value.get()) == before + 1

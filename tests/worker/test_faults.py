@@ -13,7 +13,7 @@ import pytest
 from bridge import metrics
 from bridge.settings import Settings
 from tests.conftest import KafkaBroker
-from tests.worker.conftest import RunningWorker, SimProcess, read_topic
+from tests.worker.conftest import RunningWorker, SimProcess, expected_event_id, read_topic
 from tests.worker.scenario import any_reconnected_after, run_scenario
 
 pytestmark = pytest.mark.kafka
@@ -212,7 +212,8 @@ async def test_5xx_on_rest_is_retried(kafka: KafkaBroker) -> None:
 
 
 async def test_bad_frames_go_to_the_dlq_or_are_dropped(kafka: KafkaBroker) -> None:
-    """Malformed frames → DLQ with a reason; duplicate and out-of-order frames → dropped and counted."""
+    """Malformed frames → DLQ with a reason; duplicates → dropped and counted; a frame sent after a
+    newer change of its agent → counted as stale and written late (``late: true``), not lost."""
     stale = _counter(metrics.STALE_EVENTS, kind="presence") + _counter(
         metrics.STALE_EVENTS, kind="routing_status"
     )
@@ -249,6 +250,9 @@ async def test_bad_frames_go_to_the_dlq_or_are_dropped(kafka: KafkaBroker) -> No
         metrics.STALE_EVENTS, kind="routing_status"
     )
     assert after >= stale + 10  # 5 duplicates, 5 late frames
+    held = {expected_event_id(e) for e in outcome.log if e["seq"] in late}
+    written_late = {r["eventId"] for r in outcome.records if r.get("late")}
+    assert held <= written_late
 
 
 async def test_broker_outage_of_20_seconds(tmp_path: Any) -> None:
