@@ -23,7 +23,12 @@ and the benchmark measures, from the drop:
   ``read_committed``, this fleet's ``bridge-id`` only) whose ``to`` is after
   the drop and that says ``recovered: true``. A build without the gaps topic
   reports "no gap records".
-- **reconnected / reconciled**: per shard, from the workers' ``/readyz``.
+- **streaming again**: every agent on a connected channel (the simulator's
+  view); **reconnected / reconciled**: per shard, from the workers'
+  ``/readyz`` (polled every :data:`READYZ_POLL_S`).
+- the fleet's backfill metrics over the recovery (queries ``ok`` /
+  ``delayed``, records ``written`` / ``late`` / ``already_written``,
+  fallbacks), summed over the workers' ``/metrics``.
 - **REST calls** of the recovery (drop → both of the above) per OAuth client
   and endpoint family, from the simulator's ``requestsByClient`` counters,
   and how many it refused with 429 (the budget must never be exceeded: 0).
@@ -39,7 +44,8 @@ full size it fills a 2-core machine)::
 
     .venv/bin/python -m tests.bench.bench_outage [--runs 1] [--agents 20000] [--workers 4] [--clients 2]
 
-It uses the broker named by ``BRIDGE_TEST_KAFKA`` or starts its own.
+``--analytics-delay-s`` sets the simulator's analytics delay (default: its
+own, 5 s) to see what the delay bounds. It uses the broker named by ``BRIDGE_TEST_KAFKA`` or starts its own.
 """
 
 from __future__ import annotations
