@@ -22,7 +22,7 @@ plain values and are unit-tested.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -137,10 +137,18 @@ def _key(entry: dict[str, Any]) -> tuple[str, str | None, datetime]:
     return (str(entry["userId"]), str(entry["kind"]), datetime.fromisoformat(str(entry["changedAt"])))
 
 
-async def state_mismatches(settings: Settings, rest: GenesysRest) -> tuple[int, list[Mismatch]]:
-    """(active agents, mismatches) of this fleet's state against Genesys, now, without grace."""
-    roster = sorted({u.id for u in await rest.active_users()})
-    states = await asyncio.to_thread(load_states, settings, None, bridge_id=settings.id)
+async def state_mismatches(
+    settings: Settings, rest: GenesysRest, users: Collection[str] | None = None
+) -> tuple[int, list[Mismatch]]:
+    """(active agents, mismatches) of this fleet's state against Genesys, now, without grace.
+
+    With ``users``, only those agents (taken as the active roster, which is
+    then not read): a poll that re-checks suspects costs REST calls for them
+    alone.
+    """
+    given = None if users is None else sorted(set(users))
+    roster = sorted({u.id for u in await rest.active_users()}) if given is None else given
+    states = await asyncio.to_thread(load_states, settings, given, bridge_id=settings.id)
     truth = await rest.current_changes(roster, observed_at=datetime.now(UTC))
     return len(roster), compare(states, truth, roster)
 

@@ -121,7 +121,7 @@ async def genesys_middleware(request: web.Request, handler: _Handler) -> web.Str
     sim = _sim(request)
     response = await _guarded(request, handler, sim)
     if response.status != 101:  # a WebSocket upgrade counts itself when it is accepted
-        sim.count_request(_route(request), response.status)
+        sim.count_request(_route(request), response.status, request.get(CLIENT_ID_KEY))
     return response
 
 
@@ -136,6 +136,7 @@ async def _guarded(request: web.Request, handler: _Handler, sim: Simulator) -> w
     token = sim.tokens.validate(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
     if token is None:
         return error(401, "Authentication failed: missing, invalid, expired or revoked bearer token")
+    request[CLIENT_ID_KEY] = token.client_id  # known before the limiter: a 429 counts for its client
     decision = sim.limiter.check(token.value, _route(request))
     if not decision.allowed:
         return error(
@@ -143,7 +144,6 @@ async def _guarded(request: web.Request, handler: _Handler, sim: Simulator) -> w
             f"Rate limit exceeded the maximum. Retry the request in [{decision.reset_s}] seconds",
             headers={"Retry-After": str(decision.reset_s), **decision.headers()},
         )
-    request[CLIENT_ID_KEY] = token.client_id
     request[TOKEN_KEY] = token.value
     response = await _call(request, handler)
     response.headers.update(decision.headers())

@@ -125,6 +125,8 @@ class Simulator:
         #: The ``analytics`` fault: the analytics query answers 403 (missing permission).
         self.analytics_forbidden = False
         self.requests: Counter[tuple[str, int]] = Counter()
+        #: The same requests of a known OAuth client (from its bearer token), by client.
+        self.requests_by_client: Counter[tuple[str, str, int]] = Counter()
         self.changes_emitted = 0
         self.org.sink = self._on_change
         self._tasks: list[asyncio.Task[None]] = []
@@ -246,9 +248,11 @@ class Simulator:
         if channel.session is not None:
             channel.session.enqueue(ws_text_frame(encode(self._system_body(channel, topic_type, reason))))
 
-    def count_request(self, route: str, status: int) -> None:
-        """Count one request by ``METHOD /route/{pattern}`` and status."""
+    def count_request(self, route: str, status: int, client_id: str | None = None) -> None:
+        """Count one request by ``METHOD /route/{pattern}`` and status (and by client when known)."""
         self.requests[(route, status)] += 1
+        if client_id is not None:
+            self.requests_by_client[(client_id, route, status)] += 1
 
     def stats(self) -> dict[str, object]:
         """``GET /sim/stats``."""
@@ -269,10 +273,14 @@ class Simulator:
         requests: dict[str, dict[str, int]] = {}
         for (route, status), count in sorted(self.requests.items()):
             requests.setdefault(route, {})[str(status)] = count
+        by_client: dict[str, dict[str, dict[str, int]]] = {}
+        for (client_id, route, status), count in sorted(self.requests_by_client.items()):
+            by_client.setdefault(client_id, {}).setdefault(route, {})[str(status)] = count
         return {
             "channels": channels,
             "sockets": [s.stats() for s in registry.sessions()],
             "requests": requests,
+            "requestsByClient": by_client,
             "changesEmitted": self.changes_emitted,
             "framesDelivered": registry.frames_delivered,
             "framesLost": registry.frames_lost,

@@ -58,7 +58,8 @@ BENCH_OVERRIDES: dict[str, Any] = {"log_level": "INFO"}
 
 
 @contextlib.contextmanager
-def _broker() -> Iterator[KafkaBroker]:
+def bench_broker() -> Iterator[KafkaBroker]:
+    """The broker named by ``BRIDGE_TEST_KAFKA``, or one of its own in a temporary folder."""
     external = os.environ.get(TEST_KAFKA_ENV)
     if external:
         yield KafkaBroker(external, "external", AdminClient({"bootstrap.servers": external}))
@@ -159,7 +160,7 @@ def _summary(samples: list[float]) -> dict[str, Any]:
 
 
 async def _measure(runs: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    with _broker() as kafka, tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+    with bench_broker() as kafka, tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         async with _sim() as sim:
             settings = bridge_settings(
                 kafka, sim, shard_capacity=SHARD_CAPACITY, **{**BENCH_OVERRIDES, **overrides}

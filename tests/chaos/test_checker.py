@@ -1,11 +1,28 @@
-"""The chaos checker's pure parts: coverage, recall and the verdict."""
+"""The chaos checker: its pure parts (coverage, recall, the verdict) and the state check against Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from bridge.audit import EventCheck, EventRecord, Mismatch
-from bridge.chaos.checker import Coverage, Verdict, coverage, missed_changes, missed_lines, recall
+from bridge.chaos.checker import (
+    Coverage,
+    Verdict,
+    coverage,
+    missed_changes,
+    missed_lines,
+    recall,
+    state_mismatches,
+)
+from bridge.records import encode_state
+from bridge.topics import ensure_topics
+from bridge.worker import genesys_rest
+from tests.conftest import KafkaBroker
+from tests.test_audit import _produce, _state_of
+from tests.worker.conftest import bridge_settings, sim_process
 
 T = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -113,3 +130,37 @@ def test_verdict_passes_only_when_every_invariant_holds() -> None:
     for verdict in failing:
         assert not verdict.passed
         assert verdict.line().startswith("chaos verdict: FAIL")
+
+
+@pytest.mark.kafka
+async def test_state_mismatches_of_given_agents_compare_only_them(kafka: KafkaBroker) -> None:
+    """With ``users`` only those agents are compared; without, the whole roster (missing ones too)."""
+    async with sim_process(agents=4, seed=5, paused=True) as sim:
+        settings = bridge_settings(kafka, sim)
+        await asyncio.to_thread(ensure_topics, settings)
+        users = (await sim.admin("GET", "/sim/truth"))["users"]
+        ids = sorted(users)
+        right, wrong = _state_of(ids[0], users[ids[0]]), _state_of(ids[1], users[ids[1]])
+        assert wrong.routing is not None
+        wrong.routing.value.status = "NOT_A_STATUS"
+        now = datetime.now(UTC)
+        ours = [("bridge-id", settings.id.encode())]
+        topic = settings.topic_agent_state
+        await asyncio.to_thread(
+            _produce,
+            kafka,
+            [(topic, s.user_id, encode_state(s, 0, now), ours) for s in (right, wrong)],
+        )
+        rest = genesys_rest(settings, settings.clients()[0])
+        try:
+            agents, found = await state_mismatches(settings, rest, [ids[1], ids[0]])
+            all_agents, everything = await state_mismatches(settings, rest)
+        finally:
+            await rest.aclose()
+    assert (agents, [(m.user_id, m.field) for m in found]) == (2, [(ids[1], "routingStatus")])
+    assert all_agents == 4
+    assert {(m.user_id, m.field) for m in everything} == {
+        (ids[1], "routingStatus"),
+        (ids[2], "missing"),
+        (ids[3], "missing"),
+    }

@@ -98,6 +98,21 @@ async def test_stats_report_channels_sockets_requests_frames(sim: Sim) -> None:
     assert stats["changesEmitted"] == 1 and stats["framesDelivered"] == 1
 
 
+async def test_stats_count_requests_per_client_including_429s(start_sim: StartSim) -> None:
+    """/sim/stats requestsByClient counts each client's requests by route and status, refused ones too."""
+    sim = await start_sim(rate_limit_per_min=2, clients={"a": "sa", "b": "sb"})
+    a, b = await sim.token("a", "sa"), await sim.token("b", "sb")
+    for _ in range(3):
+        await sim.api("GET", "/api/v2/users", a)
+    await sim.api("GET", "/api/v2/presence/definitions", b)
+    await sim.api("GET", "/api/v2/users", "not-a-token")
+    by_client = (await sim.stats())["requestsByClient"]
+    assert by_client == {
+        "a": {"GET /api/v2/users": {"200": 2, "429": 1}},
+        "b": {"GET /api/v2/presence/definitions": {"200": 1}},
+    }
+
+
 async def test_admin_not_served_on_public_bind_without_token() -> None:
     """Bound to 0.0.0.0 without an admin token, /sim/ does not exist."""
     async with (

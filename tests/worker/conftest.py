@@ -48,10 +48,9 @@ class SimProcess:
         response.raise_for_status()
         return response.json() if response.content else None
 
-    async def events(self) -> list[dict[str, Any]]:
-        """The whole change log, oldest first."""
+    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The change log after sequence number ``since`` (default: all of it), oldest first."""
         out: list[dict[str, Any]] = []
-        since = 0
         while True:
             page = (await self.http.get("/sim/events", params={"since": since, "limit": 100_000})).json()
             out.extend(page["events"])
