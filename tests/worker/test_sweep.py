@@ -19,8 +19,9 @@ SWEEP_INTERVAL_S = 2.0
 
 
 async def test_a_lost_frame_is_corrected_by_the_sweep(kafka: KafkaBroker) -> None:
-    """The simulator drops one change frame (socket healthy): the sweep writes it as a reconcile record,
-    counts it, and the compacted state is right, with no gap and no reconnect."""
+    """The simulator drops one change frame (socket healthy): the sweep finds it, counts it, and the
+    change is written once, from Genesys's history (the sweep's own backfill, a gap record of cause
+    sweep), with its real time; the compacted state is right, and there is no reconnect."""
     async with sim_process(agents=40, seed=5, heartbeat_s=1, paused=True) as sim:
         settings = bridge_settings(kafka, sim, sweep_interval_s=SWEEP_INTERVAL_S)
         async with running_worker(settings) as running:
@@ -45,7 +46,9 @@ async def test_a_lost_frame_is_corrected_by_the_sweep(kafka: KafkaBroker) -> Non
                     and v["systemPresence"] == "TRAINING"
                     and v["changedAt"] == lost["changedAt"]
                 ]
-            assert [v["origin"] for v in corrected] == ["reconcile"]
+            assert [v["origin"] for v in corrected] == ["backfill"]
+            gaps = [v for _k, v, _h in await asyncio.to_thread(read_topic, kafka, settings.topic_gaps)]
+            assert [(g["cause"], g["recovered"]) for g in gaps if g["cause"] == "sweep"] == [("sweep", True)]
             assert float(metrics.SWEEP_CORRECTIONS._value.get()) >= before + 1
             assert shard.sweep is not None and shard.sweep.stats.corrections >= 1
             assert shard.stats.connects == connects, "no reconnect: the socket was healthy throughout"
