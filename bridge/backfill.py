@@ -34,11 +34,12 @@ module executes them for one shard:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final
 
 from bridge import log, metrics
 from bridge.channel import ShardContext
@@ -51,6 +52,7 @@ from bridge.genesys.gaps import (
     Cause,
     Fallback,
     GapReport,
+    GapSink,
     HistoryQuery,
     Outcome,
     QueryResult,
@@ -61,7 +63,7 @@ from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
 from bridge.records import GapRecord, gap_id
 from bridge.settings import Settings
 
-__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "REPLAY_GRACE_S", "Backfiller", "GapSink", "backfill_config"]
+__all__ = ["BACKFILL_TICK_S", "FORBIDDEN", "REPLAY_GRACE_S", "Backfiller", "backfill_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +75,6 @@ REPLAY_GRACE_S: Final = 2.0
 FAREWELL_TIMEOUT_S: Final = 5.0
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403
-
-
-class GapSink(Protocol):
-    """The sink's writes the backfill makes besides ordinary changes."""
-
-    def submit_late(self, change: Change, channel_id: str | None, /) -> None: ...
-    def submit_gap(self, gap: GapRecord, /) -> None: ...
 
 
 def backfill_config(settings: Settings) -> BackfillConfig:
@@ -123,6 +118,7 @@ class Backfiller:
         self.suspect: list[tuple[Change, str | None]] | None = None
         """Changes that came while our ping waited for its pong (None: no ping out); see :meth:`pinging`."""
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
+        sink.pending_backfills = self.decisions.marks
 
     # ------------------------------------------------------------- the shard's events
 
@@ -135,8 +131,7 @@ class Backfiller:
         follows must find the agents' states as they were before it, or the
         backfill would take the changes after the stall for the last ones
         Kafka has. The pong proves nothing was lost: the changes are written,
-        in arrival order. A ping goes out only after seconds of silence, so
-        this holds a few in-flight changes at most, for a round trip.
+        in arrival order (a ping follows seconds of silence: a few at most).
         """
         if not self.decisions.config.enabled:
             return
@@ -284,13 +279,17 @@ class Backfiller:
             and self._ctx.clock() >= self._replays_until
             and decisions.unwritten(change)
         ):
-            self._sink.submit_late(change, channel_id)
+            with self._sink.atomic():
+                self._sink.submit_late(change, channel_id)
+                if change.user_id in decisions.marks:  # the mark names what was written
+                    self.restate(change.user_id)
             metrics.STALE_WRITTEN_LATE.inc()
 
     def reconciled(self, users: Sequence[str]) -> None:
         """The reconciliation read these members' current states."""
         if self.decisions.active:
-            self.decisions.reconciled(self._ctx.clock(), users)
+            with self._sink.atomic():
+                self.decisions.reconciled(self._ctx.clock(), users)
             self._wake.set()
 
     # ------------------------------------------------------------- the task
@@ -303,7 +302,8 @@ class Backfiller:
                 if not decisions.active:
                     self._wake.clear()
                     await self._wake.wait()
-                decisions.tick(ctx.clock(), ctx.wall())
+                with self._sink.atomic():
+                    decisions.tick(ctx.clock(), ctx.wall())
                 for query in decisions.due(ctx.clock()):
                     await self._query(query)
                 await ctx.sleep(BACKFILL_TICK_S)
@@ -327,7 +327,8 @@ class Backfiller:
             return
         wall = ctx.wall()
         transitions = {user: changes(history, observed_at=wall) for user, history in found.items()}
-        result = decisions.history(ctx.clock(), wall, query.users, transitions)
+        with self._sink.atomic():  # late transitions, and the states ending their marks
+            result = decisions.history(ctx.clock(), wall, query.users, transitions)
         metrics.BACKFILL_QUERIES.labels(result=result.value).inc()
 
     def _failed(self, query: HistoryQuery, reason: Fallback, why: str) -> None:
@@ -348,25 +349,8 @@ class Backfiller:
         self._sink.submit_late(change, self._channel())
 
     def write_gap(self, report: GapReport, /) -> None:
-        shard = self._ctx.shard_id
-        record = GapRecord.model_validate(
-            {
-                "schema": "bridge.gaps.v1",
-                "gapId": gap_id(self._bridge_id, shard, report.start, report.cause.value),
-                "shard": shard,
-                "channelId": self._channel(),
-                "cause": report.cause.value,
-                "from": report.start,
-                "to": report.end,
-                "agents": report.agents,
-                "backfilled": report.backfilled,
-                "late": report.late,
-                "recovered": report.recovered,
-                "fallback": None if report.fallback is None else report.fallback.value,
-                "writtenAt": self._ctx.wall(),
-            }
-        )
-        self._sink.submit_gap(record)
+        ctx = self._ctx
+        self._sink.submit_gap(_gap_record(report, self._bridge_id, ctx.shard_id, self._channel(), ctx.wall()))
         if not report.recovered and report.fallback is not None:
             metrics.BACKFILL_FALLBACKS.labels(reason=report.fallback.value).inc()
         if report.first:
@@ -383,6 +367,37 @@ class Backfiller:
 
     def count(self, outcome: Outcome, n: int, /) -> None:
         metrics.BACKFILL_RECORDS.labels(outcome=outcome.value).inc(n)
+
+    def restate(self, user_id: str, /) -> None:
+        state = self._state.get(user_id)
+        if state is not None:
+            if state.pending is not None:  # a loaded state: its own mark is the decisions' now
+                state = dataclasses.replace(state, pending=None)
+                self._state.load({user_id: state})
+            self._sink.submit_state(state)
+
+
+def _gap_record(
+    report: GapReport, bridge_id: str, shard: int, channel: str | None, wall: datetime
+) -> GapRecord:
+    """The ``bridge.gaps.v1`` record of a gap report."""
+    return GapRecord.model_validate(
+        {
+            "schema": "bridge.gaps.v1",
+            "gapId": gap_id(bridge_id, shard, report.start, report.cause.value),
+            "shard": shard,
+            "channelId": channel,
+            "cause": report.cause.value,
+            "from": report.start,
+            "to": report.end,
+            "agents": report.agents,
+            "backfilled": report.backfilled,
+            "late": report.late,
+            "recovered": report.recovered,
+            "fallback": None if report.fallback is None else report.fallback.value,
+            "writtenAt": wall,
+        }
+    )
 
 
 def _after(state: AgentState | None, history: Sequence[Change]) -> list[Change]:
@@ -406,10 +421,13 @@ def _after(state: AgentState | None, history: Sequence[Change]) -> list[Change]:
 
 
 def _oldest(state: AgentState | None) -> datetime | None:
-    """The older ``changed_at`` of an agent's presence and routing status (None without either)."""
+    """The older ``changed_at`` of an agent's presence and routing status (None without either),
+    or the start of the window its loaded state says is pending, if older."""
     if state is None:
         return None
     times = [v.changed_at for v in (state.presence, state.routing) if v is not None]
+    if state.pending is not None:
+        times += [state.pending.presence_from, state.pending.routing_from]
     return min(times) if times else None
 
 

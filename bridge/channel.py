@@ -25,13 +25,13 @@ from bridge.errors import ChannelClosedError, GenesysError, NotFoundError, SinkE
 from bridge.events import Accepted
 from bridge.genesys import protocol
 from bridge.genesys.budget import RequestBudget
+from bridge.genesys.gaps import GapSink
 from bridge.genesys.history import UserHistory
 from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.rest import INCLUDE_OAUTH_CLIENT
 from bridge.genesys.retry import Action
 from bridge.genesys.session import EXPIRING, Accept, DeadLetter, HandOver, Ponged, Reconnect, Rotate, Session
 from bridge.model import Change
-from bridge.records import GapRecord
 from bridge.subscriptions import Subscriptions
 
 __all__ = [
@@ -68,7 +68,7 @@ ROTATION: Final = "rotation"
 MAX_PENDING_RECORDS: Final = 20_000
 
 
-class Sink(Protocol):
+class Sink(GapSink, Protocol):
     """Where a shard writes (:class:`bridge.sink.ShardSink`)."""
 
     @property
@@ -83,8 +83,6 @@ class Sink(Protocol):
     async def close(self) -> None: ...
     async def drain_to(self, max_pending_items: int, /) -> None: ...
     def submit(self, accepted: Accepted, channel_id: str | None, /) -> None: ...
-    def submit_late(self, change: Change, channel_id: str | None, /) -> None: ...
-    def submit_gap(self, gap: GapRecord, /) -> None: ...
     def submit_tombstone(self, user_id: str, /) -> None: ...
     def submit_dlq(self, *, reason: str, error: str, frame: str, channel_id: str | None) -> None: ...
 

@@ -32,6 +32,7 @@ __all__ = [
     "Change",
     "Kind",
     "Origin",
+    "PendingBackfill",
     "PresenceValue",
     "RoutingValue",
     "VersionedPresence",
@@ -170,6 +171,29 @@ class AgentState:
     user_id: str
     presence: VersionedPresence | None = None
     routing: VersionedRouting | None = None
+    pending: PendingBackfill | None = None
+    """Read from Kafka only: the writer had not finished backfilling this agent (see
+    :class:`PendingBackfill`); states the shard accepts never carry it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBackfill:
+    """An agent's backfill that was still pending when its state was written.
+
+    A shard that releases an agent's changes before its history is read
+    (the hold expired, history unavailable) marks every state it writes for
+    the agent with this until the backfill is done, then writes the state
+    once more without it. A new owner that loads a marked state backfills
+    each kind from its ``*_from`` (the writer's own window) instead of the
+    state's ``changed_at``, skipping ``written``: every eventId the writer
+    wrote for the agent since that window began. ``end`` is when the
+    writer's stream flowed again.
+    """
+
+    presence_from: datetime
+    routing_from: datetime
+    end: datetime
+    written: tuple[str, ...]
 
 
 @dataclass(slots=True)

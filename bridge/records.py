@@ -26,13 +26,13 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Protocol, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from bridge.model import AgentState, Change, Kind, RoutingValue, format_time, utc_now_ms
+from bridge.model import AgentState, Change, Kind, PendingBackfill, RoutingValue, format_time, utc_now_ms
 
 __all__ = [
     "DLQ_SCHEMA",
@@ -48,6 +48,8 @@ __all__ = [
     "GapCause",
     "GapFallback",
     "GapRecord",
+    "Pending",
+    "PendingBackfillRecord",
     "PresenceRecord",
     "PresenceStateRecord",
     "RoutingStateRecord",
@@ -145,6 +147,13 @@ class RoutingStateRecord(_Record):
     event_id: str
 
 
+class PendingBackfillRecord(_Record):
+    presence_from: datetime = Field(description="Presence changes after this may be missing.")
+    routing_status_from: datetime = Field(description="Routing-status changes after this may be missing.")
+    to: datetime = Field(description="When the stream flowed again after the gap.")
+    event_ids: list[str] = Field(description="Changes of the agent written since the gap began.")
+
+
 class AgentStateRecord(_Record):
     """Latest presence and routing status of one agent (compacted ``genesys.agent-state.v1``).
 
@@ -157,6 +166,14 @@ class AgentStateRecord(_Record):
     routing_status: RoutingStateRecord | None
     updated_at: datetime = Field(description="When the bridge wrote this state.")
     shard: int
+    backfill: PendingBackfillRecord | None = Field(
+        None,
+        description=(
+            "Present only while the agent's history of a gap is not yet all in the event topics (its "
+            "backfill is pending): the state is current, some transitions before it may still arrive, "
+            "late. The next state written without it says the backfill is done."
+        ),
+    )
 
 
 class DlqRecord(_Record):
@@ -194,6 +211,12 @@ class GapRecord(_Record):
         description="Why the backfill gave up (reconciliation then wrote the current state), or null."
     )
     written_at: datetime
+
+
+class Pending(Protocol):
+    """An agent whose backfill is pending: its state records say so (``backfill``)."""
+
+    def pending(self) -> PendingBackfill: ...
 
 
 def gap_id(bridge_id: str, shard: int, from_: datetime, cause: str) -> str:
@@ -257,7 +280,13 @@ def _event_doc(change: Change, shard: int, channel_id: str | None, changed_at: s
 
 
 def _state_doc(
-    state: AgentState, shard: int, updated_at: str, known: datetime, known_text: str
+    state: AgentState,
+    shard: int,
+    updated_at: str,
+    known: datetime,
+    known_text: str,
+    *,
+    pending: PendingBackfill | None = None,
 ) -> dict[str, Any]:
     """The state record's fields; a time that ``is`` ``known`` is written as ``known_text``."""
     presence = state.presence
@@ -284,7 +313,7 @@ def _state_doc(
             "changedAt": known_text if at is known else format_time(at),
             "eventId": routing.event_id,
         }
-    return {
+    doc: dict[str, Any] = {
         "schema": STATE_SCHEMA,
         "userId": state.user_id,
         "presence": presence_doc,
@@ -292,6 +321,14 @@ def _state_doc(
         "updatedAt": updated_at,
         "shard": shard,
     }
+    if pending is not None:
+        doc["backfill"] = {
+            "presenceFrom": format_time(pending.presence_from),
+            "routingStatusFrom": format_time(pending.routing_from),
+            "to": format_time(pending.end),
+            "eventIds": list(pending.written),
+        }
+    return doc
 
 
 def encode_event(change: Change, shard: int, channel_id: str | None, *, late: bool = False) -> bytes:
@@ -302,13 +339,21 @@ def encode_event(change: Change, shard: int, channel_id: str | None, *, late: bo
     return orjson.dumps(doc)
 
 
-def encode_state(state: AgentState, shard: int, updated_at: datetime) -> bytes:
-    """The compacted state-topic value for one agent."""
-    return orjson.dumps(_state_doc(state, shard, format_time(updated_at), _NEVER, ""))
+def encode_state(
+    state: AgentState, shard: int, updated_at: datetime, pending: PendingBackfill | None = None
+) -> bytes:
+    """The compacted state-topic value for one agent (``pending``: its ``backfill`` field)."""
+    return orjson.dumps(_state_doc(state, shard, format_time(updated_at), _NEVER, "", pending=pending))
 
 
 def encode_change(
-    change: Change, state: AgentState, shard: int, channel_id: str | None, updated_at: datetime
+    change: Change,
+    state: AgentState,
+    shard: int,
+    channel_id: str | None,
+    updated_at: datetime,
+    *,
+    pending: PendingBackfill | None = None,
 ) -> tuple[bytes, bytes]:
     """Both records of an accepted change in one pass: ``(encode_event(...), encode_state(...))``.
 
@@ -319,7 +364,7 @@ def encode_change(
     changed_at = format_time(at)
     return (
         orjson.dumps(_event_doc(change, shard, channel_id, changed_at)),
-        orjson.dumps(_state_doc(state, shard, format_time(updated_at), at, changed_at)),
+        orjson.dumps(_state_doc(state, shard, format_time(updated_at), at, changed_at, pending=pending)),
     )
 
 

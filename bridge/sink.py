@@ -14,6 +14,11 @@ Contract (README "Delivery promise" and "Topics and records"):
   ``schema``, ``event-type``, ``bridge-id`` (``settings.id``: several fleets
   may share the data topics; tombstones and audits stay within their own
   fleet) and, when known, ``genesys-topic`` and ``correlation-id``.
+- An agent in :attr:`ShardSink.pending_backfills` (the backfill's agents
+  released before their history was read) gets a ``backfill`` field in
+  every state record; :meth:`ShardSink.submit_state` writes a state alone
+  (without it, when that backfill is done), and everything submitted under
+  :meth:`ShardSink.atomic` commits in one transaction.
 - :meth:`ShardSink.submit_gap` writes a :class:`~bridge.records.GapRecord`
   to the gaps topic, keyed ``shard-<n>``, headers ``schema``, ``event-type:
   gap`` and ``bridge-id``; like the DLQ record, in the same transactional flow
@@ -61,13 +66,13 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Producer
 
+from bridge.encoder import Encoder, Item
 from bridge.errors import SinkError
 from bridge.events import Accepted
 from bridge.kafka.config import (
@@ -78,23 +83,10 @@ from bridge.kafka.config import (
     transactional_producer_config,
 )
 from bridge.kafka.txn import TXN_BACKOFF_INITIAL_S, TXN_BACKOFF_MAX_S, TxnState
-from bridge.kafka.writer import ABANDON_GRACE_S, Close, Headers, Record, TxnWriter
+from bridge.kafka.writer import ABANDON_GRACE_S, Close, TxnWriter
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, EVENT_LAG, RECORDS_PRODUCED
-from bridge.model import Change, Kind
-from bridge.records import (
-    DLQ_SCHEMA,
-    GAP_SCHEMA,
-    PRESENCE_SCHEMA,
-    ROUTING_STATUS_SCHEMA,
-    STATE_SCHEMA,
-    GapRecord,
-    encode_change,
-    encode_dlq,
-    encode_event,
-    encode_gap,
-    event_type,
-    utc_now_ms,
-)
+from bridge.model import AgentState, Change
+from bridge.records import GapRecord, Pending, utc_now_ms
 from bridge.settings import Settings
 
 __all__ = [
@@ -113,13 +105,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CALL_TIMEOUT_S = 5.0
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_CLOSE_TIMEOUT_S = 8.0
-STATE_EVENT_TYPE = "agent-state"
-_STATE_HEADERS = (("schema", STATE_SCHEMA.encode()), ("event-type", STATE_EVENT_TYPE.encode()))
-DLQ_EVENT_TYPE = "dlq"
-GAP_EVENT_TYPE = "gap"
 # Looked up for every change: an enum member's attribute access costs ~10x a global's.
 _OPEN = TxnState.OPEN
-_PRESENCE = Kind.PRESENCE
 _RUN = Close.RUN
 
 
@@ -145,115 +132,6 @@ def producer_config(settings: Settings, shard: int) -> dict[str, Any]:
     )
 
 
-@dataclass(slots=True)
-class _Item:
-    """Records that must commit together, plus what the metrics need after the commit."""
-
-    records: list[Record]
-    received_at: float = 0.0
-    """The change's ``received_at`` (monotonic; 0: none), for the delivery-latency metric."""
-    changed_at: datetime | None = None
-    """The change's time, for the lag metric (None: not a change)."""
-    dlq_reason: str | None = None
-
-
-class _Encoder:
-    """The records of one shard's submissions: topics, keys, contract headers, values."""
-
-    def __init__(self, settings: Settings, shard: int, clock: Callable[[], datetime]) -> None:
-        self._settings = settings
-        self._shard = shard
-        self._clock = clock
-        self._topics = {
-            Kind.PRESENCE: settings.topic_presence,
-            Kind.ROUTING_STATUS: settings.topic_routing_status,
-        }
-        schemas = {Kind.PRESENCE: PRESENCE_SCHEMA, Kind.ROUTING_STATUS: ROUTING_STATUS_SCHEMA}
-        # Encoded once: these headers are the same on every record of a kind.
-        self._bridge_id = ("bridge-id", settings.id.encode())
-        self._event_headers = {
-            kind: (("schema", schema.encode()), ("event-type", event_type(kind).encode()), self._bridge_id)
-            for kind, schema in schemas.items()
-        }
-        self._state_headers: Headers = [*_STATE_HEADERS, self._bridge_id]
-        # Read for every change: attributes, not enum-keyed dict lookups.
-        self._presence_headers = self._event_headers[Kind.PRESENCE]
-        self._routing_headers = self._event_headers[Kind.ROUTING_STATUS]
-        self._presence_topic = settings.topic_presence
-        self._routing_topic = settings.topic_routing_status
-        self._state_topic = settings.topic_agent_state
-        self._shard_key = str(shard).encode()
-        self._gap_key = f"shard-{shard}".encode()
-        self._gap_headers: Headers = [
-            ("schema", GAP_SCHEMA.encode()),
-            ("event-type", GAP_EVENT_TYPE.encode()),
-            self._bridge_id,
-        ]
-
-    def change(self, accepted: Accepted, channel_id: str | None) -> _Item:
-        change = accepted.change
-        key = change.user_id.encode()
-        presence = change.kind is _PRESENCE
-        schema, kind, bridge_id = self._presence_headers if presence else self._routing_headers
-        topic = change.genesys_topic
-        if change.correlation_id is not None:
-            correlation = ("correlation-id", change.correlation_id.encode())
-            if topic is not None:  # what the stream's frames carry
-                headers = [schema, kind, bridge_id, ("genesys-topic", topic.encode()), correlation]
-            else:
-                headers = [schema, kind, bridge_id, correlation]
-            state_headers: Headers = [*self._state_headers, correlation]
-        else:
-            headers = [schema, kind, bridge_id]
-            if topic is not None:
-                headers.append(("genesys-topic", topic.encode()))
-            state_headers = [*self._state_headers]
-        event, state = encode_change(change, accepted.state, self._shard, channel_id, self._clock())
-        return _Item(
-            [
-                (self._presence_topic if presence else self._routing_topic, key, event, headers),
-                (self._state_topic, key, state, state_headers),
-            ],
-            change.received_at,
-            change.changed_at,
-        )
-
-    def late(self, change: Change, channel_id: str | None) -> _Item:
-        headers: Headers = list(self._event_headers[change.kind])
-        if change.genesys_topic is not None:
-            headers.append(("genesys-topic", change.genesys_topic.encode()))
-        if change.correlation_id is not None:
-            headers.append(("correlation-id", change.correlation_id.encode()))
-        value = encode_event(change, self._shard, channel_id, late=True)
-        return _Item(
-            [(self._topics[change.kind], change.user_id.encode(), value, headers)],
-            change.received_at,
-            change.changed_at,
-        )
-
-    def gap(self, gap: GapRecord) -> _Item:
-        return _Item([(self._settings.topic_gaps, self._gap_key, encode_gap(gap), list(self._gap_headers))])
-
-    def tombstone(self, user_id: str) -> _Item:
-        return _Item([(self._settings.topic_agent_state, user_id.encode(), None, list(self._state_headers))])
-
-    def dlq(self, reason: str, error: str, frame: str, channel_id: str | None) -> _Item:
-        value = encode_dlq(
-            shard=self._shard,
-            channel_id=channel_id,
-            reason=reason,
-            error=error,
-            frame=frame,
-            observed_at=self._clock(),
-        )
-        headers: Headers = [
-            ("schema", DLQ_SCHEMA.encode()),
-            ("event-type", DLQ_EVENT_TYPE.encode()),
-            self._bridge_id,
-        ]
-        return _Item([(self._settings.topic_dlq, self._shard_key, value, headers)], dlq_reason=reason)
-
-
 class _Acknowledger:
     """Metrics for committed batches (README "Metrics"); runs in the sink thread."""
 
@@ -273,9 +151,10 @@ class _Acknowledger:
             )
         }
 
-    def count(self, batch: Sequence[_Item]) -> None:
+    def count(self, batch: Sequence[Item]) -> None:
         now_mono = self._mono()
         now = self._clock()
+        batch = [part for item in batch for part in (item.parts or (item,))]
         # Counted per batch: one locked update per topic and per histogram
         # instead of four per change, on the GIL the socket reader needs.
         per_topic = collections.Counter([record[0] for item in batch for record in item.records])
@@ -340,14 +219,14 @@ class ShardSink:
         self.shard = shard
         clock = clock or utc_now_ms
         self._on_failure = on_failure
-        self._encode = _Encoder(settings, shard, clock)
+        self._encode = Encoder(settings, shard, clock)
         s = settings
         topics = ", ".join(
             dict.fromkeys(
                 [s.topic_presence, s.topic_routing_status, s.topic_agent_state, s.topic_dlq, s.topic_gaps]
             )
         )
-        self._writer: TxnWriter[_Item] = TxnWriter(
+        self._writer: TxnWriter[Item] = TxnWriter(
             f"shard {shard}",
             {**producer_config(settings, shard), **(extra_config or {})},
             _Events(self, _Acknowledger(settings, clock, monotonic)),
@@ -371,6 +250,7 @@ class ShardSink:
         self._submitted_items = 0
         self._submitted_records = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._group: list[Item] | None = None
         self._started: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
         self.failed: asyncio.Future[SinkError] | None = None
@@ -397,6 +277,15 @@ class ShardSink:
     def error(self) -> SinkError | None:
         """The error that stopped the sink, if any."""
         return self._writer.failure
+
+    @property
+    def pending_backfills(self) -> Mapping[str, Pending]:
+        """Agents whose state records carry a ``backfill`` field (their backfill is pending)."""
+        return self._encode.pending
+
+    @pending_backfills.setter
+    def pending_backfills(self, agents: Mapping[str, Pending]) -> None:
+        self._encode.pending = agents
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -479,6 +368,32 @@ class ShardSink:
         self._check_open()
         self._enqueue(self._encode.late(change, channel_id))
 
+    def submit_state(self, state: AgentState) -> None:
+        """Queue the agent's compacted state alone (no event), marked if in :attr:`pending_backfills`."""
+        self._check_open()
+        self._enqueue(self._encode.state(state))
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Everything submitted inside commits in one transaction (nested: the outermost's).
+
+        A backfill's late transitions and the state saying it is done must
+        not be split: a new owner reading the state would skip what it names.
+        """
+        if self._group is not None:
+            yield
+            return
+        group: list[Item] = []
+        self._group = group
+        try:
+            yield
+        finally:
+            self._group = None
+            if len(group) == 1:
+                self._enqueue(group[0])
+            elif group:
+                self._enqueue(Item([r for item in group for r in item.records], parts=tuple(group)))
+
     def submit_gap(self, gap: GapRecord) -> None:
         """Queue a gap record for the gaps topic, keyed ``shard-<n>``."""
         self._check_open()
@@ -503,7 +418,10 @@ class ShardSink:
         if w.thread is None:
             raise SinkError(f"shard {self.shard}: sink not started")
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, item: Item) -> None:
+        if self._group is not None:
+            self._group.append(item)
+            return
         self._submitted_items += 1
         self._submitted_records += len(item.records)
         queue = self._queue

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,8 +13,8 @@ from bridge.events import Accepted
 from bridge.genesys.budget import RequestBudget
 from bridge.genesys.history import Interval, UserHistory, merge
 from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
-from bridge.model import Change
-from bridge.records import GapRecord
+from bridge.model import AgentState, Change
+from bridge.records import GapRecord, Pending
 
 
 class FakeSink:
@@ -25,6 +26,8 @@ class FakeSink:
         self.dead_letters: list[str] = []
         self.late: list[Change] = []
         self.gaps: list[GapRecord] = []
+        self.states: list[AgentState] = []
+        self.pending_backfills: Mapping[str, Pending] = {}
         self.started = False
         self.closed = False
         self.failed: asyncio.Future[SinkError] | None = None
@@ -51,6 +54,13 @@ class FakeSink:
 
     def submit_gap(self, gap: GapRecord) -> None:
         self.gaps.append(gap)
+
+    def submit_state(self, state: AgentState) -> None:
+        self.states.append(state)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        yield
 
     async def drain_to(self, _max_pending_items: int) -> None:
         self.pending = 0

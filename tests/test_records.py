@@ -9,11 +9,13 @@ import orjson
 import pytest
 
 from bridge import records
+from bridge.kafka.state import decode_state
 from bridge.model import (
     AgentState,
     Change,
     Kind,
     Origin,
+    PendingBackfill,
     PresenceValue,
     RoutingValue,
     VersionedPresence,
@@ -81,6 +83,22 @@ def test_state_record_validates(full: bool) -> None:
         state = AgentState("u-1", VersionedPresence(PRESENCE, T0, "e1"), VersionedRouting(ROUTING, T0, "e2"))
     doc = validate(encode_state(state, 2, T0))
     assert (doc["presence"] is None) is not full
+
+
+def test_a_pending_backfill_is_written_into_the_state_and_read_back() -> None:
+    """The backfill field validates, only where given; decode_state reads it (a new owner's view)."""
+    state = AgentState("u-1", VersionedPresence(PRESENCE, T0, "e1"), VersionedRouting(ROUTING, T0, "e2"))
+    ms = T0.replace(microsecond=123000)  # what the records keep of a time
+    pending = PendingBackfill(ms - timedelta(seconds=30), ms - timedelta(seconds=20), ms, ("e1", "e0"))
+    raw = encode_state(state, 2, T0, pending)
+    doc = validate(raw)
+    assert doc["backfill"]["eventIds"] == ["e1", "e0"]
+    assert decode_state("u-1", raw).pending == pending
+    assert "backfill" not in validate(encode_state(state, 2, T0))
+    assert decode_state("u-1", encode_state(state, 2, T0)).pending is None
+    change = Change("u-1", Kind.ROUTING_STATUS, T0, ROUTING, T0, Origin.STREAM, "e2")
+    _, marked = encode_change(change, state, 2, None, T0, pending=pending)
+    assert marked == raw
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,16 @@ from bridge.events import Accepted, ShardState
 from bridge.genesys.history import Interval, UserHistory
 from bridge.genesys.models import ChannelInfo, SubscriptionResult
 from bridge.genesys.protocol import user_topic
-from bridge.model import AgentState, Change, Kind, Origin, RoutingValue, VersionedRouting
+from bridge.model import (
+    AgentState,
+    Change,
+    Kind,
+    Origin,
+    PendingBackfill,
+    RoutingValue,
+    VersionedRouting,
+    event_id,
+)
 from bridge.settings import Settings
 from bridge.shard import Shard
 from tests.shard_fakes import FakeRest, FakeSink, FakeSocket, NullRest, StreamSink
@@ -570,6 +579,50 @@ async def test_a_shard_started_on_loaded_states_backfills_each_agent_from_its_ow
     ]
     (gap,) = sink.gaps
     assert (gap.cause, gap.recovered, gap.backfilled, gap.agents) == ("takeover", True, 4, 2)
+    await shard.stop()
+    await task
+
+
+async def test_a_marked_loaded_state_is_backfilled_from_its_writers_window_without_repeats() -> None:
+    """Takeover of an agent its previous owner had released without history (then it was killed):
+    the state says so, and the new owner reads the history from that window, not from the state's
+    changedAt, writes late what is missing, skips what the mark says was written, and unmarks it."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+
+    def rid(seconds: int, status: str) -> str:
+        return event_id("a", Kind.ROUTING_STATUS, t0 + timedelta(seconds=seconds), RoutingValue(status))
+
+    current = VersionedRouting(
+        RoutingValue("INTERACTING"), t0 + timedelta(seconds=50), rid(50, "INTERACTING")
+    )
+    marked = AgentState("a", routing=current)
+    marked.pending = PendingBackfill(t0, t0, t0 + timedelta(seconds=45), (rid(40, "OFF_QUEUE"),))
+
+    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
+        return {"a": marked}
+
+    rest, sink = TakeoverRest(t0), ChangeSink()
+    shard = Shard(
+        4,
+        ["a"],
+        rest=rest,
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=FakeSocket,
+        load_states=load,
+    )
+    task = asyncio.create_task(shard.run())
+    await until(lambda: bool(sink.gaps))
+    assert [q[1] for q in rest.history_queries] == [t0 - timedelta(seconds=1)]
+    assert sink.changes == []
+    assert [(c.changed_at - t0, c.value) for c in sink.late] == [
+        (timedelta(seconds=10), RoutingValue("NOT_RESPONDING")),
+        (timedelta(seconds=15), RoutingValue("IDLE")),
+    ]
+    assert [s.user_id for s in sink.states] == ["a"] and sink.states[0].pending is None
+    (gap,) = sink.gaps
+    assert (gap.cause, gap.recovered, gap.backfilled, gap.late) == ("takeover", True, 2, 2)
     await shard.stop()
     await task
 

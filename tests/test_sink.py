@@ -18,8 +18,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bridge.errors import FencedError, SinkError
 from bridge.events import Accepted, ShardState
+from bridge.kafka.state import decode_state
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, FENCED, RECORDS_PRODUCED
-from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue
+from bridge.model import Change, Kind, Origin, PendingBackfill, PresenceValue, RoutingValue
 from bridge.records import GapRecord, gap_id, model_for
 from bridge.settings import DEFAULT_TOPIC_GAPS, Settings
 from bridge.sink import ShardSink, transactional_id
@@ -224,6 +225,50 @@ async def test_transaction_closes_at_the_record_limit(kafka: KafkaBroker, topics
     finally:
         await sink.close()
     assert len(read_all(kafka.bootstrap, topics["routing"], expect=3)) == 3, "close commits the rest"
+
+
+async def test_atomic_submissions_commit_together_and_marked_states_say_what_is_pending(
+    kafka: KafkaBroker, topics: dict[str, str]
+) -> None:
+    """Under atomic() records are never split across transactions, even past txn_max_records; an
+    agent in pending_backfills gets a backfill field in its state; submit_state writes a state alone."""
+    settings = make_settings(kafka.bootstrap, topics, txn_max_ms=60_000, txn_max_records=4)
+    sink = ShardSink(settings, 0)
+    pending = PendingBackfill(T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=5), ("e-1", "e-2"))
+
+    class Marked:
+        def pending(self) -> PendingBackfill:
+            return pending
+
+    sink.pending_backfills = {"u-0": Marked()}
+    await sink.start()
+    try:
+        state = ShardState()
+        with sink.atomic():
+            for n in range(3):  # 6 records: more than one transaction holds, in one group
+                sink.submit(accepted(state, routing_change(f"u-{n}", n)), None)
+            assert sink.pending == 0, "nothing is queued before the group ends"
+        assert len(read_all(kafka.bootstrap, topics["routing"], expect=3)) == 3
+        assert sink.pending == 0
+        sink.pending_backfills = {}
+        current = state.get("u-0")
+        assert current is not None
+        sink.submit_state(current)
+        await sink.flush()
+    finally:
+        await sink.close()
+    assert len(read_all(kafka.bootstrap, topics["routing"])) == 3, "submit_state writes no event"
+    states = [value_of(m) for m in read_all(kafka.bootstrap, topics["state"], expect=4)]
+    u0 = [doc for doc in states if doc["userId"] == "u-0"]
+    assert u0[0]["backfill"] == {
+        "presenceFrom": "2026-05-01T09:00:00.000Z",
+        "routingStatusFrom": "2026-05-01T09:00:01.000Z",
+        "to": "2026-05-01T09:00:05.000Z",
+        "eventIds": ["e-1", "e-2"],
+    }
+    assert "backfill" not in u0[1] and u0[1]["routingStatus"] == u0[0]["routingStatus"]
+    assert all("backfill" not in doc for doc in states if doc["userId"] != "u-0")
+    assert decode_state("u-0", orjson.dumps(u0[0])).pending == pending
 
 
 async def test_transaction_closes_after_the_time_limit(kafka: KafkaBroker, topics: dict[str, str]) -> None:

@@ -56,6 +56,17 @@ retried in the background with backoff (:data:`RETRY_MAX_S`; forbidden up to
 :data:`FORBIDDEN_RETRY_MAX_S`) until their ``from`` falls out of the
 lookback (:data:`MIN_RETRY_WINDOW_S` at least).
 
+**Pending marks** (:attr:`Backfill.marks`): an agent released before its
+history was read gets, in every state record written for it, its windows
+and the eventIds written for it since the gap began
+(:meth:`AgentGap.pending`); when its backfill ends (complete, or given up)
+its state is written once more without them (:meth:`Effects.restate`, in
+the same transaction as the late transitions); late transitions written
+while it stays pending restate it too, so that the mark names them. A shard that loads a marked
+state (a takeover, a restart) backfills the agent from those windows and
+skips those eventIds: a writer fenced or killed before its retry loses
+nothing, and nothing is written twice.
+
 **Gap reports**: one :class:`GapReport` when every agent of the gap is
 complete or has fallen back; when a gap reported unrecovered is recovered
 later, a second report with ``recovered=True``.
@@ -81,6 +92,7 @@ from bridge.genesys.gaps import (
     Effects,
     Fallback,
     Gap,
+    Held,
     HistoryQuery,
     Outcome,
     QueryResult,
@@ -100,6 +112,28 @@ def _chunks(agents: Iterable[AgentGap]) -> list[list[AgentGap]]:
             chunks.append([])
         chunks[-1].append(agent)
     return chunks
+
+
+def _in_order(
+    transitions: Iterable[Change], held: Iterable[Held], channel: str | None
+) -> list[tuple[Change, str | None, int]]:
+    """History's transitions and the held changes, by time, each with its channel and rank.
+
+    At equal times the stream's copy goes first, then history's, then the
+    reconciliation's: each record names the path that saw the change first.
+    """
+    items = [(c, channel, _FROM_HISTORY) for c in transitions]
+    items += [(c, ch, _FROM_STREAM if c.origin is Origin.STREAM else _READ) for c, ch in held]
+    items.sort(key=lambda item: (item[0].changed_at, item[2]))
+    return items
+
+
+def _count(effects: Effects, gap: Gap, written: int, already: int) -> None:
+    gap.backfilled += written
+    if written:
+        effects.count(Outcome.WRITTEN, written)
+    if already:
+        effects.count(Outcome.ALREADY_WRITTEN, already)
 
 
 #: Agents whose windows start further apart than this are queried separately.
@@ -125,6 +159,8 @@ class Backfill:
         self._window: tuple[Cause, datetime] | None = None
         self._gap: Gap | None = None
         self._agents: dict[str, AgentGap] = {}
+        #: Agents released before their history was read, or taken over so (module docstring).
+        self.marks: dict[str, AgentGap] = {}
 
     # ------------------------------------------------------------------ windows
 
@@ -171,6 +207,8 @@ class Backfill:
             if agent is None:
                 agent = AgentGap.new(user, gap, agent_start, end, state_of(user))
                 self._agents[user] = agent
+                if agent.marking:
+                    self.marks[user] = agent
             else:
                 if agent.gap is not gap:
                     left.add(agent.gap)
@@ -206,6 +244,7 @@ class Backfill:
         """Agents left the shard: their backfill is dropped (they are tombstoned)."""
         for user in users:
             agent = self._agents.pop(user, None)
+            self.marks.pop(user, None)
             if agent is not None:
                 agent.gap.open.discard(user)
                 agent.gap.agents.discard(user)
@@ -225,7 +264,7 @@ class Backfill:
             return False
         written = self._effects.write(change, channel_id)
         if written is not None:
-            agent.written.add(written)
+            agent.written[written] = None
         return written is not None
 
     def reconciled(self, now: float, users: Iterable[str]) -> None:
@@ -267,7 +306,7 @@ class Backfill:
                 continue
             result = QueryResult.DELAYED
             if agent.held is None:
-                self._write_late(agent, transitions)
+                self._write_late(agent, transitions, restate=True)
             self._retry_later(agent, now)
         self.active = bool(self._agents)
         return result
@@ -305,12 +344,6 @@ class Backfill:
                 self._give_up(agent)
         self.active = bool(self._agents)
 
-    def next_wakeup(self, now: float) -> float | None:
-        """When :meth:`tick` or :meth:`due` has something to do next (None: nothing pending)."""
-        times = [a.next_try for a in self._agents.values() if a.known]
-        times += [a.gap.hold_until for a in self._agents.values() if a.held is not None]
-        return min(times) if times else None
-
     def unwritten(self, change: Change) -> bool:
         """A stale stream change may be written late: not already written for its pending agent."""
         agent = self._agents.get(change.user_id)
@@ -338,39 +371,38 @@ class Backfill:
         """Apply the transitions and the held changes in time order; close the agent when complete."""
         held = agent.held or []
         agent.held = None
-        channel = self._channel()
-        items = [(c, channel, _FROM_HISTORY) for c in transitions]
-        items += [(c, ch, _FROM_STREAM if c.origin is Origin.STREAM else _READ) for c, ch in held]
-        # At equal times the stream's copy goes first, then history's, then the
-        # reconciliation's: each record names the path that saw the change first.
-        items.sort(key=lambda item: (item[0].changed_at, item[2]))
+        if not complete and not agent.marking:
+            agent.marking = True
+            self.marks[agent.user_id] = agent
         late: list[Change] = []
         written = already = 0
-        for change, channel_id, rank in items:
+        for change, channel_id, rank in _in_order(transitions, held, self._channel()):
             from_history = rank == _FROM_HISTORY
             if from_history and change.event_id in agent.written:
                 already += 1
                 continue
             event_id = self._effects.write(change, channel_id)
             if event_id is not None:
-                agent.written.add(event_id)
+                agent.written[event_id] = None
                 written += from_history
             elif from_history:
                 late.append(change)
-        self._count(agent.gap, written, already)
+        _count(self._effects, agent.gap, written, already)
         self._write_late(agent, late)
         if complete:
             self._close(agent)
 
-    def _write_late(self, agent: AgentGap, transitions: Iterable[Change]) -> None:
+    def _write_late(self, agent: AgentGap, transitions: Iterable[Change], *, restate: bool = False) -> None:
         late = already = 0
         for change in transitions:
             if change.event_id in agent.written:
                 already += 1
                 continue
-            agent.written.add(change.event_id)
+            agent.written[change.event_id] = None
             self._effects.write_late(change)
             late += 1
+        if late and restate and agent.user_id in self.marks:
+            self._effects.restate(agent.user_id)
         agent.gap.backfilled += late
         agent.gap.late += late
         if late:
@@ -378,15 +410,14 @@ class Backfill:
         if already:
             self._effects.count(Outcome.ALREADY_WRITTEN, already)
 
-    def _count(self, gap: Gap, written: int, already: int) -> None:
-        gap.backfilled += written
-        if written:
-            self._effects.count(Outcome.WRITTEN, written)
-        if already:
-            self._effects.count(Outcome.ALREADY_WRITTEN, already)
+    def _unmark(self, agent: AgentGap) -> None:
+        """The agent's backfill is over: its state once more, without the pending mark."""
+        if self.marks.pop(agent.user_id, None) is not None:
+            self._effects.restate(agent.user_id)
 
     def _close(self, agent: AgentGap) -> None:
         self._agents.pop(agent.user_id, None)
+        self._unmark(agent)
         agent.gap.open.discard(agent.user_id)
         agent.gap.fell_back.discard(agent.user_id)
         self._maybe_report(agent.gap)
@@ -397,6 +428,7 @@ class Backfill:
             gap.fallback = Fallback.UNAVAILABLE
         gap.gave_up = True
         self._agents.pop(agent.user_id, None)
+        self._unmark(agent)
         gap.open.discard(agent.user_id)
         gap.fell_back.discard(agent.user_id)
         self._maybe_report(gap)

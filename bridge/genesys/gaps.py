@@ -27,19 +27,22 @@ and the rule for one agent of one gap (:class:`AgentGap`):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from bridge.genesys.history import MAX_USERS_PER_QUERY
-from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, RoutingValue
+from bridge.model import AgentState, Change, Kind, Origin, PendingBackfill, PresenceValue, RoutingValue
+from bridge.records import GapRecord, Pending
 
 __all__ = [
     "DELAYED_RETRY_S",
     "FORBIDDEN_RETRY_MAX_S",
     "GAP_MARGIN",
     "HISTORY_MAX_USERS",
+    "MAX_PENDING_IDS",
     "MESSAGE_ONLY_SETTLE_S",
     "MIN_RETRY_WINDOW_S",
     "QUERY_START_SPREAD_S",
@@ -52,6 +55,7 @@ __all__ = [
     "Fallback",
     "Gap",
     "GapReport",
+    "GapSink",
     "Held",
     "HistoryQuery",
     "Outcome",
@@ -167,6 +171,26 @@ class Effects(Protocol):
     def count(self, outcome: Outcome, n: int, /) -> None:
         """Count ``n`` history transitions with this outcome."""
 
+    def restate(self, user_id: str, /) -> None:
+        """Write the agent's current state again (its mark as it is now: new eventIds, or none)."""
+
+
+#: A pending state names at most this many eventIds (the newest): an agent
+#: changing more often than that while its history is unavailable may see
+#: its oldest ones written twice by a new owner.
+MAX_PENDING_IDS: Final = 200
+
+
+class GapSink(Protocol):
+    """The sink's writes the backfill makes besides ordinary changes (:class:`bridge.sink.ShardSink`)."""
+
+    pending_backfills: Mapping[str, Pending]
+
+    def submit_late(self, change: Change, channel_id: str | None, /) -> None: ...
+    def submit_gap(self, gap: GapRecord, /) -> None: ...
+    def submit_state(self, state: AgentState, /) -> None: ...
+    def atomic(self) -> AbstractContextManager[None]: ...
+
 
 #: A change held while its agent's backfill is pending, with the channel it came from.
 Held = tuple[Change, str | None]
@@ -221,8 +245,12 @@ class AgentGap:
     since: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None]
     held: list[Held] | None = field(default_factory=list)
     """Changes held in arrival order; None once released."""
-    written: set[str] = field(default_factory=set)
-    """EventIds written for the agent since its gap began."""
+    written: dict[str, None] = field(default_factory=dict)
+    """EventIds written for the agent since its gap began (in writing order)."""
+    inherited: dict[Kind, datetime] | None = None
+    """The previous writer's pending window per kind (a marked state was loaded), or None."""
+    marking: bool = False
+    """Released before its history was read: its state records carry :meth:`pending`."""
     target: dict[Kind, Change] = field(default_factory=dict)
     seen_after: dict[Kind, set[datetime]] = field(default_factory=dict)
     known: bool = False
@@ -242,7 +270,32 @@ class AgentGap:
             Kind.PRESENCE: (presence.changed_at, presence.value) if presence is not None else None,
             Kind.ROUTING_STATUS: (routing.changed_at, routing.value) if routing is not None else None,
         }
-        return cls(user_id, gap, start, end, since)
+        agent = cls(user_id, gap, start, end, since)
+        pending = state.pending if state is not None else None
+        if pending is not None:
+            agent.inherit(pending, [v.event_id for v in (presence, routing) if v is not None])
+        return agent
+
+    def inherit(self, pending: PendingBackfill, loaded: Iterable[str]) -> None:
+        """The loaded state says its writer had not finished this agent's backfill: take it over.
+
+        Each kind is backfilled from the writer's window (not the state's
+        time); what the writer wrote since (``pending.written``, and the
+        loaded state's own changes) is not written again.
+        """
+        self.inherited = {Kind.PRESENCE: pending.presence_from, Kind.ROUTING_STATUS: pending.routing_from}
+        self.written.update(dict.fromkeys(pending.written))
+        self.written.update(dict.fromkeys(loaded))
+        self.marking = True
+
+    def pending(self) -> PendingBackfill:
+        """What this agent's state records say while :attr:`marking` (see :class:`PendingBackfill`)."""
+        return PendingBackfill(
+            self._floor(Kind.PRESENCE),
+            self._floor(Kind.ROUTING_STATUS),
+            self.end,
+            tuple(self.written)[-MAX_PENDING_IDS:],
+        )
 
     def saw(self, change: Change) -> None:
         """A change of the agent arrived after the gap's end (a current state read, or the stream)."""
@@ -257,12 +310,14 @@ class AgentGap:
         """True (and remembered) when ``event_id`` was not written for the agent since its gap began."""
         if event_id in self.written:
             return False
-        self.written.add(event_id)
+        self.written[event_id] = None
         return True
 
     def _floor(self, kind: Kind) -> datetime:
         since = self.since[kind]
-        return since[0] if since is not None else self.start
+        own = since[0] if since is not None else self.start
+        inherited = self.inherited
+        return own if inherited is None else min(own, inherited[kind])
 
     def nothing_new(self, kind: Kind) -> bool:
         """The current state of ``kind`` is not after ``since``: nothing changed in the gap."""
@@ -290,7 +345,8 @@ class AgentGap:
         since = self.since[kind]
         floor = self._floor(kind)
         target = self.target.get(kind)
-        previous = since[1] if since is not None else None
+        # An inherited window reaches before ``since``: its first value is history's own.
+        previous = since[1] if since is not None and self.inherited is None else None
         out: list[Change] = []
         for change in history:
             at = change.changed_at

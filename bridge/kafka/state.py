@@ -12,7 +12,14 @@ from datetime import datetime
 
 import orjson
 
-from bridge.model import AgentState, PresenceValue, RoutingValue, VersionedPresence, VersionedRouting
+from bridge.model import (
+    AgentState,
+    PendingBackfill,
+    PresenceValue,
+    RoutingValue,
+    VersionedPresence,
+    VersionedRouting,
+)
 
 __all__ = ["decode_state"]
 
@@ -37,6 +44,14 @@ def decode_state(user_id: str, value: bytes) -> AgentState:
     if routing is not None:
         state.routing = VersionedRouting(
             RoutingValue(routing["status"]), _time(routing["changedAt"]), routing["eventId"]
+        )
+    pending = doc.get("backfill")
+    if pending is not None:
+        state.pending = PendingBackfill(
+            _time(pending["presenceFrom"]),
+            _time(pending["routingStatusFrom"]),
+            _time(pending["to"]),
+            tuple(str(i) for i in pending["eventIds"]),
         )
     return state
 

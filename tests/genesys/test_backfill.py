@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,19 @@ from bridge.genesys.gaps import (
     Outcome,
     QueryResult,
 )
-from bridge.model import Change, Kind, Origin, PresenceValue, RoutingValue, event_id
+from bridge.model import (
+    AgentState,
+    Change,
+    Kind,
+    Origin,
+    PendingBackfill,
+    PresenceValue,
+    RoutingValue,
+    VersionedPresence,
+    VersionedRouting,
+    event_id,
+)
+from bridge.records import Pending
 
 WALL = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 USER = "u-1"
@@ -56,12 +69,19 @@ class Topic:
     records: list[tuple[Change, bool]] = field(default_factory=list)
     reports: list[GapReport] = field(default_factory=list)
     counts: Counter[Outcome] = field(default_factory=Counter)
+    marks: Mapping[str, Pending] = field(default_factory=dict)
+    """The backfill's :attr:`~Backfill.marks`, as the sink reads them."""
+    states: list[tuple[str, PendingBackfill | None]] = field(default_factory=list)
+    """State records written: the user and the ``backfill`` field the sink gives it."""
+    unmarked: list[str] = field(default_factory=list)
 
     def write(self, change: Change, channel_id: str | None, /) -> str | None:
         accepted = self.state.apply(change)
         if not isinstance(accepted, Accepted):
             return None
         self.records.append((accepted.change, False))
+        user = change.user_id
+        self.states.append((user, self.marks[user].pending() if user in self.marks else None))
         return accepted.change.event_id
 
     def write_late(self, change: Change, /) -> None:
@@ -73,6 +93,12 @@ class Topic:
     def count(self, outcome: Outcome, n: int, /) -> None:
         self.counts[outcome] += n
 
+    def restate(self, user_id: str, /) -> None:
+        mark = self.marks[user_id].pending() if user_id in self.marks else None
+        if mark is None:
+            self.unmarked.append(user_id)
+        self.states.append((user_id, mark))
+
     def times(self) -> list[tuple[str, float, bool]]:
         return [(c.kind.value, (c.changed_at - WALL).total_seconds(), late) for c, late in self.records]
 
@@ -83,7 +109,10 @@ def setup(*changes: Change, config: BackfillConfig = CONFIG) -> tuple[Backfill, 
     for change in changes:
         topic.write(change, "ch-before")
     topic.records.clear()
-    return Backfill(config, topic, channel=lambda: CHANNEL), topic
+    topic.states.clear()
+    backfill = Backfill(config, topic, channel=lambda: CHANNEL)
+    topic.marks = backfill.marks
+    return backfill, topic
 
 
 def end_gap(
@@ -449,3 +478,123 @@ def test_an_agent_observable_again_is_backfilled_from_its_own_last_change() -> N
     ]
     backfill.history(1.0, at(70), [USER], {USER: history})
     assert topic.times() == [("presence", 20.0, False), ("presence", 55.0, False)]
+
+
+def test_an_agent_released_without_its_history_marks_its_states_until_the_history_is_written() -> None:
+    """Released at the hold: every state written for it says what is pending (its windows and the
+    eventIds written since the gap began); once the history is written, its state once more without."""
+    backfill, topic = setup(presence(0, "AVAILABLE"), routing(2, "IDLE"))
+    end_gap(backfill, topic, now=100.0)
+    reconcile(backfill, 101.0, presence(12, "BREAK", Origin.RECONCILE), routing(2, "IDLE", Origin.RECONCILE))
+    backfill.offer(presence(14, "ON_QUEUE"), "ch-after")
+    backfill.tick(100.0 + HOLD_S, at(20))
+    assert list(backfill.marks) == [USER]
+    first, second = (mark for _, mark in topic.states)
+    assert first is not None and second is not None
+    assert (first.presence_from, first.routing_from, first.end) == (at(0), at(2), at(10))
+    assert first.written == ()
+    assert second.written == (presence(12, "BREAK").event_id,)
+    backfill.offer(routing(15, "INTERACTING"), "ch-after")
+    assert topic.states[-1][1] is not None  # still pending: still marked
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(12, "BREAK", HISTORY),
+    ]
+    backfill.history(200.0, at(30), [USER], {USER: history})
+    assert topic.times()[-1] == ("presence", 7.0, True)
+    assert topic.unmarked == [USER] and topic.states[-1] == (USER, None)
+    assert backfill.marks == {} and not backfill.active
+
+
+def test_late_transitions_of_a_still_pending_agent_are_named_by_a_new_mark_at_once() -> None:
+    """Partial history after the hold is written late; the agent's state is written again with a
+    mark naming those transitions, so a new owner would not write them twice."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    backfill.tick(HOLD_S, at(20))
+    partial = [presence(0, "AVAILABLE", HISTORY), presence(7, "MEAL", HISTORY)]
+    assert backfill.history(HOLD_S, at(21), [USER], {USER: partial}) is QueryResult.DELAYED
+    assert topic.times()[-1] == ("presence", 7.0, True)
+    user, mark = topic.states[-1]
+    assert user == USER and mark is not None and presence(7, "MEAL").event_id in mark.written
+    backfill.history(HOLD_S + 5, at(26), [USER], {USER: [*partial, presence(12, "BREAK", HISTORY)]})
+    assert topic.states[-1] == (USER, None) and topic.unmarked == [USER]
+
+
+def test_an_agent_whose_history_came_in_time_is_never_marked() -> None:
+    """The ordinary path (history before the hold) writes no marks and no extra state."""
+    backfill, topic = setup(presence(0, "AVAILABLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    backfill.history(
+        1.0, at(13), [USER], {USER: [presence(0, "AVAILABLE", HISTORY), presence(12, "BREAK", HISTORY)]}
+    )
+    assert [mark for _, mark in topic.states] == [None] and topic.unmarked == []
+
+
+def test_a_given_up_agent_is_unmarked() -> None:
+    """History never came within the lookback: the mark goes (nobody will write that window)."""
+    config = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=60.0)
+    backfill, topic = setup(presence(0, "AVAILABLE"), config=config)
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
+    backfill.tick(HOLD_S, at(20))
+    assert list(backfill.marks) == [USER]
+    backfill.tick(HOLD_S + 2, at(10 + 200))
+    assert topic.unmarked == [USER] and backfill.marks == {}
+
+
+def marked_state(written: tuple[str, ...]) -> AgentState:
+    """What a writer killed before its late retry left: the reconciled BREAK at 12 and IDLE at 9,
+    marked with the windows it had (presence from 0, routing status from 2)."""
+    brk = presence(12, "BREAK", Origin.RECONCILE)
+    state = AgentState(USER, VersionedPresence(brk.value, brk.changed_at, brk.event_id))
+    idle = routing(9, "IDLE", Origin.RECONCILE)
+    state.routing = VersionedRouting(RoutingValue("IDLE"), idle.changed_at, idle.event_id)
+    state.pending = PendingBackfill(at(0), at(2), at(10), written)
+    return state
+
+
+def test_a_new_owner_backfills_the_window_a_marked_state_names_and_skips_what_was_written() -> None:
+    """Takeover of a marked agent: history from the writer's window, not the state's time; the
+    transitions the writer wrote (named in the mark) are not written again; then the mark goes."""
+    backfill, topic = setup()
+    written_on_stream = presence(11, "ON_QUEUE")
+    topic.state.load({USER: marked_state((written_on_stream.event_id,))})
+    backfill.gap_started(Cause.TAKEOVER, at(12))
+    backfill.gap_ended(0.0, at(30), [USER], topic.state.get, {USER: at(0)})
+    assert list(backfill.marks) == [USER]
+    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE), routing(9, "IDLE", Origin.RECONCILE))
+    (query,) = backfill.due(1.0)
+    assert query.start == at(0)
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(11, "ON_QUEUE", HISTORY),
+        presence(12, "BREAK", HISTORY),
+        routing(2, "IDLE", HISTORY),
+        routing(5, "INTERACTING", HISTORY),
+        routing(9, "IDLE", HISTORY),
+    ]
+    assert backfill.history(1.0, at(31), [USER], {USER: history}) is QueryResult.OK
+    assert sorted(topic.times()) == [
+        ("presence", 7.0, True),
+        ("routing_status", 5.0, True),
+    ]
+    assert topic.unmarked == [USER] and backfill.marks == {} and not backfill.active
+    assert topic.reports[0].recovered and topic.reports[0].late == 2
+
+
+def test_a_new_owner_released_without_history_passes_the_inherited_mark_on() -> None:
+    """The new owner's history fails too: its own state records carry the inherited window."""
+    backfill, topic = setup()
+    topic.state.load({USER: marked_state(("e-old",))})
+    backfill.gap_started(Cause.TAKEOVER, at(12))
+    backfill.gap_ended(0.0, at(30), [USER], topic.state.get, {USER: at(0)})
+    reconcile(backfill, 1.0, presence(31, "AWAY", Origin.RECONCILE))
+    backfill.failed(1.0, [USER], Fallback.UNAVAILABLE)
+    ((_, mark),) = topic.states
+    assert mark is not None and (mark.presence_from, mark.routing_from) == (at(0), at(2))
+    assert "e-old" in mark.written and presence(12, "BREAK", Origin.RECONCILE).event_id in mark.written
