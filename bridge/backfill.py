@@ -159,7 +159,9 @@ class Backfiller:
         """A socket or channel replacement began (``cause``: hand-over or rotation)."""
         if cause == Cause.ROTATION:
             self._replays_until = math.inf  # two channels deliver the same changes until it ends
-        self.decisions.gap_started(Cause(cause), self._ctx.wall() - GAP_MARGIN)
+        ctx = self._ctx  # after a freeze: from before it (the old channel may have ended meanwhile)
+        frozen = timedelta(seconds=ctx.session.frozen_age(ctx.clock()))
+        self.decisions.gap_started(Cause(cause), ctx.wall() - frozen - GAP_MARGIN)
 
     def loaded(self, users: Collection[str]) -> None:
         """The members' states were loaded at the shard's start: a gap, each agent from its own last change.

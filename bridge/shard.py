@@ -124,6 +124,9 @@ logger = logging.getLogger(__name__)
 
 #: ``bridge_stale_events_total{kind}``: the changes of the stream that the event state dropped.
 _DROPPED = {kind: metrics.STALE_EVENTS.labels(kind=kind.value) for kind in Kind}
+#: Compared for every change while a ping is out: the stream's changes wait for its pong, not
+#: those a REST read found (a stall cannot make a read lose anything).
+_STREAM = Origin.STREAM
 
 
 def session_config(settings: Settings) -> SessionConfig:
@@ -433,7 +436,7 @@ class Shard:
     def _accept(self, change: Change, channel_id: str | None) -> bool:
         if change.user_id not in self._members.set:
             return False
-        if (suspect := self._backfill.suspect) is not None:  # a ping waits for its pong
+        if (suspect := self._backfill.suspect) is not None and change.origin is _STREAM:  # a ping is out
             suspect.append((change, channel_id))
             return True
         if self._decisions.active:  # with the test above, the only cost while no backfill is pending

@@ -145,9 +145,10 @@ async def test_frame_counts_reach_the_metric_within_a_watchdog_tick() -> None:
         socket_factory=new_socket,
     )
     counter = metrics.GENESYS_EVENTS.labels(kind="pong")
+    start = counter._value.get()
     task = asyncio.create_task(shard.run())
     try:
-        while shard.stats.reconciles < 1:
+        while shard.stats.reconciles < 1 or counter._value.get() < start + 1:  # the confirming ping's
             await asyncio.sleep(0.01)
         before = counter._value.get()
         shard._serving.handle(PONG, shard.channel_id)

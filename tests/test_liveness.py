@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.channel import WATCHDOG_TICK_S
-from bridge.liveness import Liveness, Verdict
+from bridge.liveness import FROZEN_MEMORY_S, Liveness, Verdict
 from bridge.settings import Settings
 
 
@@ -102,3 +102,41 @@ def test_default_settings_declare_a_silent_socket_dead_within_ten_seconds() -> N
             lv.ping_sent(now)
         now += WATCHDOG_TICK_S
     assert 5.0 < now <= 10.0
+
+
+def test_a_connected_socket_is_pinged_once_at_once_to_confirm_the_stream() -> None:
+    """After confirm() the next poll asks for a ping though nothing was silent; its pong ends it, and an
+    unanswered one is a dead socket whose gap reaches back to the frames read before it."""
+    lv = live()
+    lv.frame(0.5)  # read at once after the subscriptions: perhaps buffered before a stall
+    lv.confirm()
+    assert lv.poll(0.6) is Verdict.PING
+    lv.ping_sent(0.6)
+    assert lv.poll(0.7) is Verdict.OK
+    lv.pong(0.8)
+    assert lv.poll(1.0) is Verdict.OK, "one ping, not one per tick"
+    lv.confirm()
+    lv.ping_sent(2.0)
+    lv.frame(3.0)  # the stall ended, the pong was lost in it
+    assert lv.poll(7.1) is Verdict.DEAD
+    assert lv.gap_age(7.1) == 7.1 - 0.8, "from the pong before the unanswered ping"
+
+
+def test_a_freeze_of_the_process_makes_the_gap_reach_back_to_before_it() -> None:
+    """A watchdog tick seconds late: the process did not run. A gap noticed while the tick is overdue,
+    or within FROZEN_MEMORY_S after, starts at the last tick before the freeze."""
+    lv = live()
+    lv.poll(0.25)
+    lv.poll(0.5)
+    assert lv.frozen_age(0.6) == 0.0
+    lv.frame(12.0)  # buffered frames read first, at once after the freeze
+    assert lv.frozen_age(12.1) == 12.1 - 0.5, "overdue tick: frozen since it"
+    assert lv.gap_age(12.1) == 12.1 - 0.5
+    lv.poll(12.2)  # the watchdog's first tick after it notices the freeze
+    assert lv.frozen_age(13.0) == 13.0 - 0.5
+    later = 12.2 + FROZEN_MEMORY_S + 0.1
+    for tick in range(int((later - 12.2) / WATCHDOG_TICK_S)):  # the watchdog ticks on
+        lv.poll(12.2 + WATCHDOG_TICK_S * (tick + 1))
+    assert lv.frozen_age(later) == 0.0, "forgotten after a while"
+    lv.started(30.0)
+    assert lv.frozen_age(40.0) == 0.0, "a new socket's watchdog has not ticked: no freeze"

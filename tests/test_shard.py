@@ -744,3 +744,25 @@ async def test_an_agent_removed_from_the_roster_gets_its_history_before_its_tomb
     assert sink.order == ["change a", "tombstone a"]
     await shard.stop()
     await task
+
+
+async def test_while_a_ping_is_out_only_the_streams_changes_wait_for_its_pong() -> None:
+    """A REST read cannot be lost in a stall: the reconciliation's states go to the backfill at once
+    (so its agents know their target), while the stream's wait for the pong."""
+    sink = ChangeSink()
+    shard = Shard(
+        4,
+        ["a"],
+        rest=NullRest(),
+        sink=sink,
+        state=ShardState(),
+        settings=Settings(),
+        socket_factory=FakeSocket,
+    )
+    at = datetime.now(UTC).replace(microsecond=0)
+    stream = Change("a", Kind.ROUTING_STATUS, at, RoutingValue("IDLE"), at, Origin.STREAM)
+    read = Change("a", Kind.ROUTING_STATUS, at, RoutingValue("INTERACTING"), at, Origin.RECONCILE)
+    shard._backfill.pinging(True)
+    assert shard._accept(stream, "ch") and shard._accept(read, "ch")
+    assert shard._backfill.suspect == [(stream, "ch")]
+    assert [(c.value, c.origin) for c in sink.changes] == [(read.value, Origin.RECONCILE)]

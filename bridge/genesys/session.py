@@ -220,9 +220,11 @@ class Session:
         self.liveness.started(now)
 
     def connected(self, now: float) -> None:
-        """Connected and subscribed: a failure ``backoff_reset_s`` from now backs off from the start."""
+        """Connected and subscribed: a failure ``backoff_reset_s`` from now backs off from the start;
+        one ping confirms the stream (:meth:`Liveness.confirm`)."""
         self._at(now)
         self._reconnect.healthy()
+        self.liveness.confirm()
 
     # ------------------------------------------------------------------- frames
 
@@ -277,6 +279,10 @@ class Session:
     def gap_age(self, now: float) -> float:
         """Seconds since the last frame known to precede anything lost (:meth:`Liveness.gap_age`)."""
         return self.liveness.gap_age(now)
+
+    def frozen_age(self, now: float) -> float:
+        """Seconds since the last tick before a recent freeze, else 0 (:meth:`Liveness.frozen_age`)."""
+        return self.liveness.frozen_age(now)
 
     def reading_paused(self) -> None:
         """The reader waits for Kafka (backpressure): frames sit unread, which is not silence."""
