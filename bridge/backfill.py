@@ -173,11 +173,15 @@ class Backfiller:
         window starts at its own loaded change (:meth:`flowing`); the gap's
         ``from`` (its record, the merge with later gaps) is the newest loaded
         change moved back by the hold. No state at all is a fresh shard:
-        nothing was ever written, nothing to backfill.
+        nothing was ever written, nothing to backfill, unless the fleet wrote
+        states of other agents (``ShardState.fleet_seen``: the map grew, these
+        are new agents), whose history before the shard subscribed them is
+        read as for agents added.
         """
         newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
         if newest is not None:
             self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
+        if newest is not None or self._state.fleet_seen:
             self._own_windows.update(users)
 
     def flowing(self, users: Sequence[str], rejected: Collection[str] = ()) -> None:

@@ -78,6 +78,8 @@ class ShardLoad:
 
     states: dict[str, AgentState]
     orphans: list[str]
+    fleet_seen: bool = False
+    """The topic held this fleet's latest states of agents other than the members."""
 
 
 def load_shard_states(
@@ -91,19 +93,22 @@ def load_shard_states(
     """The members' last committed states and the shard's orphans (see the module docstring)."""
     own = settings.id.encode()
     mine: dict[str, bool] = {}
+    fleet: dict[str, bool] = {}
     wanted = frozenset(user_ids)
 
     def owner(user_id: str, value: bytes | None, headers: Any) -> None:
         if user_id in wanted:
             return
         written_here = False
-        if value is not None and _header(headers, BRIDGE_ID_HEADER) == own:
+        ours = value is not None and _header(headers, BRIDGE_ID_HEADER) == own
+        if value is not None and ours:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 written_here = orjson.loads(value).get("shard") == shard
         mine[user_id] = written_here
+        fleet[user_id] = ours
 
     states = load_states(settings, user_ids, consumer_factory, timeout_s=timeout_s, observe=owner)
-    return ShardLoad(states, sorted(u for u, here in mine.items() if here))
+    return ShardLoad(states, sorted(u for u, here in mine.items() if here), any(fleet.values()))
 
 
 def written_by_other_fleets(

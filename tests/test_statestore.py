@@ -16,7 +16,7 @@ from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, Routin
 from bridge.records import encode_state
 from bridge.settings import Settings
 from bridge.sink import ShardSink
-from bridge.statestore import load_states
+from bridge.statestore import load_shard_states, load_states
 from tests.conftest import KafkaBroker
 
 pytestmark = pytest.mark.kafka
@@ -115,6 +115,27 @@ def test_empty_and_missing_topics(kafka: KafkaBroker) -> None:
     assert load_states(settings) == {}
     with pytest.raises(SinkError):
         load_states(settings.model_copy(update={"topic_agent_state": "no-such-topic"}), timeout_s=5)
+
+
+def test_a_shard_load_tells_whether_the_fleet_wrote_states_of_other_agents(kafka: KafkaBroker) -> None:
+    """fleet_seen: another agent's latest state carries this fleet's bridge-id (not another fleet's,
+    not a tombstone, not one of the members)."""
+    topic = kafka.create_topic("state", config={"cleanup.policy": "compact"})
+    settings = make_settings(kafka, topic)
+    producer = Producer(kafka.config())
+
+    def put(user: str, fleet: str, value: bytes | None) -> None:
+        producer.produce(topic, key=user.encode(), value=value, headers=[("bridge-id", fleet.encode())])
+        producer.flush(10)
+
+    put("member", settings.id, encoded(AgentState("member")))
+    put("elsewhere", "another-fleet", encoded(AgentState("elsewhere")))
+    put("gone", settings.id, encoded(AgentState("gone")))
+    put("gone", settings.id, None)
+    first = load_shard_states(settings, ["member", "new"], 0)
+    assert sorted(first.states) == ["member"] and not first.fleet_seen
+    put("other", settings.id, encoded(AgentState("other")))
+    assert load_shard_states(settings, ["member", "new"], 0).fleet_seen
 
 
 AGENTS = 20_000
