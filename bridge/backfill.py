@@ -45,6 +45,7 @@ from bridge import log, metrics
 from bridge.channel import ShardContext
 from bridge.errors import BridgeError, GenesysError
 from bridge.events import ShardState
+from bridge.farewell import Farewells, oldest
 from bridge.genesys.backfill import Backfill
 from bridge.genesys.gaps import (
     GAP_MARGIN,
@@ -56,10 +57,9 @@ from bridge.genesys.gaps import (
     HistoryQuery,
     Outcome,
     QueryResult,
-    same_value,
 )
 from bridge.genesys.history import changes
-from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
+from bridge.model import AgentState, Change
 from bridge.records import GapRecord, gap_id
 from bridge.settings import Settings
 
@@ -71,8 +71,6 @@ logger = logging.getLogger(__name__)
 BACKFILL_TICK_S: Final = 0.25
 #: After a rotation the two channels' copies of a change may arrive this far apart.
 REPLAY_GRACE_S: Final = 2.0
-#: How long the history of agents leaving the shard may take before their tombstones go anyway.
-FAREWELL_TIMEOUT_S: Final = 5.0
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403
 
@@ -118,6 +116,12 @@ class Backfiller:
         self.suspect: list[tuple[Change, str | None]] | None = None
         """Changes that came while our ping waited for its pong (None: no ping out); see :meth:`pinging`."""
         self.decisions = Backfill(backfill_config(settings), self, channel=channel)
+        self._farewells = Farewells(
+            ctx,
+            lookback=self.decisions.lookback,
+            write=lambda change: write(change, channel()),
+            write_late=self.write_late,
+        )
         sink.pending_backfills = self.decisions.marks
 
     # ------------------------------------------------------------- the shard's events
@@ -174,14 +178,14 @@ class Backfiller:
         ``from`` (its record, the merge with later gaps) is the newest loaded
         change moved back by the hold. No state at all is a fresh shard:
         nothing was ever written, nothing to backfill, unless the fleet wrote
-        states of other agents (``ShardState.fleet_seen``: the map grew, these
-        are new agents), whose history before the shard subscribed them is
-        read as for agents added.
+        states of other agents (``ShardState.fleet_since``: the map grew, these
+        are new agents; or this shard started after others): what they did
+        since the fleet began writing is read as for agents added.
         """
         newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
         if newest is not None:
             self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
-        if newest is not None or self._state.fleet_seen:
+        if newest is not None or self._state.fleet_since is not None:
             self._own_windows.update(users)
 
     def flowing(self, users: Sequence[str], rejected: Collection[str] = ()) -> None:
@@ -237,45 +241,20 @@ class Backfiller:
         return written or decisions.held(user)
 
     async def farewell(self, states: Mapping[str, AgentState]) -> None:
-        """Agents leave the shard (removed from the roster; their tombstones follow): first write
-        what their history holds after their last written change.
-
-        An agent deleted while its shard was down changed state in the gap
-        too. Best effort: one query, at most :data:`FAREWELL_TIMEOUT_S`; a
-        failure is logged and the tombstones go anyway.
-        """
-        oldest = [t for s in states.values() if (t := _oldest(s)) is not None]
-        if not self.decisions.config.enabled or not oldest:
-            return
-        wall = self._ctx.wall()
-        start = max(min(oldest) - GAP_MARGIN, wall - self.decisions.lookback)
-        try:
-            found = await asyncio.wait_for(
-                self._ctx.rest.user_history(sorted(states), start, wall), FAREWELL_TIMEOUT_S
-            )
-        except (BridgeError, TimeoutError) as exc:
-            logger.warning(
-                "history of %d leaving agents unavailable (%s); tombstoned anyway", len(states), exc
-            )
-            return
-        written = 0
-        for user, history in found.items():
-            for change in _after(states.get(user), changes(history, observed_at=wall)):
-                written += self._write(change, self._channel()) is not None
-        if written:
-            metrics.BACKFILL_RECORDS.labels(outcome=Outcome.WRITTEN).inc(written)
-            logger.info(
-                "%d transitions of %d leaving agents backfilled before their tombstones", written, len(states)
-            )
+        """Agents leave the shard (their tombstones follow): their history first (:mod:`bridge.farewell`)."""
+        if self.decisions.config.enabled:
+            await self._farewells.say(states)
+            self._wake.set()
 
     def _starts(self, users: Collection[str]) -> dict[str, datetime | None]:
-        """Per agent: the older of its two last changes (minus the margin), or None (no state: the lookback).
+        """Per agent: the older of its two last changes (minus the margin); without a state, when the
+        fleet began writing (``ShardState.fleet_since``), or None (the whole lookback).
 
         The older one: each kind is filtered by its own last change, so the
         window must reach back to the kind whose last change is older.
         """
-        oldest = {u: _oldest(self._state.get(u)) for u in users}
-        return {u: None if at is None else at - GAP_MARGIN for u, at in oldest.items()}
+        times = {u: oldest(self._state.get(u)) or self._state.fleet_since for u in users}
+        return {u: None if at is None else at - GAP_MARGIN for u, at in times.items()}
 
     def stale(self, change: Change, channel_id: str | None) -> None:
         """A stream change older than its agent's last written one: write it late if it is new."""
@@ -305,9 +284,10 @@ class Backfiller:
         decisions, ctx = self.decisions, self._ctx
         with log.bind(shard=ctx.shard_id):
             while True:
-                if not decisions.active:
+                if not decisions.active and not self._farewells.pending:
                     self._wake.clear()
                     await self._wake.wait()
+                await self._farewells.recheck()
                 with self._sink.atomic():
                     decisions.tick(ctx.clock(), ctx.wall())
                 for query in decisions.due(ctx.clock()):
@@ -404,37 +384,6 @@ def _gap_record(
             "writtenAt": wall,
         }
     )
-
-
-def _after(state: AgentState | None, history: Sequence[Change]) -> list[Change]:
-    """The transitions of ``history`` (sorted) after ``state``'s last change of their kind."""
-    last: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None] = {
-        Kind.PRESENCE: None
-        if state is None or state.presence is None
-        else (state.presence.changed_at, state.presence.value),
-        Kind.ROUTING_STATUS: None
-        if state is None or state.routing is None
-        else (state.routing.changed_at, state.routing.value),
-    }
-    out: list[Change] = []
-    for change in history:
-        known = last[change.kind]
-        if known is not None and (change.changed_at <= known[0] or same_value(known[1], change.value)):
-            continue
-        last[change.kind] = (change.changed_at, change.value)
-        out.append(change)
-    return out
-
-
-def _oldest(state: AgentState | None) -> datetime | None:
-    """The older ``changed_at`` of an agent's presence and routing status (None without either),
-    or the start of the window its loaded state says is pending, if older."""
-    if state is None:
-        return None
-    times = [v.changed_at for v in (state.presence, state.routing) if v is not None]
-    if state.pending is not None:
-        times += [state.pending.presence_from, state.pending.routing_from]
-    return min(times) if times else None
 
 
 def _latest(state: AgentState | None) -> datetime | None:

@@ -104,7 +104,7 @@ class ShardState:
     Not thread-safe: owned by the shard's asyncio task.
     """
 
-    __slots__ = ("_earlier", "_labels", "_states", "fleet_seen")
+    __slots__ = ("_earlier", "_labels", "_states", "fleet_since")
 
     def __init__(
         self,
@@ -116,10 +116,10 @@ class ShardState:
         # Per kind, user → the values accepted earlier in the millisecond of
         # the user's last change of that kind (only users with such a pair).
         self._earlier: dict[Kind, dict[str, list[_Value]]] = {kind: {} for kind in Kind}
-        self.fleet_seen = False
-        """The state topic held this fleet's states of other agents when the shard's were loaded:
-        not the fleet's first start, so members without a state are new agents (their history
-        before the shard subscribed them is backfilled)."""
+        self.fleet_since: datetime | None = None
+        """The oldest ``updatedAt`` of this fleet's states of other agents when the shard's were
+        loaded (None: none): the fleet has been writing since then at least, so a member without a
+        state missed what it did since (:mod:`bridge.backfill`)."""
 
     # -- presence definitions -------------------------------------------------
 

@@ -34,6 +34,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -78,8 +79,8 @@ class ShardLoad:
 
     states: dict[str, AgentState]
     orphans: list[str]
-    fleet_seen: bool = False
-    """The topic held this fleet's latest states of agents other than the members."""
+    fleet_since: datetime | None = None
+    """The oldest ``updatedAt`` of this fleet's latest states of agents other than the members."""
 
 
 def load_shard_states(
@@ -93,22 +94,24 @@ def load_shard_states(
     """The members' last committed states and the shard's orphans (see the module docstring)."""
     own = settings.id.encode()
     mine: dict[str, bool] = {}
-    fleet: dict[str, bool] = {}
+    written_at: dict[str, datetime | None] = {}
     wanted = frozenset(user_ids)
 
     def owner(user_id: str, value: bytes | None, headers: Any) -> None:
         if user_id in wanted:
             return
-        written_here = False
-        ours = value is not None and _header(headers, BRIDGE_ID_HEADER) == own
-        if value is not None and ours:
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                written_here = orjson.loads(value).get("shard") == shard
+        written_here, at = False, None
+        if value is not None and _header(headers, BRIDGE_ID_HEADER) == own:
+            with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+                doc = orjson.loads(value)
+                written_here = doc.get("shard") == shard
+                at = datetime.fromisoformat(doc["updatedAt"])
         mine[user_id] = written_here
-        fleet[user_id] = ours
+        written_at[user_id] = at
 
     states = load_states(settings, user_ids, consumer_factory, timeout_s=timeout_s, observe=owner)
-    return ShardLoad(states, sorted(u for u, here in mine.items() if here), any(fleet.values()))
+    since = min((at for at in written_at.values() if at is not None), default=None)
+    return ShardLoad(states, sorted(u for u, here in mine.items() if here), since)
 
 
 def written_by_other_fleets(

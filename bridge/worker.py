@@ -216,7 +216,7 @@ class Worker:
                 return await asyncio.to_thread(load_states, s, members)
             loaded = await asyncio.to_thread(load_shard_states, s, members, shard_id)
             orphans = loaded.orphans
-            state.fleet_seen = loaded.fleet_seen
+            state.fleet_since = loaded.fleet_since
             return loaded.states
 
         async def moved(candidates: Sequence[str]) -> set[str]:

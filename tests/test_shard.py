@@ -769,17 +769,18 @@ async def test_while_a_ping_is_out_only_the_streams_changes_wait_for_its_pong() 
 
 
 @pytest.mark.parametrize("fleet_seen", [True, False])
-async def test_a_new_shard_of_new_agents_backfills_them_unless_the_fleet_is_new(fleet_seen: bool) -> None:
-    """No member has a state. The fleet wrote states of other agents before (the map grew): they are
-    new agents, whose history is read over the lookback, as for agents added. Nothing at all in the
-    topic (the fleet's first start): nothing is backfilled."""
+async def test_a_new_shard_of_new_agents_backfills_them_since_the_fleet_began(fleet_seen: bool) -> None:
+    """No member has a state. The fleet wrote states of other agents (the map grew, or other shards
+    started first): what these did since the fleet's oldest state is read, as for agents added.
+    Nothing at all in the topic (the fleet's first start, the first shard): nothing is backfilled."""
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
 
     async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
         return {}
 
     rest, sink, state = TakeoverRest(t0), ChangeSink(), ShardState()
-    state.fleet_seen = fleet_seen
+    began = t0 - timedelta(minutes=1)
+    state.fleet_since = began if fleet_seen else None
     shard = Shard(
         4,
         ["a"],
@@ -793,8 +794,7 @@ async def test_a_new_shard_of_new_agents_backfills_them_unless_the_fleet_is_new(
     task = asyncio.create_task(shard.run())
     if fleet_seen:
         await until(lambda: bool(sink.gaps))
-        (start,) = [q[1] for q in rest.history_queries]
-        assert datetime.now(UTC) - start > timedelta(minutes=59)
+        assert [q[1] for q in rest.history_queries] == [began - timedelta(seconds=1)]
         assert [c.origin for c in sink.changes] == [Origin.BACKFILL] * 5
     else:
         await until(lambda: bool(sink.changes))

@@ -117,9 +117,9 @@ def test_empty_and_missing_topics(kafka: KafkaBroker) -> None:
         load_states(settings.model_copy(update={"topic_agent_state": "no-such-topic"}), timeout_s=5)
 
 
-def test_a_shard_load_tells_whether_the_fleet_wrote_states_of_other_agents(kafka: KafkaBroker) -> None:
-    """fleet_seen: another agent's latest state carries this fleet's bridge-id (not another fleet's,
-    not a tombstone, not one of the members)."""
+def test_a_shard_load_tells_since_when_the_fleet_writes_states_of_other_agents(kafka: KafkaBroker) -> None:
+    """fleet_since: the oldest updatedAt of the latest states that carry this fleet's bridge-id (not
+    another fleet's, not a tombstone, not one of the members)."""
     topic = kafka.create_topic("state", config={"cleanup.policy": "compact"})
     settings = make_settings(kafka, topic)
     producer = Producer(kafka.config())
@@ -133,9 +133,9 @@ def test_a_shard_load_tells_whether_the_fleet_wrote_states_of_other_agents(kafka
     put("gone", settings.id, encoded(AgentState("gone")))
     put("gone", settings.id, None)
     first = load_shard_states(settings, ["member", "new"], 0)
-    assert sorted(first.states) == ["member"] and not first.fleet_seen
+    assert sorted(first.states) == ["member"] and first.fleet_since is None
     put("other", settings.id, encoded(AgentState("other")))
-    assert load_shard_states(settings, ["member", "new"], 0).fleet_seen
+    assert load_shard_states(settings, ["member", "new"], 0).fleet_since == WRITTEN
 
 
 AGENTS = 20_000
