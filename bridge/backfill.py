@@ -71,6 +71,9 @@ logger = logging.getLogger(__name__)
 BACKFILL_TICK_S: Final = 0.25
 #: After a rotation the two channels' copies of a change may arrive this far apart.
 REPLAY_GRACE_S: Final = 2.0
+#: A fleet writing states this long already is not starting: a shard of agents without state is new.
+ESTABLISHED_S: Final = 60.0
+ESTABLISHED: Final = timedelta(seconds=ESTABLISHED_S)
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403
 
@@ -177,15 +180,17 @@ class Backfiller:
         window starts at its own loaded change (:meth:`flowing`); the gap's
         ``from`` (its record, the merge with later gaps) is the newest loaded
         change moved back by the hold. No state at all is a fresh shard:
-        nothing was ever written, nothing to backfill, unless the fleet wrote
-        states of other agents (``ShardState.fleet_since``: the map grew, these
-        are new agents; or this shard started after others): what they did
-        since the fleet began writing is read as for agents added.
+        nothing was ever written, nothing to backfill, unless the fleet has
+        written states of other agents for :data:`ESTABLISHED_S` already
+        (``ShardState.fleet_since``; the map grew, these are new agents):
+        what they did since then is read as for agents added. (Shards of a
+        fleet's first start begin seconds apart: they hold nothing back.)
         """
         newest = max((t for u in users if (t := _latest(self._state.get(u))) is not None), default=None)
         if newest is not None:
             self.decisions.gap_started(Cause.TAKEOVER, newest - GAP_MARGIN - self._hold)
-        if newest is not None or self._state.fleet_since is not None:
+        since = self._state.fleet_since
+        if newest is not None or (since is not None and self._ctx.wall() - since > ESTABLISHED):
             self._own_windows.update(users)
 
     def flowing(self, users: Sequence[str], rejected: Collection[str] = ()) -> None:

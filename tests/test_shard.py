@@ -768,19 +768,21 @@ async def test_while_a_ping_is_out_only_the_streams_changes_wait_for_its_pong() 
     assert [(c.value, c.origin) for c in sink.changes] == [(read.value, Origin.RECONCILE)]
 
 
-@pytest.mark.parametrize("fleet_seen", [True, False])
-async def test_a_new_shard_of_new_agents_backfills_them_since_the_fleet_began(fleet_seen: bool) -> None:
-    """No member has a state. The fleet wrote states of other agents (the map grew, or other shards
-    started first): what these did since the fleet's oldest state is read, as for agents added.
-    Nothing at all in the topic (the fleet's first start, the first shard): nothing is backfilled."""
+@pytest.mark.parametrize(("began_s", "fleet_seen"), [(180.0, True), (10.0, False), (None, False)])
+async def test_a_new_shard_of_new_agents_backfills_them_since_the_fleet_began(
+    began_s: float | None, fleet_seen: bool
+) -> None:
+    """No member has a state. The fleet has written states of other agents for minutes (the map
+    grew): what these did since the fleet's oldest state is read, as for agents added. Nothing in
+    the topic, or states seconds old (the fleet's first start): nothing is backfilled, nothing held."""
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
 
     async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
         return {}
 
     rest, sink, state = TakeoverRest(t0), ChangeSink(), ShardState()
-    began = t0 - timedelta(minutes=1)
-    state.fleet_since = began if fleet_seen else None
+    began = None if began_s is None else datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=began_s)
+    state.fleet_since = began
     shard = Shard(
         4,
         ["a"],
@@ -794,6 +796,7 @@ async def test_a_new_shard_of_new_agents_backfills_them_since_the_fleet_began(fl
     task = asyncio.create_task(shard.run())
     if fleet_seen:
         await until(lambda: bool(sink.gaps))
+        assert began is not None
         assert [q[1] for q in rest.history_queries] == [began - timedelta(seconds=1)]
         assert [c.origin for c in sink.changes] == [Origin.BACKFILL] * 5
     else:
