@@ -9,7 +9,9 @@ what Kafka lacks like any backfilled change. Genesys's analytics lag, and
 the query may fail (429s, 5xx, a timeout): so the same history is read
 again, in the shard's backfill task, :data:`RECHECKS_S` after; what those
 reads find is written late (event topics only, ``late: true``: the state
-is tombstoned by then), each transition once.
+is tombstoned by then), each transition once. A re-read waits while the
+request budget has nothing spare and takes :data:`FAREWELL_TIMEOUT_S` at
+most: the backfill task it runs in also releases the gaps' holds.
 """
 
 from __future__ import annotations
@@ -95,18 +97,18 @@ class Farewells:
 
     async def recheck(self) -> None:
         """Read again the history of the leavers whose time has come; write late what it adds."""
-        now = self._ctx.clock()
+        now, budget = self._ctx.clock(), self._ctx.rest.budget
         for leavers in list(self._pending):
-            if leavers.due[0] > now:
-                continue
+            if leavers.due[0] > now or (budget is not None and budget.spare() < 1):
+                continue  # not yet, or later: the budget is the gaps' first
             leavers.due.pop(0)
             if not leavers.due:
                 self._pending.remove(leavers)
-            written = await self._read(leavers, late=True, timeout_s=None)
+            written = await self._read(leavers, late=True, timeout_s=FAREWELL_TIMEOUT_S)
             if written:
                 logger.info("%d transitions of agents that left the shard written late", written)
 
-    async def _read(self, leavers: _Leavers, *, late: bool, timeout_s: float | None) -> int:
+    async def _read(self, leavers: _Leavers, *, late: bool, timeout_s: float) -> int:
         ctx = self._ctx
         wall = ctx.wall()
         users = sorted(leavers.states)
