@@ -4,17 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bridge.channel import ShardContext, ShardStats
 from bridge.errors import SinkError
 from bridge.events import Accepted
 from bridge.genesys.budget import RequestBudget
 from bridge.genesys.history import Interval, UserHistory, merge
 from bridge.genesys.models import ChannelInfo, RejectedTopic, SubscriptionResult
+from bridge.genesys.session import Session
 from bridge.model import AgentState, Change
 from bridge.records import GapRecord, Pending
+from bridge.settings import Settings
+from bridge.shard import session_config
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shard_context(
+    rest: Any, clock: Clock, wall: Callable[[], datetime], settings: Settings | None = None
+) -> ShardContext:
+    """Shard 3's context on a test's clocks (its sleeps only yield)."""
+    session = Session(session_config(settings or Settings()), rng=random.Random(1), now=clock())
+
+    async def sleep(_s: float) -> None:
+        await asyncio.sleep(0)
+
+    return ShardContext(3, rest, session, ShardStats(), asyncio.Event(), clock, wall, sleep)
 
 
 class FakeSink:

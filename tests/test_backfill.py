@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from datetime import UTC, datetime, timedelta
 
 from bridge import metrics
 from bridge.backfill import REPLAY_GRACE_S, Backfiller
-from bridge.channel import ShardContext, ShardStats
 from bridge.events import ShardState
 from bridge.genesys.gaps import Cause, Fallback, GapReport
-from bridge.genesys.session import Session
 from bridge.model import Change, Kind, Origin, RoutingValue, event_id
 from bridge.records import gap_id
 from bridge.settings import Settings
-from bridge.shard import session_config
-from tests.shard_fakes import FakeSink, NullRest
+from tests.shard_fakes import Clock, FakeSink, NullRest, shard_context
 
 WALL = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def backfiller(settings: Settings, clock: Clock, sink: FakeSink) -> Backfiller:
-    session = Session(session_config(settings), rng=random.Random(1), now=clock())
-
-    async def sleep(_s: float) -> None:
-        await asyncio.sleep(0)
-
-    ctx = ShardContext(3, NullRest(), session, ShardStats(), asyncio.Event(), clock, lambda: WALL, sleep)
+    ctx = shard_context(NullRest(), clock, lambda: WALL, settings)
     return Backfiller(
         ctx,
         settings=settings,

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from bridge.channel import ShardContext, ShardStats
 from bridge.errors import GenesysError
 from bridge.farewell import RECHECKS_S, Farewells
 from bridge.genesys.history import Interval, UserHistory
-from bridge.genesys.session import Session
 from bridge.model import AgentState, Change, RoutingValue, VersionedRouting
-from bridge.settings import Settings
-from bridge.shard import session_config
-from tests.shard_fakes import NullRest
+from tests.shard_fakes import Clock, NullRest, shard_context
 
 WALL = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FlakyHistory(NullRest):
@@ -53,14 +39,8 @@ async def test_a_failed_farewell_is_read_again_and_written_late_once() -> None:
     """The first read fails: the tombstone goes anyway; the re-reads write what they find, late,
     each transition once, and only what came after the agent's last written change."""
     clock, rest = Clock(), FlakyHistory()
-    session = Session(session_config(Settings()), rng=random.Random(1), now=clock())
-
-    async def sleep(_s: float) -> None:
-        await asyncio.sleep(0)
-
-    ctx = ShardContext(
-        3, rest, session, ShardStats(), asyncio.Event(), clock, lambda: WALL + timedelta(minutes=1), sleep
-    )
+    wall = WALL + timedelta(minutes=1)
+    ctx = shard_context(rest, clock, lambda: wall)
     late: list[Change] = []
     farewells = Farewells(ctx, lookback=timedelta(hours=1), write=lambda _c: None, write_late=late.append)
     last = AgentState("gone", routing=VersionedRouting(RoutingValue("IDLE"), WALL, "e-idle"))

@@ -531,6 +531,32 @@ class TakeoverRest(FakeRest):
         return [Change("a", Kind.ROUTING_STATUS, when, value, observed_at, Origin.RECONCILE)]
 
 
+def _loaded(
+    rest: FakeRest,
+    sink: FakeSink,
+    users: list[str],
+    states: Mapping[str, AgentState],
+    *,
+    state: ShardState | None = None,
+    settings: Settings | None = None,
+) -> Shard:
+    """A shard whose members' last states load as ``states`` (a start or takeover)."""
+
+    async def load(wanted: Sequence[str]) -> Mapping[str, AgentState]:
+        return {u: states[u] for u in wanted if u in states}
+
+    return Shard(
+        4,
+        users,
+        rest=rest,
+        sink=sink,
+        state=ShardState() if state is None else state,
+        settings=settings or Settings(),
+        socket_factory=FakeSocket,
+        load_states=load,
+    )
+
+
 class ChangeSink(FakeSink):
     """Keeps the changes written, in order."""
 
@@ -553,20 +579,8 @@ async def test_a_shard_started_on_loaded_states_backfills_each_agent_from_its_ow
 
     states = {"a": routing(t0), "b": routing(t0 + timedelta(seconds=30))}
 
-    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
-        return {u: states[u] for u in users}
-
     rest, sink = TakeoverRest(t0), ChangeSink()
-    shard = Shard(
-        4,
-        ["a", "b"],
-        rest=rest,
-        sink=sink,
-        state=ShardState(),
-        settings=Settings(),
-        socket_factory=FakeSocket,
-        load_states=load,
-    )
+    shard = _loaded(rest, sink, ["a", "b"], states)
     task = asyncio.create_task(shard.run())
     await until(lambda: bool(sink.gaps))
     # One query (the starts are 30 s apart), from agent a's own last change.
@@ -598,20 +612,8 @@ async def test_a_marked_loaded_state_is_backfilled_from_its_writers_window_witho
     marked = AgentState("a", routing=current)
     marked.pending = PendingBackfill(t0, t0, t0 + timedelta(seconds=45), (rid(40, "OFF_QUEUE"),))
 
-    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
-        return {"a": marked}
-
     rest, sink = TakeoverRest(t0), ChangeSink()
-    shard = Shard(
-        4,
-        ["a"],
-        rest=rest,
-        sink=sink,
-        state=ShardState(),
-        settings=Settings(),
-        socket_factory=FakeSocket,
-        load_states=load,
-    )
+    shard = _loaded(rest, sink, ["a"], {"a": marked})
     task = asyncio.create_task(shard.run())
     await until(lambda: bool(sink.gaps))
     assert [q[1] for q in rest.history_queries] == [t0 - timedelta(seconds=1)]
@@ -646,20 +648,8 @@ async def test_a_sweep_correction_backfills_what_the_stream_lost_before_it() -> 
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     state = AgentState("a", routing=VersionedRouting(RoutingValue("IDLE"), t0, "e"))
 
-    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
-        return {"a": state}
-
     rest, sink = SweepRest(t0), ChangeSink()
-    shard = Shard(
-        4,
-        ["a"],
-        rest=rest,
-        sink=sink,
-        state=ShardState(),
-        settings=Settings(sweep_interval_s=3600),
-        socket_factory=FakeSocket,
-        load_states=load,
-    )
+    shard = _loaded(rest, sink, ["a"], {"a": state}, settings=Settings(sweep_interval_s=3600))
     task = asyncio.create_task(shard.run())
     await until(lambda: shard.ready and bool(sink.gaps) and not shard._decisions.active)
     assert sink.changes == []  # the start's takeover gap found nothing new
@@ -713,20 +703,8 @@ async def test_an_agent_removed_from_the_roster_gets_its_history_before_its_tomb
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     state = AgentState("a", routing=VersionedRouting(RoutingValue("IDLE"), t0, "e"))
 
-    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
-        return {u: state for u in users if u == "a"}
-
     rest, sink = SweepRest(t0), LeavingSink()
-    shard = Shard(
-        4,
-        ["a", "b"],
-        rest=rest,
-        sink=sink,
-        state=ShardState(),
-        settings=Settings(),
-        socket_factory=FakeSocket,
-        load_states=load,
-    )
+    shard = _loaded(rest, sink, ["a", "b"], {"a": state})
     task = asyncio.create_task(shard.run())
     await until(lambda: shard.ready and bool(sink.gaps) and not shard._decisions.active)
     lost = t0 + timedelta(seconds=20)
@@ -777,22 +755,10 @@ async def test_a_new_shard_of_new_agents_backfills_them_since_the_fleet_began(
     the topic, or states seconds old (the fleet's first start): nothing is backfilled, nothing held."""
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
 
-    async def load(users: Sequence[str]) -> Mapping[str, AgentState]:
-        return {}
-
     rest, sink, state = TakeoverRest(t0), ChangeSink(), ShardState()
     began = None if began_s is None else datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=began_s)
     state.fleet_since = began
-    shard = Shard(
-        4,
-        ["a"],
-        rest=rest,
-        sink=sink,
-        state=state,
-        settings=Settings(),
-        socket_factory=FakeSocket,
-        load_states=load,
-    )
+    shard = _loaded(rest, sink, ["a"], {}, state=state)
     task = asyncio.create_task(shard.run())
     if fleet_seen:
         await until(lambda: bool(sink.gaps))
