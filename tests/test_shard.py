@@ -532,7 +532,7 @@ class TakeoverRest(FakeRest):
 
 
 def _loaded(
-    rest: FakeRest,
+    rest: NullRest,
     sink: FakeSink,
     users: list[str],
     states: Mapping[str, AgentState],
@@ -728,15 +728,7 @@ async def test_while_a_ping_is_out_only_the_streams_changes_wait_for_its_pong() 
     """A REST read cannot be lost in a stall: the reconciliation's states go to the backfill at once
     (so its agents know their target), while the stream's wait for the pong."""
     sink = ChangeSink()
-    shard = Shard(
-        4,
-        ["a"],
-        rest=NullRest(),
-        sink=sink,
-        state=ShardState(),
-        settings=Settings(),
-        socket_factory=FakeSocket,
-    )
+    shard = _loaded(NullRest(), sink, ["a"], {})
     at = datetime.now(UTC).replace(microsecond=0)
     stream = Change("a", Kind.ROUTING_STATUS, at, RoutingValue("IDLE"), at, Origin.STREAM)
     read = Change("a", Kind.ROUTING_STATUS, at, RoutingValue("INTERACTING"), at, Origin.RECONCILE)

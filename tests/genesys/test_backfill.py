@@ -373,16 +373,19 @@ def test_history_queries_name_at_most_a_hundred_agents() -> None:
 
 
 def test_an_agent_whose_history_never_comes_is_given_up_and_reported_unrecovered() -> None:
-    """Past the lookback the retries stop: the gap is reported unrecovered, nothing is held."""
+    """Past the lookback the retries stop: the gap is reported unrecovered, nothing is held, and the
+    agent's state is written once more without its mark (nobody will write that window)."""
     config = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=60.0)
     backfill, topic = setup(presence(0, "AVAILABLE"), config=config)
     end_gap(backfill, topic)
     reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
     backfill.tick(HOLD_S, at(20))
+    assert list(backfill.marks) == [USER], "released without its history: marked"
     backfill.tick(HOLD_S + 1, at(10 + 59))
     assert backfill.active
     backfill.tick(HOLD_S + 2, at(10 + 200))
     assert not backfill.active
+    assert topic.unmarked == [USER] and backfill.marks == {}
     (report,) = topic.reports
     assert not report.recovered and report.fallback is Fallback.UNAVAILABLE
 
@@ -532,18 +535,6 @@ def test_an_agent_whose_history_came_in_time_is_never_marked() -> None:
         1.0, at(13), [USER], {USER: [presence(0, "AVAILABLE", HISTORY), presence(12, "BREAK", HISTORY)]}
     )
     assert [mark for _, mark in topic.states] == [None] and topic.unmarked == []
-
-
-def test_a_given_up_agent_is_unmarked() -> None:
-    """History never came within the lookback: the mark goes (nobody will write that window)."""
-    config = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=60.0)
-    backfill, topic = setup(presence(0, "AVAILABLE"), config=config)
-    end_gap(backfill, topic)
-    reconcile(backfill, 1.0, presence(12, "BREAK", Origin.RECONCILE))
-    backfill.tick(HOLD_S, at(20))
-    assert list(backfill.marks) == [USER]
-    backfill.tick(HOLD_S + 2, at(10 + 200))
-    assert topic.unmarked == [USER] and backfill.marks == {}
 
 
 def marked_state(written: tuple[str, ...]) -> AgentState:
