@@ -211,10 +211,16 @@ class Backfiller:
         self._deliver_suspect()
         self._wake.set()
 
+    def unobserved(self, users: Collection[str]) -> None:
+        """Agents joined the shard and are not subscribed yet: the next gap's end backfills each from
+        its own last change (an added agent's changes before its subscription are in no gap)."""
+        self._own_windows.update(users)
+
     def added(self, users: Sequence[str]) -> None:
         """Agents joined the running shard: backfilled from their loaded state, or the whole lookback."""
         if users:
             now, wall, starts = self._ctx.clock(), self._ctx.wall(), self._starts(users)
+            self._own_windows.difference_update(users)
             self.decisions.gap_ended(now, wall, users, self._state.get, starts, joined=True)
             self._wake.set()
 

@@ -344,9 +344,8 @@ class Shard:
         POST and reconciled (an unchanged state is not written again); removed
         ones are unsubscribed with a PUT of the remaining list and tombstoned,
         unless another shard of the fleet owns them now (a move: its tombstone
-        could commit after the new shard's state). A subscription change that
-        fails makes the shard reconnect and subscribe its whole list again; one
-        that overlaps a (re)connect's PUT is included by a second PUT.
+        could commit after the new shard's state). A failed subscription change
+        makes the shard resubscribe all; one overlapping a (re)connect's PUT is PUT again.
         """
         members = self._members
         added, removed = members.change(users)
@@ -360,6 +359,7 @@ class Shard:
                 logger.warning("loading the added agents' states failed (%s); reconnecting", exc)
                 self._resync.set()
                 added_ok = False
+        self._backfill.unobserved(added)  # until subscribed: backfilled from their own last change
         if self.channel is not None and self._connected and added_ok:
             try:
                 await self._link.resubscribe(added, removed)

@@ -78,3 +78,21 @@ def test_a_gap_report_becomes_a_gap_record_and_an_unrecovered_one_counts_its_fal
     assert (record.shard, record.channel_id, record.agents, record.fallback) == (3, "ch-now", 10, "forbidden")
     assert (record.from_, record.to, record.written_at) == (start, end, WALL)
     assert float(metrics.BACKFILL_FALLBACKS.labels(reason="forbidden")._value.get()) == before + 1
+
+
+def test_agents_added_while_the_shard_is_in_a_gap_are_backfilled_from_their_own_start() -> None:
+    """Added while the stream is down: not subscribed, in no gap of their own; when the stream flows
+    again each is backfilled from its own last change (here none: the whole lookback), not from the
+    gap's start."""
+    clock, sink = Clock(), FakeSink()
+    shard = backfiller(Settings(), clock, sink)
+    shard.replacing(Cause.HANDOVER.value)  # a gap under way, from now
+    shard.unobserved(["new"])
+    shard.flowing(["new"])
+    idle = RoutingValue("IDLE")
+    current = Change("new", Kind.ROUTING_STATUS, WALL, idle, WALL, Origin.RECONCILE, "e-now")
+    assert not shard.decisions.offer(current, "ch-now"), "held for its history"
+    shard.reconciled(["new"])
+    (query,) = shard.decisions.due(clock())
+    assert query.users == ("new",)
+    assert query.start == WALL - timedelta(seconds=Settings().backfill_max_lookback_s)
