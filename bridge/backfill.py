@@ -71,8 +71,9 @@ logger = logging.getLogger(__name__)
 BACKFILL_TICK_S: Final = 0.25
 #: After a rotation the two channels' copies of a change may arrive this far apart.
 REPLAY_GRACE_S: Final = 2.0
-#: A fleet writing states this long already is not starting: a shard of agents without state is new.
-ESTABLISHED_S: Final = 60.0
+#: A fleet writing states this long already is not starting (its first shards begin a few seconds
+#: apart): a shard of agents without state holds new agents (the map grew; seed 608 grew at 64 s).
+ESTABLISHED_S: Final = 15.0
 ESTABLISHED: Final = timedelta(seconds=ESTABLISHED_S)
 #: The HTTP status of a missing permission.
 FORBIDDEN: Final = 403

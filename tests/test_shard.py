@@ -738,7 +738,7 @@ async def test_while_a_ping_is_out_only_the_streams_changes_wait_for_its_pong() 
     assert [(c.value, c.origin) for c in sink.changes] == [(read.value, Origin.RECONCILE)]
 
 
-@pytest.mark.parametrize(("began_s", "fleet_seen"), [(180.0, True), (10.0, False), (None, False)])
+@pytest.mark.parametrize(("began_s", "fleet_seen"), [(180.0, True), (5.0, False), (None, False)])
 async def test_a_new_shard_of_new_agents_backfills_them_since_the_fleet_began(
     began_s: float | None, fleet_seen: bool
 ) -> None:
