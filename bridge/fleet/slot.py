@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from bridge import log
 from bridge.errors import AuthorizationError
+from bridge.fleet.coordinator import coordinator_fenced_retry_s
 from bridge.fleet.map import MapRecord
 from bridge.settings import Settings
 from bridge.shard import Shard
@@ -241,7 +242,8 @@ class ShardDriver:
             await self._stop_shard(slot)
 
     def _reap(self, slot: Slot) -> None:
-        """Look at a shard that ended by itself: fenced → wait for revocation; else restart later."""
+        """Look at a shard that ended by itself: fenced → wait for revocation (or restart if the
+        partition stays ours, :meth:`_unfence`); else restart later."""
         shard, task = slot.shard, slot.task
         if shard is None or task is None:
             return
@@ -250,7 +252,14 @@ class ShardDriver:
         slot.down_for(self._clock())
         if shard.fenced:
             slot.fenced = True
-            logger.error("shard %d was fenced by a newer owner; its channel is closed", slot.partition)
+            retry_s = coordinator_fenced_retry_s(self._settings)
+            logger.error(
+                "shard %d was fenced by a newer owner; its channel is closed (started again in %.0f s "
+                "if the partition is still ours)",
+                slot.partition,
+                retry_s,
+            )
+            asyncio.get_running_loop().call_later(retry_s, self._unfence, slot)
             return
         exc = task.exception() if not task.cancelled() else None
         if isinstance(exc, AuthorizationError):
@@ -258,6 +267,17 @@ class ShardDriver:
             return
         logger.error("shard %d ended unexpectedly (%r); restarting it", slot.partition, exc)
         self._wake_later(slot, SHARD_RESTART_DELAY_S)
+
+    def _unfence(self, slot: Slot) -> None:
+        """Still ours after two session timeouts: whoever fenced the shard owned the partition only
+        for a while (it came back to us with the shard still running, then that owner's sink
+        fenced it); a new sink fences that owner in turn."""
+        if slot.fenced and not slot.revoked and not slot.running:
+            logger.warning(
+                "shard %d: the partition is still ours after the fence; starting it again", slot.partition
+            )
+            slot.fenced = False
+            slot.wake.set()
 
     def _wake_later(self, slot: Slot, delay: float) -> None:
         slot.not_before = self._clock() + delay

@@ -12,6 +12,7 @@ from bridge import fleet as fleet_module
 from bridge import metrics
 from bridge.errors import FencedError
 from bridge.fleet import Fleet, MapRecord
+from bridge.fleet import slot as slot_module
 from bridge.fleet.membership import _Assigned, _CaughtUp, _Record, _Revoked
 from bridge.settings import Settings
 from bridge.shard import ShardStats
@@ -220,3 +221,21 @@ async def test_losing_the_coordinator_role_clears_the_roster_gauges() -> None:
     await fleet._coordination.stop()
     assert metrics.ROSTER_UNASSIGNED._value.get() == 0
     assert metrics.ROSTER_USERS._value.get() == 0
+
+
+async def test_a_shard_fenced_while_its_partition_stays_here_starts_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The partition came back with its shard still running, then the interim owner's sink fenced it:
+    no rebalance follows (the partition is ours), so after the retry delay a new shard runs."""
+    monkeypatch.setattr(slot_module, "coordinator_fenced_retry_s", lambda _settings: 0.2)
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards)
+    _own(fleet, 1)
+    await _until(lambda: len(fleet.shards) == 1)
+    shards[0].fence()
+    await asyncio.sleep(0.1)
+    assert fleet._slots[1].fenced and len(shards) == 1, "not at once: the fencer may own it now"
+    await _until(lambda: len(shards) == 2 and len(fleet.shards) == 1)
+    assert not fleet._slots[1].fenced
+    await _close(fleet)
