@@ -54,7 +54,8 @@ failing (``unavailable``) or out of request budget (``budget``): the agents
 are released at once, the gap is reported unrecovered, and their history is
 retried in the background with backoff (:data:`RETRY_MAX_S`; forbidden up to
 :data:`FORBIDDEN_RETRY_MAX_S`) until their ``from`` falls out of the
-lookback (:data:`MIN_RETRY_WINDOW_S` at least).
+lookback (:data:`MIN_RETRY_WINDOW_S` at least, and not before their current
+state has been read: until then their history was never asked for).
 
 **Pending marks** (:attr:`Backfill.marks`): an agent released before its
 history was read gets, in every state record written for it, its windows
@@ -336,11 +337,12 @@ class Backfill:
         return first
 
     def tick(self, now: float, wall: datetime) -> None:
-        """Release agents held past ``hold_s``; give up on those whose gap left the lookback."""
+        """Release agents held past ``hold_s``; give up on those whose gap left the lookback
+        (once their current state was read: before, their history was never asked, seed 806)."""
         for agent in list(self._agents.values()):
             if agent.held is not None and now >= agent.gap.hold_until:
                 self._release(agent, [], complete=False)
-            elif agent.held is None and wall > self._deadline(agent):
+            elif agent.held is None and agent.known and wall > self._deadline(agent):
                 self._give_up(agent)
         self.active = bool(self._agents)
 

@@ -390,6 +390,27 @@ def test_an_agent_whose_history_never_comes_is_given_up_and_reported_unrecovered
     assert not report.recovered and report.fallback is Fallback.UNAVAILABLE
 
 
+def test_an_agent_not_reconciled_yet_is_not_given_up_at_the_deadline() -> None:
+    """Released at the hold before its current state was read (a slow reconciliation): past the
+    deadline it still waits, since its history was never asked for; read, its history is written."""
+    config = BackfillConfig(enabled=True, hold_s=HOLD_S, max_lookback_s=60.0)
+    backfill, topic = setup(presence(0, "AVAILABLE"), config=config)
+    end_gap(backfill, topic)
+    backfill.offer(presence(14, "ON_QUEUE"), CHANNEL)
+    backfill.tick(HOLD_S, at(20))
+    backfill.tick(HOLD_S + 2, at(10 + 200))
+    assert backfill.active and topic.reports == []
+    reconcile(backfill, HOLD_S + 3, presence(14, "ON_QUEUE", Origin.RECONCILE))
+    history = [
+        presence(0, "AVAILABLE", HISTORY),
+        presence(7, "MEAL", HISTORY),
+        presence(14, "ON_QUEUE", HISTORY),
+    ]
+    (query,) = backfill.due(HOLD_S + 3)
+    assert backfill.history(HOLD_S + 3, at(10 + 201), query.users, {USER: history}) is QueryResult.OK
+    assert ("presence", 7.0, True) in topic.times() and not backfill.active
+
+
 def test_agents_that_leave_are_forgotten() -> None:
     """A removed agent's pending backfill is dropped and no longer blocks its gap's report."""
     backfill, topic = setup(presence(0, "AVAILABLE"))
