@@ -13,7 +13,7 @@ from datetime import datetime
 
 from bridge.events import Accepted
 from bridge.kafka.writer import Headers, Record
-from bridge.model import AgentState, Change, Kind
+from bridge.model import AgentState, Change, Kind, PendingBackfill
 from bridge.records import (
     DLQ_SCHEMA,
     GAP_SCHEMA,
@@ -107,10 +107,8 @@ class Encoder:
             if topic is not None:
                 headers.append(("genesys-topic", topic.encode()))
             state_headers = [*self._state_headers]
-        pending = self.pending
-        mark = pending[change.user_id].pending() if pending and change.user_id in pending else None
         event, state = encode_change(
-            change, accepted.state, self._shard, channel_id, self._clock(), pending=mark
+            change, accepted.state, self._shard, channel_id, self._clock(), pending=self._mark(change.user_id)
         )
         return Item(
             [
@@ -134,10 +132,13 @@ class Encoder:
             change.changed_at,
         )
 
-    def state(self, state: AgentState) -> Item:
+    def _mark(self, user_id: str) -> PendingBackfill | None:
+        """The ``backfill`` field of the agent's state records (None: its backfill is not pending)."""
         pending = self.pending
-        mark = pending[state.user_id].pending() if pending and state.user_id in pending else None
-        value = encode_state(state, self._shard, self._clock(), mark)
+        return pending[user_id].pending() if pending and user_id in pending else None
+
+    def state(self, state: AgentState) -> Item:
+        value = encode_state(state, self._shard, self._clock(), self._mark(state.user_id))
         return Item([(self._state_topic, state.user_id.encode(), value, list(self._state_headers))])
 
     def gap(self, gap: GapRecord) -> Item:
