@@ -158,10 +158,11 @@ class Backfiller:
                 self._write(change, channel_id)
 
     def lost(self, cause: Cause) -> None:
-        """The socket was lost: the gap starts at its last frame (minus the margin)."""
+        """The socket was lost: the gap starts at its last frame, or at the newest change it delivered
+        when that is older (a late stream: :meth:`~bridge.genesys.session.Session.gap_start`),
+        minus the margin."""
         ctx = self._ctx
-        age = ctx.session.gap_age(ctx.clock())
-        self.decisions.gap_started(cause, ctx.wall() - timedelta(seconds=age) - GAP_MARGIN)
+        self.decisions.gap_started(cause, ctx.session.gap_start(ctx.clock(), ctx.wall()) - GAP_MARGIN)
 
     def replacing(self, cause: str) -> None:
         """A socket or channel replacement began (``cause``: hand-over or rotation)."""

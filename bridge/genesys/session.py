@@ -58,6 +58,7 @@ from bridge.liveness import Liveness, Verdict
 __all__ = [
     "EXPIRING",
     "EXTEND_LIFETIME_FRACTION",
+    "MAX_LINK_LAG",
     "MIN_LIFETIME_S",
     "TOKEN_REVOKED",
     "Accept",
@@ -86,6 +87,9 @@ EXPIRING: Final = "expiring"
 TOKEN_REVOKED: Final = "token_revoked"  # noqa: S105 - a Genesys systemTopicType, not a credential
 #: The ``bridge_genesys_events_total`` kind of a frame that does not parse.
 UNKNOWN_KIND: Final = "unknown"
+#: How far a lost socket's gap may reach back before its last frame, for a late stream
+#: (:meth:`Session.gap_start`).
+MAX_LINK_LAG: Final = timedelta(seconds=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,8 @@ class Session:
         self.expires: datetime | None = None
         self.lifetime_s: float | None = None
         """The current channel's lifetime as created (its first ``expires`` minus the creation time)."""
+        self._newest_sent: datetime | None = None
+        """The newest ``changed_at`` the stream delivered (Genesys's clock), for :meth:`gap_start`."""
 
     def _backoff(self, rng: random.Random) -> Backoff:
         cfg = self.config
@@ -242,7 +248,11 @@ class Session:
         except ProtocolError as exc:
             return UNKNOWN_KIND, DeadLetter(reason=exc.reason, error=str(exc), frame=text)
         if type(message) is Accept:  # the hot path: one per change
-            return message.change.kind, message  # a StrEnum: the kind's text, without .value
+            change = message.change
+            newest = self._newest_sent
+            if newest is None or change.changed_at > newest:
+                self._newest_sent = change.changed_at
+            return change.kind, message  # a StrEnum: the kind's text, without .value
         if type(message) is protocol.Pong:
             self.liveness.pong(now)
             return message.kind, _PONGED
@@ -279,6 +289,22 @@ class Session:
     def gap_age(self, now: float) -> float:
         """Seconds since the last frame known to precede anything lost (:meth:`Liveness.gap_age`)."""
         return self.liveness.gap_age(now)
+
+    def gap_start(self, now: float, wall: datetime) -> datetime:
+        """When a socket lost at ``now`` (``wall``) may have begun to lose changes, before any margin.
+
+        The receive time of the last frame known to precede the loss
+        (:meth:`gap_age`), unless the newest change the stream delivered is
+        older: under link latency a frame arrives seconds after Genesys sent
+        it, and what Genesys sent after the last frame we read went down
+        with the socket. A quiet socket's newest change is old rather than
+        late, so it reaches back :data:`MAX_LINK_LAG` at most.
+        """
+        received = wall - timedelta(seconds=self.gap_age(now))
+        newest = self._newest_sent
+        if newest is None or newest >= received:
+            return received
+        return max(newest, received - MAX_LINK_LAG)
 
     def frozen_age(self, now: float) -> float:
         """Seconds since the last tick before a recent freeze, else 0 (:meth:`Liveness.frozen_age`)."""

@@ -12,6 +12,7 @@ from bridge.errors import AuthError, ChannelClosedError, NotFoundError, RequestE
 from bridge.genesys.retry import Action
 from bridge.genesys.session import (
     EXPIRING,
+    MAX_LINK_LAG,
     Accept,
     DeadLetter,
     HandOver,
@@ -110,6 +111,30 @@ def test_a_pong_answers_our_ping_and_says_so() -> None:
     assert isinstance(s2.tick(10.0), Ping)
     frame(s2, HEARTBEAT, now=11.0)
     assert isinstance(s2.tick(10.0 + s2.liveness.pong_timeout_s + 0.1), Reconnect)
+
+
+def _presence_at(changed: datetime) -> str:
+    definition = {"id": "d1", "systemPresence": "AVAILABLE"}
+    body = {"presenceDefinition": definition, "modifiedDate": changed.isoformat()}
+    return json.dumps({"topicName": "v2.users.u1.presence", "eventBody": body})
+
+
+def test_a_lost_sockets_gap_starts_at_its_last_frame_or_its_newest_change_when_that_is_older() -> None:
+    """Under link latency the last frame read was sent seconds before it arrived: what Genesys sent
+    after it went down with the socket, so the gap reaches back to the newest change delivered
+    (seed 705: 3 s of latency, a change sent just before the drop fell before a gap starting at the
+    last frame's receive time). A prompt stream, or a quiet one, starts at the last frame."""
+    s = session()
+    assert s.gap_start(10.0, WALL) == WALL - timedelta(seconds=10), "nothing delivered: the socket's start"
+    frame(s, _presence_at(WALL - timedelta(seconds=3.5)), now=9.5)  # received 0.5 s before the loss
+    assert s.gap_start(10.0, WALL) == WALL - timedelta(seconds=3.5), "sent 3 s before it was read"
+    prompt = session()
+    frame(prompt, _presence_at(WALL - timedelta(seconds=0.4)), now=9.5)
+    assert prompt.gap_start(10.0, WALL) == WALL - timedelta(seconds=0.5), "read when it was sent"
+    quiet = session()
+    frame(quiet, _presence_at(WALL - timedelta(hours=1)), now=1.0)
+    frame(quiet, HEARTBEAT, now=9.0)
+    assert quiet.gap_start(10.0, WALL) == WALL - timedelta(seconds=1) - MAX_LINK_LAG, "bounded when quiet"
 
 
 def test_socket_closing_hands_over() -> None:
