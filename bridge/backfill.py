@@ -45,7 +45,7 @@ from bridge import log, metrics
 from bridge.channel import ShardContext
 from bridge.errors import BridgeError, GenesysError
 from bridge.events import ShardState
-from bridge.farewell import Farewells, oldest
+from bridge.farewell import Farewells
 from bridge.genesys.backfill import Backfill
 from bridge.genesys.gaps import (
     GAP_MARGIN,
@@ -57,6 +57,7 @@ from bridge.genesys.gaps import (
     HistoryQuery,
     Outcome,
     QueryResult,
+    oldest_change,
 )
 from bridge.genesys.history import changes
 from bridge.model import AgentState, Change
@@ -266,7 +267,7 @@ class Backfiller:
         The older one: each kind is filtered by its own last change, so the
         window must reach back to the kind whose last change is older.
         """
-        times = {u: oldest(self._state.get(u)) or self._state.fleet_since for u in users}
+        times = {u: oldest_change(self._state.get(u)) or self._state.fleet_since for u in users}
         return {u: None if at is None else at - GAP_MARGIN for u, at in times.items()}
 
     def stale(self, change: Change, channel_id: str | None) -> None:

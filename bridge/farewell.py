@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -26,11 +26,11 @@ from typing import Final
 from bridge import metrics
 from bridge.channel import ShardContext
 from bridge.errors import BridgeError
-from bridge.genesys.gaps import GAP_MARGIN, Outcome, same_value
+from bridge.genesys.gaps import GAP_MARGIN, Outcome, oldest_change, transitions_after
 from bridge.genesys.history import changes
-from bridge.model import AgentState, Change, Kind, PresenceValue, RoutingValue
+from bridge.model import AgentState, Change
 
-__all__ = ["FAREWELL_TIMEOUT_S", "RECHECKS_S", "Farewells", "after", "oldest"]
+__all__ = ["FAREWELL_TIMEOUT_S", "RECHECKS_S", "Farewells"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Farewells:
 
     async def say(self, states: Mapping[str, AgentState]) -> None:
         """Before the tombstones: write what the leavers' history holds after their last changes."""
-        times = [t for s in states.values() if (t := oldest(s)) is not None]
+        times = [t for s in states.values() if (t := oldest_change(s)) is not None]
         if not times:
             return
         ctx = self._ctx
@@ -124,7 +124,7 @@ class Farewells:
             return 0
         written = 0
         for user, history in found.items():
-            for change in after(leavers.states.get(user), changes(history, observed_at=wall)):
+            for change in transitions_after(leavers.states.get(user), changes(history, observed_at=wall)):
                 if change.event_id in leavers.written:
                     continue
                 leavers.written.add(change.event_id)
@@ -136,34 +136,3 @@ class Farewells:
         if written:
             metrics.BACKFILL_RECORDS.labels(outcome=Outcome.LATE if late else Outcome.WRITTEN).inc(written)
         return written
-
-
-def after(state: AgentState | None, history: Sequence[Change]) -> list[Change]:
-    """The transitions of ``history`` (sorted) after ``state``'s last change of their kind."""
-    last: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None] = {
-        Kind.PRESENCE: None
-        if state is None or state.presence is None
-        else (state.presence.changed_at, state.presence.value),
-        Kind.ROUTING_STATUS: None
-        if state is None or state.routing is None
-        else (state.routing.changed_at, state.routing.value),
-    }
-    out: list[Change] = []
-    for change in history:
-        known = last[change.kind]
-        if known is not None and (change.changed_at <= known[0] or same_value(known[1], change.value)):
-            continue
-        last[change.kind] = (change.changed_at, change.value)
-        out.append(change)
-    return out
-
-
-def oldest(state: AgentState | None) -> datetime | None:
-    """The older ``changed_at`` of an agent's presence and routing status (None without either),
-    or the start of the window its loaded state says is pending, if older."""
-    if state is None:
-        return None
-    times = [v.changed_at for v in (state.presence, state.routing) if v is not None]
-    if state.pending is not None:
-        times += [state.pending.presence_from, state.pending.routing_from]
-    return min(times) if times else None

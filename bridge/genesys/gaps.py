@@ -27,7 +27,7 @@ and the rule for one agent of one gap (:class:`AgentGap`):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,7 +61,9 @@ __all__ = [
     "Outcome",
     "QueryResult",
     "by_kind",
+    "oldest_change",
     "same_value",
+    "transitions_after",
 ]
 
 #: ``from`` is moved back by this much: the last frame seen is not the last change sent.
@@ -384,3 +386,34 @@ def same_value(a: PresenceValue | RoutingValue, b: PresenceValue | RoutingValue)
             and a.presence_definition_id == b.presence_definition_id
         )
     return isinstance(b, RoutingValue) and a.status == b.status
+
+
+def transitions_after(state: AgentState | None, history: Sequence[Change]) -> list[Change]:
+    """The transitions of ``history`` (sorted) after ``state``'s last change of their kind."""
+    last: dict[Kind, tuple[datetime, PresenceValue | RoutingValue] | None] = {
+        Kind.PRESENCE: None
+        if state is None or state.presence is None
+        else (state.presence.changed_at, state.presence.value),
+        Kind.ROUTING_STATUS: None
+        if state is None or state.routing is None
+        else (state.routing.changed_at, state.routing.value),
+    }
+    out: list[Change] = []
+    for change in history:
+        known = last[change.kind]
+        if known is not None and (change.changed_at <= known[0] or same_value(known[1], change.value)):
+            continue
+        last[change.kind] = (change.changed_at, change.value)
+        out.append(change)
+    return out
+
+
+def oldest_change(state: AgentState | None) -> datetime | None:
+    """The older ``changed_at`` of an agent's presence and routing status (None without either),
+    or the start of the window its loaded state says is pending, if older."""
+    if state is None:
+        return None
+    times = [v.changed_at for v in (state.presence, state.routing) if v is not None]
+    if state.pending is not None:
+        times += [state.pending.presence_from, state.pending.routing_from]
+    return min(times) if times else None
