@@ -117,9 +117,17 @@ class AlertWatcher:
             entry = self._states.get(name)
         return ("inactive", None) if entry is None else entry
 
-    def wait_firing(self, name: str, since: float, timeout_s: float) -> tuple[float, float]:
-        """(first time seen firing, activeAt) of the first firing episode seen after ``since``."""
-        deadline = time.monotonic() + timeout_s
+    def wait_firing(self, name: str, since: float, timeout_s: float, for_s: float) -> tuple[float, float]:
+        """(first time seen firing, activeAt) of the first firing episode seen after ``since``.
+
+        The alert must become active within ``timeout_s``. On this clock (30 times faster) a rate
+        window is seconds long, so a harsh failure can reset a pending alert once or twice before
+        its ``for:`` holds: while it is pending the wait lasts until ``for:`` plus two evaluations
+        after its latest activeAt (bounded by twice ``timeout_s``); how long it then took to fire
+        is still asserted from that activeAt.
+        """
+        start = time.monotonic()
+        deadline = start + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
                 episodes = sorted(
@@ -129,8 +137,14 @@ class AlertWatcher:
                 )
             if episodes:
                 return episodes[0]
+            state, active = self.state(name)
+            if state == "pending" and active is not None:
+                settled = time.monotonic() + (active - time.time()) + for_s + 2 * EVAL_INTERVAL_S + 1.0
+                deadline = min(max(deadline, settled), start + 2 * timeout_s)
             time.sleep(POLL_S / 2)
-        raise AssertionError(f"{name} not firing within {timeout_s:.0f} s (state {self.state(name)[0]})")
+        raise AssertionError(
+            f"{name} not firing within {time.monotonic() - start:.0f} s (state {self.state(name)[0]})"
+        )
 
     def wait_resolved(self, name: str, timeout_s: float) -> float:
         deadline = time.monotonic() + timeout_s
@@ -193,7 +207,7 @@ class Context:
 
     def fire(self, outcome: Outcome) -> None:
         outcome.firing_at, outcome.active_at = self.watcher.wait_firing(
-            outcome.alert, outcome.started, ACTIVE_TIMEOUT_S + outcome.for_s
+            outcome.alert, outcome.started, ACTIVE_TIMEOUT_S + outcome.for_s, outcome.for_s
         )
 
     def defer_resolve(self, outcome: Outcome) -> None:
