@@ -328,11 +328,11 @@ class Backfiller:
         wall = ctx.wall()
         transitions = {user: changes(history, observed_at=wall) for user, history in found.items()}
         with self._sink.atomic():  # late transitions, and the states ending their marks
-            result = decisions.history(ctx.clock(), wall, query.users, transitions)
+            result = decisions.history(ctx.clock(), wall, query.users, transitions, start=query.start)
         metrics.BACKFILL_QUERIES.labels(result=result.value).inc()
 
     def _failed(self, query: HistoryQuery, reason: Fallback, why: str) -> None:
-        if self.decisions.failed(self._ctx.clock(), query.users, reason):
+        if self.decisions.failed(self._ctx.clock(), query.users, reason, start=query.start):
             logger.warning(
                 "history unavailable (%s: %s); reconciliation wrote the current states, "
                 "the gap's transitions are retried in the background",

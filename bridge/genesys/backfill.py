@@ -17,7 +17,9 @@ each minus :data:`GAP_MARGIN`; ``to`` is when the stream flows again
 (connected and subscribed). ``from`` is clamped to ``to - max_lookback_s``;
 a gap older than that is marked ``too_old`` (what is before is not
 backfilled). A gap that ends while an earlier one is still being backfilled
-merges into it (the earlier ``from`` and cause are kept, ``to`` moves).
+merges into it (the earlier ``from`` and cause are kept, ``to`` moves); its
+agents are held again, and a history answer to a query sent before that does
+not count for them (:meth:`~bridge.genesys.gaps.AgentGap.answered_by`).
 
 **What Kafka lacks, per agent and kind**: at the gap's end the agent's last
 accepted change is its ``since``. A history transition is written iff its
@@ -80,13 +82,9 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from bridge.genesys.gaps import (
-    DELAYED_RETRY_S,
-    FORBIDDEN_RETRY_MAX_S,
     HISTORY_MAX_USERS,
     MIN_RETRY_WINDOW_S,
     QUERY_START_SPREAD_S,
-    RETRY_INITIAL_S,
-    RETRY_MAX_S,
     AgentGap,
     BackfillConfig,
     Cause,
@@ -291,13 +289,20 @@ class Backfill:
         return [HistoryQuery(tuple(a.user_id for a in chunk), chunk[0].start) for chunk in chunks]
 
     def history(
-        self, now: float, wall: datetime, users: Iterable[str], found: Mapping[str, Sequence[Change]]
+        self,
+        now: float,
+        wall: datetime,
+        users: Iterable[str],
+        found: Mapping[str, Sequence[Change]],
+        *,
+        start: datetime | None = None,
     ) -> QueryResult:
-        """A history answer for ``users`` (``found``: user → its transitions, any order)."""
+        """A history answer for ``users`` (``found``: user → its transitions, any order) from a
+        query that began at ``start`` (:meth:`AgentGap.answered_by`: an older answer is not theirs)."""
         result = QueryResult.OK
         for user in users:
             agent = self._agents.get(user)
-            if agent is None:
+            if agent is None or not agent.answered_by(start):
                 continue
             history = by_kind(found.get(user, ()))
             complete = all(agent.complete(kind, history[kind], wall) for kind in Kind)
@@ -308,19 +313,21 @@ class Backfill:
             result = QueryResult.DELAYED
             if agent.held is None:
                 self._write_late(agent, transitions, restate=True)
-            self._retry_later(agent, now)
+            agent.retry_later(now)
         self.active = bool(self._agents)
         return result
 
-    def failed(self, now: float, users: Iterable[str], reason: Fallback) -> bool:
-        """The history of ``users`` cannot be read: release them now, retry later.
+    def failed(
+        self, now: float, users: Iterable[str], reason: Fallback, *, start: datetime | None = None
+    ) -> bool:
+        """The history of ``users`` cannot be read (a query from ``start``): release them now, retry later.
 
         True when this is the gap's first fallback (the shard logs one warning per gap).
         """
         first = False
         for user in users:
             agent = self._agents.get(user)
-            if agent is None:
+            if agent is None or not agent.answered_by(start):
                 continue
             gap = agent.gap
             if not gap.warned:
@@ -331,7 +338,7 @@ class Backfill:
             agent.forbidden = reason is Fallback.FORBIDDEN
             if agent.held is not None:
                 self._release(agent, [], complete=False)
-            self._retry_later(agent, now)
+            agent.retry_later(now)
             self._maybe_report(gap)
         self.active = bool(self._agents)
         return first
@@ -360,14 +367,6 @@ class Backfill:
 
     def _deadline(self, agent: AgentGap) -> datetime:
         return max(agent.start + self.lookback, agent.end + timedelta(seconds=MIN_RETRY_WINDOW_S))
-
-    def _retry_later(self, agent: AgentGap, now: float) -> None:
-        if agent.held is not None and now < agent.gap.hold_until and not agent.forbidden:
-            agent.next_try = now + DELAYED_RETRY_S
-            return
-        cap = FORBIDDEN_RETRY_MAX_S if agent.forbidden else RETRY_MAX_S
-        agent.next_try = now + min(cap, RETRY_INITIAL_S * 2**agent.retries)
-        agent.retries += 1
 
     def _release(self, agent: AgentGap, transitions: list[Change], *, complete: bool) -> None:
         """Apply the transitions and the held changes in time order; close the agent when complete."""

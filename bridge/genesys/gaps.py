@@ -315,6 +315,27 @@ class AgentGap:
         self.written[event_id] = None
         return True
 
+    def answered_by(self, start: datetime | None) -> bool:
+        """A history query from ``start`` still speaks for this agent (None: the caller knows it does).
+
+        A later gap that merged while the query was out re-armed the agent
+        (seed 703): its window may now start earlier, and until its current
+        state is read again its target is the old gap's, which a history
+        read before the merge reaches; that answer would close the agent
+        and the new gap's transitions would never be asked for. So it is
+        not the agent's: neither its success nor its failure counts.
+        """
+        return start is None or (self.known and self.start >= start)
+
+    def retry_later(self, now: float) -> None:
+        """Its history is incomplete or failed: ask again soon while held, else with backoff."""
+        if self.held is not None and now < self.gap.hold_until and not self.forbidden:
+            self.next_try = now + DELAYED_RETRY_S
+            return
+        cap = FORBIDDEN_RETRY_MAX_S if self.forbidden else RETRY_MAX_S
+        self.next_try = now + min(cap, RETRY_INITIAL_S * 2**self.retries)
+        self.retries += 1
+
     def _floor(self, kind: Kind) -> datetime:
         since = self.since[kind]
         own = since[0] if since is not None else self.start

@@ -610,3 +610,35 @@ def test_a_new_owner_released_without_history_passes_the_inherited_mark_on() -> 
     ((_, mark),) = topic.states
     assert mark is not None and (mark.presence_from, mark.routing_from) == (at(0), at(2))
     assert "e-old" in mark.written and presence(12, "BREAK", Origin.RECONCILE).event_id in mark.written
+
+
+def test_a_history_answer_from_before_a_merged_gap_does_not_close_the_new_gap() -> None:
+    """Seed 703: an agent fell back (history 429s) and its background retry was out when a second gap
+    merged into the first. The retry's answer reached the first gap's target and closed the agent, so
+    the second gap's reconciled state was written at once and its in-gap transition was never read.
+    An answer to a query sent before the agent was re-armed is not the agent's: neither its success
+    nor its failure counts, and the query after the new reconciliation writes the transition in order."""
+    backfill, topic = setup(routing(0, "IDLE"))
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, routing(8, "NOT_RESPONDING", Origin.RECONCILE))
+    (first,) = backfill.due(1.0)
+    backfill.failed(1.0, first.users, Fallback.UNAVAILABLE, start=first.start)
+    (retry,) = backfill.due(61.0)  # in flight while the second gap comes and goes
+    backfill.gap_started(Cause.RECONNECT, at(12))
+    backfill.gap_ended(61.0, at(20), [USER], topic.state.get)
+    before_merge = [routing(0, "IDLE", HISTORY), routing(8, "NOT_RESPONDING", HISTORY)]
+    backfill.history(61.5, at(21), retry.users, {USER: before_merge}, start=retry.start)
+    assert backfill.failed(61.5, retry.users, Fallback.UNAVAILABLE, start=retry.start) is False
+    assert backfill.held(USER), "still held for the merged gap"
+    reconcile(backfill, 62.0, routing(18, "IDLE", Origin.RECONCILE))
+    assert topic.times() == [("routing_status", 8.0, False)], "the reconciled state waits"
+    (query,) = backfill.due(62.0)
+    assert query.start == at(5), "the merged window, from the first gap's start"
+    history = [*before_merge, routing(15, "INTERACTING", HISTORY), routing(18, "IDLE", HISTORY)]
+    assert backfill.history(62.5, at(25), query.users, {USER: history}, start=query.start) is QueryResult.OK
+    assert topic.times() == [
+        ("routing_status", 8.0, False),
+        ("routing_status", 15.0, False),
+        ("routing_status", 18.0, False),
+    ]
+    assert not backfill.active and topic.reports[-1].recovered
