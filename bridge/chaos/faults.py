@@ -15,7 +15,10 @@ import asyncio
 import random
 import signal
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
+
+import httpx
 
 from bridge.chaos.env import Environment
 from bridge.chaos.schedule import Fault
@@ -147,18 +150,29 @@ async def restrict(env: Environment, fault: Fault) -> str:
     """
     users = sorted((await env.sim_admin("GET", "/sim/truth"))["users"])
     chosen = random.Random(fault.pick).sample(users, min(int(fault.params["count"]), len(users)))
-    for uid in chosen:
-        await env.sim_admin(
-            "POST", f"/sim/users/{uid}/restrict", {"missingPermissions": ["chaos:agent:view"]}
-        )
+    restricted: list[str] = []
     try:
+        for uid in chosen:
+            if await _restriction(env, uid, {"missingPermissions": ["chaos:agent:view"]}):
+                restricted.append(uid)
         await env.sim_admin("POST", "/sim/faults/drop", {})
         await asyncio.sleep(fault.duration_s)
-    finally:
-        for uid in chosen:
-            await env.sim_admin("POST", f"/sim/users/{uid}/restrict", {"restricted": False})
+    finally:  # every restriction is lifted, even when an agent was deleted meanwhile (seed 914)
+        for uid in restricted:
+            await _restriction(env, uid, {"restricted": False})
         await env.sim_admin("POST", "/sim/faults/drop", {})
-    return f"{len(chosen)} agents restricted, lifted"
+    return f"{len(restricted)} agents restricted, lifted"
+
+
+async def _restriction(env: Environment, uid: str, body: dict[str, Any]) -> bool:
+    """Set or lift an agent's restriction; False when the agent is gone (a roster_remove meanwhile)."""
+    try:
+        await env.sim_admin("POST", f"/sim/users/{uid}/restrict", body)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != HTTPStatus.NOT_FOUND:
+            raise
+        return False
+    return True
 
 
 def _worker(env: Environment, fault: Fault) -> Any:
