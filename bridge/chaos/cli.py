@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from bridge.chaos.schedule import FAULTS, parse_faults
 __all__ = ["DEFAULT_TOXIPROXY", "register"]
 
 DEFAULT_SEED = 1
+#: The exit code of a run stopped by SIGTERM (128 + 15, as a shell reports it).
+TERMINATED = 143
 DEFAULT_MINUTES = 3.0
 DEFAULT_WORKERS = 3
 DEFAULT_AGENTS = 3000
@@ -111,4 +115,19 @@ def _chaos(args: argparse.Namespace) -> int:
         mean_gap_s=args.mean_gap_s,
         analytics_delay_s=args.analytics_delay_s,
     )
-    return asyncio.run(run_chaos(opts, out=lambda line: print(line, flush=True)))
+    return asyncio.run(_until_terminated(run_chaos(opts, out=lambda line: print(line, flush=True))))
+
+
+async def _until_terminated(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main``; SIGTERM cancels it, as Ctrl-C does, so that everything it started is stopped."""
+    task = asyncio.current_task()
+    assert task is not None  # asyncio.run runs this as a task
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        print("presence-bridge chaos: terminated; what it started is stopped", file=sys.stderr, flush=True)
+        return TERMINATED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -1,13 +1,17 @@
-"""``presence-bridge chaos`` end to end: two short seeded runs of the real CLI must pass.
+"""``presence-bridge chaos`` end to end: a short seeded run of the real CLI must pass.
 
-Each run starts its own simulator, broker, Toxiproxy and 3 workers, injects
-every kind of fault for 45 s and settles (under 2 minutes in all).
+The run starts its own simulator, broker, Toxiproxy and 3 workers, injects
+faults for 30 s at a fault every 1.2 s on average, and settles (under 2
+minutes in all). The full-size runs (``make chaos``) are run by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,19 +22,23 @@ pytestmark = [
     pytest.mark.skipif(not DEFAULT_TOXIPROXY.exists(), reason="toxiproxy not built (make pytest builds it)"),
 ]
 
-#: Two seeds whose 45-second schedules mix the most fault kinds (15 and 16, among
-#: them a broker restart, a Kafka blackhole, a stall, a kill, a system message
-#: and rejected topics); every fault of the catalogue is enabled.
-SEEDS = (11, 17)
+#: One seed whose dense 30-second schedule mixes 25 of the 27 fault kinds in 36 faults
+#: (among them a broker restart, a Kafka blackhole, a stall, a freeze, a kill, system
+#: messages and rejected topics; not a Genesys blackhole or a Kafka reset). Two 45-second
+#: runs covered 21 kinds in twice the time.
+SEEDS = (165,)
+MINUTES = 0.5
+MEAN_GAP_S = 1.2
 RUN_TIMEOUT_S = 200
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.timeout(RUN_TIMEOUT_S + 20)
 def test_short_chaos_run_passes(seed: int) -> None:
-    """A 45-second run of 3 workers under every fault kind ends with a PASS verdict, exit 0."""
+    """A 30-second run of 3 workers under 25 fault kinds ends with a PASS verdict, exit 0."""
     faults = "all"
-    argv = [sys.executable, "-m", "bridge", "chaos", "--seed", str(seed), "--minutes", "0.75"]
+    argv = [sys.executable, "-m", "bridge", "chaos", "--seed", str(seed), "--minutes", str(MINUTES)]
+    argv += ["--mean-gap-s", str(MEAN_GAP_S)]
     argv += ["--workers", "3", "--agents", "600", "--shard-capacity", "200", "--faults", faults]
     argv += ["--settle-s", "60", "--startup-s", "60"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
@@ -40,3 +48,54 @@ def test_short_chaos_run_passes(seed: int) -> None:
     assert len(verdict) == 1
     assert verdict[0].startswith(f"chaos verdict: PASS seed={seed} ")
     assert " mismatches=0 duplicates=0 order_violations=0 uncovered=0 multiply_covered=0 " in verdict[0]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_stops_the_run_and_everything_it_started() -> None:
+    """SIGTERM (a CI job cancelled, a terminal closed) ends the run like Ctrl-C: the simulator, the
+    broker, Toxiproxy and the workers it started are all stopped, and it exits 143."""
+    argv = [sys.executable, "-m", "bridge", "chaos", "--seed", "3", "--minutes", "1", "--workers", "2"]
+    argv += ["--agents", "200", "--startup-s", "60"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # "chaos: seed=..." once the environment is up
+            if "chaos: seed=" in line:
+                break
+        started = _descendants(proc.pid)
+        assert len(started) >= 4, "simulator, broker, Toxiproxy and two workers"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+        left = [pid for pid in started if _alive(pid)]
+        assert left == [], f"still running after SIGTERM: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
