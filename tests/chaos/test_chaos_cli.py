@@ -8,6 +8,7 @@ minutes in all). The full-size runs (``make chaos``) are run by hand.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,8 @@ RUN_TIMEOUT_S = 200
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.timeout(RUN_TIMEOUT_S + 20)
 def test_short_chaos_run_passes(seed: int) -> None:
-    """A 30-second run of 3 workers under 25 fault kinds ends with a PASS verdict, exit 0."""
+    """A 30-second run of 3 workers under 25 fault kinds ends with a PASS verdict, exit 0, and every
+    change the simulator made is in the event topics (recall exactly 100 %: the backfill)."""
     faults = "all"
     argv = [sys.executable, "-m", "bridge", "chaos", "--seed", str(seed), "--minutes", str(MINUTES)]
     argv += ["--mean-gap-s", str(MEAN_GAP_S)]
@@ -48,6 +50,10 @@ def test_short_chaos_run_passes(seed: int) -> None:
     assert len(verdict) == 1
     assert verdict[0].startswith(f"chaos verdict: PASS seed={seed} ")
     assert " mismatches=0 duplicates=0 order_violations=0 uncovered=0 multiply_covered=0 " in verdict[0]
+    recall = re.search(r" recall=\S+ \((\d+)/(\d+)\)", verdict[0])
+    assert recall is not None, verdict[0]
+    found, total = int(recall[1]), int(recall[2])
+    assert total > 0 and found == total, "every change of the simulator's log is in the event topics"
 
 
 def _descendants(pid: int) -> set[int]:
