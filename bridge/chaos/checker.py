@@ -9,11 +9,12 @@ simulator adds what only it can see:
   the active agents). ``uncovered``: on none; ``multiply_covered``: on
   more than one (two shards would write the same agent);
 - recall: the share of the simulator's change log during the run found in
-  the event topics (same agent, kind and change time). Changes made while
-  a socket was down are lost by Genesys's design and only their final state
-  is recovered, so this is a figure, not an invariant. :func:`missed_changes`
-  lists the first changes recall did not find (agent, kind, changedAt,
-  value), printed after the verdict so a run that lost some can be debugged.
+  the event topics (same agent, kind and change time). Genesys never
+  replays what it sent while a socket was down, but the backfill reads it
+  from the analytics history, so every change must be there: a run that
+  misses one fails. :func:`missed_changes` lists the first changes recall
+  did not find (agent, kind, changedAt, value), printed after the verdict
+  so a run that lost some can be debugged.
 
 The pure parts (:func:`coverage`, :func:`recall`, :func:`missed_changes`, :class:`Verdict`) take
 plain values and are unit-tested.
@@ -22,6 +23,7 @@ plain values and are unit-tested.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -184,10 +186,14 @@ class Verdict:
             and self.coverage.ok
             and not self.crashes
             and not self.harness_errors
+            and self.recall_found == self.recall_total
         )
 
     def line(self) -> str:
-        share = 100.0 * self.recall_found / self.recall_total if self.recall_total else 100.0
+        # Rounded down: 5400 of 5401 is 99.98 %, never "100.0%".
+        share = (
+            math.floor(10000 * self.recall_found / self.recall_total) / 100 if self.recall_total else 100.0
+        )
         return (
             f"chaos verdict: {'PASS' if self.passed else 'FAIL'} seed={self.seed} faults={self.faults} "
             f"agents={self.agents} mismatches={len(self.mismatches)} "
@@ -195,6 +201,6 @@ class Verdict:
             f"uncovered={len(self.coverage.uncovered)} "
             f"multiply_covered={len(self.coverage.multiply_covered)} "
             f"crashes={len(self.crashes)} harness_errors={len(self.harness_errors)} "
-            f"recall={share:.1f}% ({self.recall_found}/{self.recall_total}) settle={self.settle_s:.0f}s "
+            f"recall={share:.2f}% ({self.recall_found}/{self.recall_total}) settle={self.settle_s:.0f}s "
             f"skipped={self.skipped}"
         )

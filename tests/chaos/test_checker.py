@@ -102,12 +102,13 @@ def test_missed_listing_leaves_the_verdict_line_alone() -> None:
     verdict = Verdict(7, 1, settled=True, recall_found=1, recall_total=2)
     verdict.recall_missed = [{"userId": "a", "kind": "presence", "changedAt": "x", "value": "AWAY"}]
     assert "missed" not in verdict.line() and verdict.line().endswith(
-        "recall=50.0% (1/2) settle=0s skipped=0"
+        "recall=50.00% (1/2) settle=0s skipped=0"
     )
 
 
 def test_verdict_passes_only_when_every_invariant_holds() -> None:
-    """Any mismatch, duplicate, disorder, coverage gap, crash, harness error or unsettled fleet fails."""
+    """Any mismatch, duplicate, disorder, coverage gap, crash, harness error, unsettled fleet or change
+    of the simulator's log missing from the event topics fails."""
     good = Verdict(7, 53, agents=3000, settled=True)
     assert good.passed
     assert good.line().startswith(
@@ -126,6 +127,7 @@ def test_verdict_passes_only_when_every_invariant_holds() -> None:
         Verdict(7, 1, settled=True, coverage=Coverage(1, multiply_covered=["a"])),
         Verdict(7, 1, settled=True, crashes=["worker 0 exited with 1"]),
         Verdict(7, 1, settled=True, harness_errors=["boom"]),
+        Verdict(7, 1, settled=True, recall_found=5400, recall_total=5401),
     ]
     for verdict in failing:
         assert not verdict.passed
