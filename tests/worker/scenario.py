@@ -4,12 +4,10 @@ The comparison is strict about what the bridge promises (README "Delivery promis
 
 - no ``eventId`` appears twice in the event topics;
 - per user and kind, records never go back in time;
-- every change of the simulator's log is in Kafka, except — for faults that
-  leave no socket open for a while (a drop, a stall, an eviction) — changes
-  raised inside that gap which a later change of the same user and kind
-  supersedes in Kafka (Genesys never replays a gap; the reconciliation
-  recovers the final state). Faults with a socket open throughout
-  (maintenance, expiry, REST faults, bad frames) must lose nothing at all;
+- every change of the simulator's log is in Kafka, whatever the fault: Genesys
+  never replays a gap, but the backfill reads what it lost from the analytics
+  history (an out-of-order frame dropped by design is the only exception, and
+  a newer change of its user and kind must be there);
 - ``audit`` finds Kafka and the simulator in agreement.
 """
 
@@ -19,10 +17,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from bridge.genesys.protocol import parse_timestamp
 from tests.conftest import KafkaBroker
 from tests.worker.conftest import (
     RunningWorker,
@@ -36,8 +33,10 @@ from tests.worker.conftest import (
     sim_process,
 )
 
-#: Generous slack around the gap window for clock reads on two processes.
-WINDOW_SLACK = timedelta(seconds=1)
+#: The simulator's analytics delay in these scenarios (its default, as Genesys's, is 5 s): a gap's
+#: history is still read after it and its held changes still wait, but each scenario settles 4 s
+#: sooner. tests/worker/test_backfill.py and the chaos runs keep the default.
+ANALYTICS_DELAY_S = 1.0
 
 Inject = Callable[[SimProcess, RunningWorker], Awaitable[None]]
 
@@ -59,7 +58,6 @@ async def run_scenario(
     kafka: KafkaBroker,
     inject: Inject,
     *,
-    gap_allowed: bool,
     agents: int = 300,
     events_per_sec: float = 100,
     capacity: int = 150,
@@ -78,6 +76,7 @@ async def run_scenario(
         "seed": seed,
         "heartbeat_s": 1,
         "paused": True,
+        "analytics_delay_s": ANALYTICS_DELAY_S,
     }
     options.update(sim_options or {})
     async with sim_process(**options) as sim:
@@ -104,7 +103,7 @@ async def run_scenario(
             stats = await sim.stats()
             shards = list(running.worker.shards)
             outcome = Outcome(log, records, missing, running, stats, (window_start, window_end), shards)
-            _assert_promise(outcome, gap_allowed, late_seqs or set())
+            _assert_promise(outcome, late_seqs or set())
             mismatches, lines = await run_audit(config)
             assert mismatches == 0, lines
             assert await running.stop() == 0
@@ -151,7 +150,7 @@ def _last_per_key(log: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
     return last
 
 
-def _assert_promise(outcome: Outcome, gap_allowed: bool, late_seqs: set[int]) -> None:
+def _assert_promise(outcome: Outcome, late_seqs: set[int]) -> None:
     ids = [r["eventId"] for r in outcome.records]
     duplicated = {i for i in ids if ids.count(i) > 1} if len(ids) != len(set(ids)) else set()
     assert not duplicated, f"{len(duplicated)} eventIds written twice"
@@ -171,15 +170,4 @@ def _assert_promise(outcome: Outcome, gap_allowed: bool, late_seqs: set[int]) ->
             )
         else:
             missing.append(entry)
-    if not gap_allowed:
-        assert missing == [], f"{len(missing)} changes lost, e.g. {missing[:3]}"
-        return
-    # Allowed only inside the gap, and only when superseded by a later change in Kafka.
-    start, end = outcome.window
-    for entry in missing:
-        changed = parse_timestamp(entry["changedAt"])
-        assert changed is not None
-        assert start - WINDOW_SLACK <= changed <= end + WINDOW_SLACK, f"lost outside the gap: {entry}"
-        assert later_present.get(_key(entry), "") >= entry["changedAt"], f"lost and not superseded: {entry}"
-    final = _last_per_key(outcome.log)
-    assert all(expected_event_id(e) in present for e in final.values()), "a final state is missing"
+    assert missing == [], f"{len(missing)} changes lost, e.g. {missing[:3]}"

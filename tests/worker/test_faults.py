@@ -24,12 +24,12 @@ def _counter(metric: Any, **labels: str) -> float:
 
 
 async def test_abrupt_socket_drop(kafka: KafkaBroker) -> None:
-    """A TCP drop without a close frame: reconnect, reconcile; only superseded gap changes are absent."""
+    """A TCP drop without a close frame: reconnect, reconcile, backfill: no change is absent."""
 
     async def inject(sim: SimProcess, _running: RunningWorker) -> None:
         await sim.admin("POST", "/sim/faults/drop")
 
-    await run_scenario(kafka, inject, gap_allowed=True, recovered=any_reconnected_after)
+    await run_scenario(kafka, inject, recovered=any_reconnected_after)
 
 
 #: The liveness settings at their defaults (the harness speeds them up otherwise).
@@ -45,7 +45,8 @@ RECONNECT_SLACK_S = 2.0
 
 async def test_stalled_socket_is_noticed_within_ten_seconds_with_default_settings(kafka: KafkaBroker) -> None:
     """A 15 s stall (socket open, nothing sent, Genesys's 30 s heartbeat) is noticed by our pings with
-    the default settings: every shard reconnects within 10 s and reconciles, Kafka ends right."""
+    the default settings: every shard reconnects within 10 s, reconciles and backfills the stall:
+    nothing is lost and Kafka ends right."""
     stall_s = 15.0
     started: list[float] = []
 
@@ -56,7 +57,6 @@ async def test_stalled_socket_is_noticed_within_ten_seconds_with_default_setting
     outcome = await run_scenario(
         kafka,
         inject,
-        gap_allowed=True,
         sim_options={"heartbeat_s": 30},
         settings={
             **DEFAULT_LIVENESS,
@@ -95,7 +95,7 @@ async def test_maintenance_handover_loses_nothing(kafka: KafkaBroker) -> None:
     async def inject(sim: SimProcess, _running: RunningWorker) -> None:
         await sim.admin("POST", "/sim/faults/maintenance", graceSeconds=2)
 
-    await run_scenario(kafka, inject, gap_allowed=False, recovered=_after_maintenance(before))
+    await run_scenario(kafka, inject, recovered=_after_maintenance(before))
 
 
 def _after_maintenance(before: float) -> Any:
@@ -119,7 +119,6 @@ async def test_channel_extended_before_expiry(kafka: KafkaBroker) -> None:
     outcome = await run_scenario(
         kafka,
         inject,
-        gap_allowed=False,
         sim_options={"channel_ttl_s": 6},
         recovered=lambda running, _after: running.worker.readiness()[0],
     )
@@ -144,14 +143,13 @@ async def test_channel_closing_regardless_is_rotated_make_before_break(kafka: Ka
     await run_scenario(
         kafka,
         inject,
-        gap_allowed=False,
         sim_options={"channel_ttl_s": 6, "no_extend_on_subscribe": True},
         recovered=rotated,
     )
 
 
 async def test_eviction_by_a_21st_channel(kafka: KafkaBroker) -> None:
-    """Another app's channels evict ours (LRU): a new channel is made and the gap reconciled."""
+    """Another app's channels evict ours (LRU): a new channel is made and the gap backfilled."""
     sockets: list[Any] = []
 
     async def inject(sim: SimProcess, _running: RunningWorker) -> None:
@@ -171,7 +169,7 @@ async def test_eviction_by_a_21st_channel(kafka: KafkaBroker) -> None:
                 sockets.append(await connect(channel["connectUri"]))
 
     try:
-        await run_scenario(kafka, inject, gap_allowed=True, capacity=300, recovered=any_reconnected_after)
+        await run_scenario(kafka, inject, capacity=300, recovered=any_reconnected_after)
     finally:
         for ws in sockets:
             await ws.close()
@@ -184,20 +182,20 @@ async def test_revoked_tokens_are_refreshed(kafka: KafkaBroker) -> None:
         await sim.admin("POST", "/sim/faults/revoke-tokens")
         await sim.admin("POST", "/sim/faults/drop")
 
-    outcome = await run_scenario(kafka, inject, gap_allowed=True, recovered=any_reconnected_after)
+    outcome = await run_scenario(kafka, inject, recovered=any_reconnected_after)
     statuses = [s for route in outcome.sim_stats["requests"].values() for s in route]
     assert "401" in statuses, "the revoked token was used and refused"
 
 
 async def test_429_storm_is_waited_out(kafka: KafkaBroker) -> None:
-    """A storm of 429s on the REST API during recovery: Retry-After honoured, nothing lost beyond the gap."""
+    """A storm of 429s on the REST API during recovery: Retry-After honoured, nothing lost."""
     limited = _counter(metrics.GENESYS_RATE_LIMITED)
 
     async def inject(sim: SimProcess, _running: RunningWorker) -> None:
         await sim.admin("POST", "/sim/faults/http", status=429, count=8, pathPrefix="/api/v2/")
         await sim.admin("POST", "/sim/faults/drop")
 
-    await run_scenario(kafka, inject, gap_allowed=True, recovered=any_reconnected_after)
+    await run_scenario(kafka, inject, recovered=any_reconnected_after)
     assert _counter(metrics.GENESYS_RATE_LIMITED) >= limited + 8
 
 
@@ -208,7 +206,7 @@ async def test_5xx_on_rest_is_retried(kafka: KafkaBroker) -> None:
         await sim.admin("POST", "/sim/faults/http", status=503, count=6, pathPrefix="/api/v2/")
         await sim.admin("POST", "/sim/faults/drop")
 
-    await run_scenario(kafka, inject, gap_allowed=True, recovered=any_reconnected_after)
+    await run_scenario(kafka, inject, recovered=any_reconnected_after)
 
 
 async def test_bad_frames_go_to_the_dlq_or_are_dropped(kafka: KafkaBroker) -> None:
@@ -239,7 +237,6 @@ async def test_bad_frames_go_to_the_dlq_or_are_dropped(kafka: KafkaBroker) -> No
     outcome = await run_scenario(
         kafka,
         inject,
-        gap_allowed=False,
         recovered=lambda running, _after: running.worker.readiness()[0],
         late_seqs=late,
     )
@@ -280,7 +277,7 @@ async def test_broker_outage_of_20_seconds(tmp_path: Any) -> None:
         )
 
     try:
-        await run_scenario(own, inject, gap_allowed=False, events_per_sec=50, recovered=drained)
+        await run_scenario(own, inject, events_per_sec=50, recovered=drained)
     finally:
         localkafka.stop(data)
 

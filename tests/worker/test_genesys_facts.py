@@ -66,7 +66,6 @@ async def test_lost_subscriptions_move_to_a_new_channel_within_5_s(
     outcome = await run_scenario(
         kafka,
         inject,
-        gap_allowed=True,
         sim_options=sim_options,
         recovered=_rotated_and_reconciled(topic_type, before, took),
     )

@@ -24,7 +24,6 @@ async def test_every_change_exactly_once_in_per_user_order(kafka: KafkaBroker) -
     outcome = await run_scenario(
         kafka,
         stream,
-        gap_allowed=False,
         agents=2000,
         events_per_sec=200,
         capacity=700,
