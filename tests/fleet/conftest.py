@@ -39,7 +39,15 @@ FLEET_OVERRIDES: dict[str, Any] = {
     "drain_timeout_s": 4.0,
     "log_level": "INFO",
 }
-SIM_OPTIONS: dict[str, Any] = {"heartbeat_s": 1, "rate_limit_per_min": 100_000, "seed": 11}
+#: The fleet's simulator: fast heartbeats, no rate limit to speak of, and a 1 s analytics delay
+#: (Genesys's and the simulator's default is 5 s: tests/worker/test_backfill.py and the chaos runs
+#: keep it) so that a takeover's backfill does not add 4 s to every wait for convergence.
+SIM_OPTIONS: dict[str, Any] = {
+    "heartbeat_s": 1,
+    "rate_limit_per_min": 100_000,
+    "seed": 11,
+    "analytics_delay_s": 1.0,
+}
 
 
 def free_port() -> int:
