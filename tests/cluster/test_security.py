@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from bridge.acl import Acl, required_acls
 from bridge.settings import Settings
 from tests.conftest import SecureCluster
 from tests.fleet.conftest import Fleet
-from tests.worker.conftest import Delivery, SimProcess, event_records, eventually_async
+from tests.worker.conftest import Delivery, SimProcess, event_records, eventually_async, expected_event_id
 
 from .conftest import cluster_settings, error_lines, grant
 
@@ -125,7 +126,16 @@ async def assert_streams_every_change(
             delivery = Delivery.compare(log, event_records(cluster, settings))  # type: ignore[arg-type]
             return bool(log) and not delivery.missing
 
-        await eventually_async(all_arrived, 30, "every change on the event topics")
+        try:
+            await eventually_async(all_arrived, 30, "every change on the event topics")
+        except AssertionError:  # name what is missing: the change, its time, and the run's origins
+            assert delivery is not None
+            missing = set(delivery.missing)
+            lost = [e for e in await sim.events() if e["seq"] > since and expected_event_id(e) in missing]
+            origins = Counter(r["origin"] for r in event_records(cluster, settings))
+            raise AssertionError(
+                f"{len(lost)} changes never arrived, e.g. {lost[:3]}; origins {origins}"
+            ) from None
         assert delivery is not None
         assert not delivery.duplicated, delivery.duplicated[:5]
     finally:
