@@ -286,21 +286,17 @@ class Session:
         """Seconds since the last frame (the ``bridge_heartbeat_age_seconds`` gauge)."""
         return self.liveness.age(now)
 
-    def gap_age(self, now: float) -> float:
-        """Seconds since the last frame known to precede anything lost (:meth:`Liveness.gap_age`)."""
-        return self.liveness.gap_age(now)
-
     def gap_start(self, now: float, wall: datetime) -> datetime:
         """When a socket lost at ``now`` (``wall``) may have begun to lose changes, before any margin.
 
         The receive time of the last frame known to precede the loss
-        (:meth:`gap_age`), unless the newest change the stream delivered is
+        (:meth:`Liveness.gap_age`), unless the newest change the stream delivered is
         older: under link latency a frame arrives seconds after Genesys sent
         it, and what Genesys sent after the last frame we read went down
         with the socket. A quiet socket's newest change is old rather than
         late, so it reaches back :data:`MAX_LINK_LAG` at most.
         """
-        received = wall - timedelta(seconds=self.gap_age(now))
+        received = wall - timedelta(seconds=self.liveness.gap_age(now))
         newest = self._newest_sent
         if newest is None or newest >= received:
             return received
