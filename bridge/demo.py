@@ -35,7 +35,6 @@ import contextlib
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from types import FrameType
 from typing import IO, Any, TextIO
 
 from bridge.demo_view import GREEN, RED, RESET, Sampler, Screen, Snapshot, clock_text, plural, render_line
+from bridge.ports import LOOPBACK, free_port
 
 __all__ = [
     "DEFAULT_AGENTS",
@@ -95,18 +95,9 @@ STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 5.0
 #: How often the live view samples the simulator and the workers.
 SAMPLE_S = 1.0
-LOOPBACK = "127.0.0.1"
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    """A free loopback TCP port (for a worker's metrics server)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

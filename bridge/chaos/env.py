@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,10 +36,11 @@ from typing import IO, Any
 import httpx
 
 from bridge.chaos.toxiproxy import ToxiproxyServer
+from bridge.ports import free_port
 from bridge.settings import Settings
 from bridge.sim.config import DEFAULT_ANALYTICS_DELAY_S
 
-__all__ = ["LOCALKAFKA", "WORKER_OVERRIDES", "Environment", "WorkerProcess", "free_port"]
+__all__ = ["LOCALKAFKA", "WORKER_OVERRIDES", "Environment", "WorkerProcess"]
 
 LOCALKAFKA = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka" / "localkafka.py"
 SIM_CLIENT_ID = "sim-client"
@@ -57,13 +57,6 @@ WORKER_OVERRIDES: dict[str, str] = {
     "BRIDGE_LOG_FORMAT": "text",
     "BRIDGE_METRICS_HOST": "127.0.0.1",
 }
-
-
-def free_port() -> int:
-    """A port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _load_localkafka() -> ModuleType:

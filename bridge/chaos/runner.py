@@ -258,6 +258,9 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
     except Exception as exc:
         run.errors.append(repr(exc))
         run.say(f"HARNESS ERROR: {exc!r}")
+    except asyncio.CancelledError:
+        run.say(f"chaos: stopped before its verdict; logs kept in {run_dir}")
+        raise
     finally:
         await env.close()
     verdict.crashes = run.crashes

@@ -64,9 +64,9 @@ from typing import Any
 
 import httpx
 
-from bridge.demo import free_port
 from bridge.demo_view import parse_metrics
 from bridge.model import AgentState, Change, Kind, Origin, PresenceValue, VersionedPresence, event_id
+from bridge.ports import free_port
 from bridge.records import encode_event, encode_state
 from bridge.sim.process import SimProcess
 from tests.bench import bench_hotpath

@@ -39,9 +39,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bridge.ports import free_port
 from bridge.settings import Settings
 from tests.conftest import TEST_KAFKA_ENV, KafkaBroker, localkafka
-from tests.fleet.conftest import Fleet, free_port
+from tests.fleet.conftest import Fleet
 from tests.worker.conftest import SimProcess, bridge_settings, start_sim_process
 
 DEFAULT_RUNS = 5

@@ -84,21 +84,28 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(150)
-def test_sigterm_stops_the_run_and_everything_it_started() -> None:
+def test_sigterm_stops_the_run_and_everything_it_started(tmp_path: Path) -> None:
     """SIGTERM (a CI job cancelled, a terminal closed) ends the run like Ctrl-C: the simulator, the
-    broker, Toxiproxy and the workers it started are all stopped, and it exits 143."""
+    broker, Toxiproxy and the workers it started are all stopped, it says where its logs are, and
+    it exits 143."""
     argv = [sys.executable, "-m", "bridge", "chaos", "--seed", "3", "--minutes", "1", "--workers", "2"]
-    argv += ["--agents", "200", "--startup-s", "60"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv += ["--agents", "200", "--startup-s", "60", "--keep", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
+        before: list[str] = []
         for line in proc.stdout:  # "chaos: seed=..." once the environment is up
+            before.append(line)
             if "chaos: seed=" in line:
                 break
+        else:
+            pytest.fail("the run ended before its environment was up:\n" + "".join(before[-40:]))
         started = _descendants(proc.pid)
         assert len(started) >= 4, "simulator, broker, Toxiproxy and two workers"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 143
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 143, rest
+        assert f"logs kept in {tmp_path}" in rest
         left = [pid for pid in started if _alive(pid)]
         assert left == [], f"still running after SIGTERM: {left}"
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,22 +12,17 @@ import pytest
 
 from bridge.chaos.cli import DEFAULT_TOXIPROXY
 from bridge.chaos.toxiproxy import ToxiproxyServer
+from bridge.ports import free_port
 
 needs_toxiproxy = pytest.mark.skipif(
     not DEFAULT_TOXIPROXY.exists(), reason="toxiproxy not built (make pytest builds it)"
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def toxiproxy(tmp_path: Path) -> AsyncIterator[ToxiproxyServer]:
     with (tmp_path / "toxiproxy.log").open("wb") as log:
-        server = ToxiproxyServer(DEFAULT_TOXIPROXY, _free_port(), log)
+        server = ToxiproxyServer(DEFAULT_TOXIPROXY, free_port(), log)
         await asyncio.to_thread(server.start)
         try:
             yield server
@@ -39,7 +33,7 @@ async def toxiproxy(tmp_path: Path) -> AsyncIterator[ToxiproxyServer]:
 @needs_toxiproxy
 async def test_a_toxic_is_added_and_removed(toxiproxy: ToxiproxyServer) -> None:
     """The toxic is listed once added and gone once removed; removing it again is fine."""
-    await toxiproxy.proxy("p", _free_port(), f"127.0.0.1:{_free_port()}")
+    await toxiproxy.proxy("p", free_port(), f"127.0.0.1:{free_port()}")
     await toxiproxy.add_toxic("p", "slow", "latency", "downstream", {"latency": 100})
     assert await toxiproxy._has_toxic("p", "slow")
     await toxiproxy.remove_toxic("p", "slow")

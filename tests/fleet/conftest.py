@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import httpx
 from pydantic import AliasChoices, SecretStr
 
 from bridge.fleet import MapRecord
+from bridge.ports import free_port
 from bridge.settings import ENV_PREFIX, Settings
 from tests.conftest import KafkaBroker
 from tests.worker.conftest import SimProcess, bridge_settings, read_topic
@@ -48,12 +48,6 @@ SIM_OPTIONS: dict[str, Any] = {
     "seed": 11,
     "analytics_delay_s": 1.0,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -30,8 +30,9 @@ import httpx
 import yaml
 from confluent_kafka.admin import AdminClient
 
+from bridge.ports import free_port
 from tests.conftest import KafkaBroker, localkafka
-from tests.fleet.conftest import SIM_OPTIONS, Fleet, WorkerProcess, fleet_settings, free_port
+from tests.fleet.conftest import SIM_OPTIONS, Fleet, WorkerProcess, fleet_settings
 from tests.monitor.operator import scrape_job, target_group
 from tests.monitor.rules import TIME_SCALE, scale_rules
 from tests.worker.conftest import start_sim_process

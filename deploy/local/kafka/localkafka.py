@@ -217,10 +217,22 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
+#: Ports :func:`free_port` has handed out in this process.
+_given_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free right now and not handed out before by this process: once a probe
+    socket is closed the kernel may give the same port to the next probe, and a broker whose
+    listeners were chosen before any was bound refuses to start with two on one port."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise OSError("no new free loopback port after 1000 attempts")
 
 
 @dataclass
