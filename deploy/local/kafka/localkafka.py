@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -217,22 +218,33 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-#: Ports :func:`free_port` has handed out in this process.
+def _own_free_port() -> int:
+    """A loopback port that binds now, drawn below the kernel's ephemeral range (which port 0
+    and outgoing connections take from) and not handed out before by this process."""
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        high = 32767
+    for _ in range(1000):
+        port = random.randint(10000, high)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise OSError("no new free loopback port after 1000 attempts")
+
+
 _given_ports: set[int] = set()
 
-
-def free_port() -> int:
-    """A loopback port free right now and not handed out before by this process: once a probe
-    socket is closed the kernel may give the same port to the next probe, and a broker whose
-    listeners were chosen before any was bound refuses to start with two on one port."""
-    for _ in range(1000):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _given_ports:
-            _given_ports.add(port)
-            return port
-    raise OSError("no new free loopback port after 1000 attempts")
+try:  # in a checkout with the bridge installed, share its ports (one process, one set)
+    from bridge.ports import free_port
+except ImportError:  # run on its own
+    free_port = _own_free_port
 
 
 @dataclass
