@@ -53,10 +53,12 @@ Failure handling follows librdkafka's transactional error classes
 - other fatal errors: stop, signal :class:`DeliveryError`.
 
 Each failure counts ``bridge_produce_errors_total{reason}`` with the class as
-reason (``retriable``, ``abortable``, ``fenced``, ``fatal``, ``buffer_full``).
-A failure is signalled through :attr:`ShardSink.failed` (a future whose result
-is the error), the ``on_failure`` callback, every pending :meth:`flush`, and
-every later :meth:`submit`.
+reason (``retriable``, ``abortable``, ``fenced``, ``fatal``, ``buffer_full``;
+``stuck`` when an abort that could not finish made the writer replace its
+producer, see :mod:`bridge.kafka.writer`). A failure is signalled through
+:attr:`ShardSink.failed` (a future whose result is the error), the
+``on_failure`` callback, every pending :meth:`flush`, and every later
+:meth:`submit`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ a programming error, never a Kafka condition)::
                                        ^           │
                                        │           v
                                        └─ IDLE <─ ABORTING     (abortable: write again)
+                  ^                                   │
+                  └───────────────────────────────────┘        (abort stuck: a new producer)
 
     NEW … ABORTING ──> FAILED (fenced or fatal) ──> CLOSED
     NEW … ABORTING ──> CLOSED (the producer is closed; terminal)
@@ -81,7 +83,8 @@ TRANSITIONS: dict[TxnState, frozenset[TxnState]] = {
     TxnState.IDLE: frozenset({TxnState.OPEN, *_ENDS}),
     TxnState.OPEN: frozenset({TxnState.COMMITTING, *_ENDS}),
     TxnState.COMMITTING: frozenset({TxnState.IDLE, TxnState.ABORTING, *_ENDS}),
-    TxnState.ABORTING: frozenset({TxnState.IDLE, *_ENDS}),
+    # INITIALISING: the abort is stuck, and a new producer (same transactional.id) replaces it.
+    TxnState.ABORTING: frozenset({TxnState.IDLE, TxnState.INITIALISING, *_ENDS}),
     TxnState.FAILED: frozenset({TxnState.CLOSED}),
     TxnState.CLOSED: frozenset(),
 }

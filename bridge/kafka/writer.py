@@ -11,11 +11,19 @@ closing). Its :class:`~bridge.kafka.txn.TxnState` is explicit and checked.
 Failures follow :mod:`bridge.kafka.errors`: retriable calls are retried with
 :func:`~bridge.kafka.txn.retry_call`; an abortable commit aborts and produces
 the SAME batch again in a new transaction (read_committed readers see it
-exactly once); fenced and fatal errors stop the writer with
+exactly once). An abort that has not finished after :data:`ABORT_STUCK_S` is
+stuck: after a broker restart librdkafka can leave the EndTxn request queued for
+a coordinator connection it never brings back, and every retry times out. The
+writer then replaces the producer: it purges and drops the stuck one (whose
+``close()`` would hang in that same abort), creates a new one with the same
+``transactional.id`` (its ``init_transactions`` bumps the epoch, which aborts
+the open transaction and fences the old handle) and produces the batch again.
+Fenced and fatal errors stop the writer with
 :class:`FencedError` / :class:`DeliveryError`, a missing ACL with
 :class:`AuthorizationError`. Each failure counts
 ``bridge_produce_errors_total{reason}`` (``retriable``, ``abortable``,
-``fenced``, ``fatal``, ``buffer_full``); fencing also counts
+``fenced``, ``fatal``, ``buffer_full``, and ``stuck`` once per replaced
+producer); fencing also counts
 ``bridge_fenced_total``.
 
 What happens is reported through :class:`WriterEvents`, called IN the
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +50,7 @@ from bridge.metrics import FENCED, PRODUCE_ERRORS
 
 __all__ = [
     "ABANDON_GRACE_S",
+    "ABORT_STUCK_S",
     "IDLE_WAIT_S",
     "PRODUCE_INTERVAL_S",
     "Batchable",
@@ -64,6 +74,8 @@ ABANDON_GRACE_S = 1.0
 PRODUCE_RETRY_POLL_S = 0.1
 #: ``init_transactions`` gets at least this long per attempt, even just before its deadline.
 MIN_CALL_TIMEOUT_S = 0.1
+#: An ``abort_transaction`` retried this long without finishing is stuck: the producer is replaced.
+ABORT_STUCK_S = 15.0
 
 Headers = list[tuple[str, bytes]]
 Record = tuple[str, bytes, bytes | None, Headers]
@@ -159,6 +171,8 @@ class TxnWriter(Generic[Item]):
         self.acked_items = 0
         self.acked_records = 0
         self.thread: threading.Thread | None = None
+        # The producer in use: written by the writer thread only.
+        self._producer: Any = None
 
     @property
     def transactional_id(self) -> str:
@@ -181,31 +195,27 @@ class TxnWriter(Generic[Item]):
     # -- the writer thread ---------------------------------------------------------------
 
     def _run(self, start_timeout_s: float) -> None:
-        producer: Any = None
         try:
             try:
-                producer = self._factory(self.config)
-                self._init(producer, start_timeout_s)
+                self._init(self._create(), start_timeout_s)
             except _Stop:
                 self._events.started(self.failure)
                 return
-            except KafkaException as exc:
-                self._fail(DeliveryError(f"{self.name}: cannot create the producer: {exc}"))
-                self._events.started(self.failure)
-                return
             self._events.started(None)
-            self._loop(producer)
+            self._loop()
         except _Stop:
             pass
         except Exception as exc:  # a bug must not leave awaiting callers hanging
             log.exception("%s: sink thread crashed", self.name)
             self._fail(DeliveryError(f"{self.name}: sink thread crashed: {exc!r}"))
         finally:
+            producer, self._producer = self._producer, None
             if producer is not None:
                 try:
-                    if self.failure is not None:
-                        # A fenced or fatally failed producer can neither abort nor flush:
-                        # drop what it holds and let the handle go.
+                    if self.failure is not None or self.txn.state is TxnState.ABORTING:
+                        # A fenced or fatally failed producer can neither abort nor flush,
+                        # and close() would hang in a stuck abort: drop what it holds and
+                        # let the handle go.
                         producer.purge()
                     elif self.close_request is Close.ABANDON:
                         # close() aborts and flushes: with nothing left to send it cannot hang.
@@ -215,19 +225,37 @@ class TxnWriter(Generic[Item]):
                         producer.close()
                 except Exception:  # closing a failed producer may raise
                     log.debug("%s: producer close failed", self.name, exc_info=True)
+                del producer
             self.txn.to(TxnState.CLOSED)
             self._events.stopped()
+
+    def _create(self) -> Any:
+        """A new producer (:attr:`_producer`); a configuration librdkafka refuses stops the writer."""
+        try:
+            self._producer = self._factory(self.config)
+        except KafkaException as exc:
+            self._fail(DeliveryError(f"{self.name}: cannot create the producer: {exc}"))
+            raise _Stop from None
+        return self._producer
 
     def _delays(self) -> Iterator[float]:
         return doubling(*self._backoff)
 
-    def _init(self, producer: Any, timeout_s: float) -> None:
+    def _init(self, producer: Any, timeout_s: float | None) -> None:
+        """``init_transactions`` until it succeeds, ``timeout_s`` passes (None: never), the owner
+        abandons the writer, or a terminal error (all but success stop the writer)."""
         self.txn.to(TxnState.INITIALISING)
-        deadline = self._mono() + timeout_s
-        failure = retry_call(
-            lambda: producer.init_transactions(
+        deadline = float("inf") if timeout_s is None else self._mono() + timeout_s
+
+        def attempt() -> None:
+            if self.close_request is Close.ABANDON:
+                raise _Stop
+            producer.init_transactions(
                 max(MIN_CALL_TIMEOUT_S, min(self.call_timeout_s, deadline - self._mono()))
-            ),
+            )
+
+        failure = retry_call(
+            attempt,
             lambda err: self._handle(err, "init_transactions"),
             self._delays(),
             sleep=self._sleep,
@@ -239,7 +267,8 @@ class TxnWriter(Generic[Item]):
             raise _Stop
         self.txn.to(TxnState.IDLE)
 
-    def _loop(self, producer: Any) -> None:
+    def _loop(self) -> None:
+        producer = self._producer
         batch: list[Item] = []
         records = 0
         deadline = 0.0
@@ -266,7 +295,7 @@ class TxnWriter(Generic[Item]):
             urgent = self.close_request is not Close.RUN or self.flush_upto > self.acked_items
             now = self._mono()
             if records >= txn_max_records or now >= deadline or urgent:
-                self._commit(producer, batch)
+                producer = self._commit(producer, batch)
                 self.acked_items += len(batch)
                 self.acked_records += records
                 self._events.acknowledged()
@@ -334,14 +363,15 @@ class TxnWriter(Generic[Item]):
 
         return attempt
 
-    def _commit(self, producer: Any, batch: list[Item]) -> None:
-        """Commit ``batch``; retry, or abort and re-produce it, until it is committed or the writer stops."""
+    def _commit(self, producer: Any, batch: list[Item]) -> Any:
+        """Commit ``batch``; retry, or abort and re-produce it, until it is committed or the writer
+        stops; the producer in use afterwards (a new one when an abort was stuck)."""
         delays = self._delays()  # one backoff across the aborts of this batch
         while True:
             self.txn.to(TxnState.COMMITTING)
             failure = retry_call(
                 self._checked(producer.commit_transaction),
-                lambda err: self._handle(err, "commit_transaction", producer),
+                functools.partial(self._handle, op="commit_transaction", producer=producer),
                 delays,
                 sleep=self._sleep,
             )
@@ -349,24 +379,46 @@ class TxnWriter(Generic[Item]):
                 break
             if failure.action is not Action.ABORT:
                 raise _Stop
-            self.txn.to(TxnState.ABORTING)
-            if (
-                retry_call(
-                    self._checked(producer.abort_transaction),
-                    lambda err: self._handle(err, "abort_transaction"),
-                    self._delays(),
-                    sleep=self._sleep,
-                )
-                is not None
-            ):
-                raise _Stop
-            self.txn.to(TxnState.IDLE)
+            producer = self._abort(producer)
             self._begin(producer)
             for item in batch:
                 self._produce(producer, item)
         self.txn.to(TxnState.IDLE)
         self.committing_ok = True
         self._events.committed(batch)
+        return producer
+
+    def _abort(self, producer: Any) -> Any:
+        """Abort the open transaction; replace the producer when the abort is stuck."""
+        self.txn.to(TxnState.ABORTING)
+        deadline = self._mono() + ABORT_STUCK_S
+        failure = retry_call(
+            self._checked(producer.abort_transaction),
+            lambda err: self._handle(err, "abort_transaction"),
+            self._delays(),
+            sleep=self._sleep,
+            give_up=lambda delay: self._mono() + delay >= deadline,
+        )
+        if failure is None:
+            self.txn.to(TxnState.IDLE)
+            return producer
+        if failure.action is not Action.RETRY or self.failure is not None:
+            raise _Stop
+        PRODUCE_ERRORS.labels(reason="stuck").inc()
+        log.warning(
+            "%s: abort_transaction has not finished in %.0f s (%s); replacing the producer: "
+            "the new one (same transactional.id) aborts the open transaction, then the batch is "
+            "written again",
+            self.name,
+            ABORT_STUCK_S,
+            failure.error.str(),
+        )
+        # close() would hang in the same abort: purge and drop the handle instead.
+        producer.purge()
+        self._producer = None
+        new = self._create()
+        self._init(new, None)
+        return new
 
     def _handle(self, err: KafkaError, op: str, producer: Any = None) -> Action:
         """Count and log one error; record a terminal failure (fenced/fatal)."""

@@ -12,7 +12,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from bridge.errors import DeliveryError, FencedError, SinkError
 from bridge.kafka.txn import TxnState
-from bridge.kafka.writer import Close, Record, TxnWriter
+from bridge.kafka.writer import ABORT_STUCK_S, Close, Record, TxnWriter
+from bridge.metrics import PRODUCE_ERRORS
 from tests.fakes import NullProducer
 
 WAIT_S = 5.0
@@ -166,3 +167,128 @@ def test_fencing_at_commit_fails_the_writer_as_fenced() -> None:
     assert events.batches == []
     assert writer.acked_items == 0
     assert writer.txn.state is TxnState.CLOSED
+
+
+class FakeClock:
+    """A monotonic clock that only the writer's sleeps move."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class StuckAbort(Recording):
+    """A commit needing an abort, and an abort that only ever times out (librdkafka's EndTxn
+    left queued for a coordinator it does not reconnect to after a broker restart)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.purged = self.closed = False
+
+    def commit_transaction(self, *args: Any) -> None:
+        super().commit_transaction(*args)
+        raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "40 failed", txn_requires_abort=True))
+
+    def abort_transaction(self, *args: Any) -> None:
+        super().abort_transaction(*args)
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, "Timed out waiting for operation to finish", retriable=True)
+        )
+
+    def purge(self) -> None:
+        self.purged = True
+
+    def close(self, *_args: Any) -> None:
+        self.closed = True
+
+
+def test_a_stuck_abort_replaces_the_producer_and_commits_the_batch_once() -> None:
+    """An abort still timing out after ABORT_STUCK_S: the stuck producer is purged and dropped
+    (never closed: close() would hang in that abort), a new one with the same transactional.id is
+    initialised, and the same batch is produced again and committed exactly once."""
+    stuck = StuckAbort({})
+    fresh = Recording({})
+    made: list[dict[str, Any]] = []
+
+    def factory(config: dict[str, Any]) -> NullProducer:
+        made.append(config)
+        return stuck if len(made) == 1 else fresh
+
+    clock = FakeClock()
+    events = Events()
+    stuck_before = PRODUCE_ERRORS.labels(reason="stuck")._value.get()
+    writer = writer_with(
+        stuck, events, producer_factory=factory, monotonic=clock.monotonic, sleep=clock.sleep
+    )
+    writer.start(WAIT_S)
+    assert events.up.wait(WAIT_S)
+    writer.queue.extend([item("a"), item("b")])
+    writer.flush_upto = 2
+    writer.wake.set()
+    assert events.acked.wait(WAIT_S)
+    writer.request(Close.DRAIN)
+    assert events.down.wait(WAIT_S)
+    assert len(made) == 2 and made[1]["transactional.id"] == made[0]["transactional.id"]
+    assert stuck.calls.count("abort") >= 2, "retried before it counts as stuck"
+    assert clock.now - 1000.0 >= ABORT_STUCK_S - 0.02, "given up only at ABORT_STUCK_S (less one backoff)"
+    assert stuck.purged and not stuck.closed
+    assert fresh.calls == ["begin", "produce a", "produce b", "commit"]
+    assert [[i.records[0][1] for i in batch] for batch in events.batches] == [[b"a", b"b"]]
+    assert (writer.acked_items, writer.failure) == (2, None)
+    assert PRODUCE_ERRORS.labels(reason="stuck")._value.get() == stuck_before + 1
+    assert writer.txn.state is TxnState.CLOSED
+
+
+def test_a_replacement_fenced_at_init_stops_the_writer_as_fenced() -> None:
+    """A newer owner took the shard while the abort was stuck: the replacement's init_transactions
+    is fenced, and the writer stops as fenced with nothing acknowledged."""
+
+    class FencedAtInit(Recording):
+        def init_transactions(self, *_args: Any) -> None:
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    made: list[NullProducer] = []
+
+    def factory(_config: dict[str, Any]) -> NullProducer:
+        made.append(StuckAbort({}) if not made else FencedAtInit({}))
+        return made[-1]
+
+    clock = FakeClock()
+    events = Events()
+    writer = writer_with(
+        NullProducer({}), events, producer_factory=factory, monotonic=clock.monotonic, sleep=clock.sleep
+    )
+    writer.start(WAIT_S)
+    assert events.up.wait(WAIT_S)
+    writer.queue.append(item("a"))
+    writer.flush_upto = 1
+    writer.wake.set()
+    assert events.down.wait(WAIT_S)
+    [error] = events.failures
+    assert isinstance(error, FencedError)
+    assert (events.batches, writer.acked_items) == ([], 0)
+
+
+def test_abandoning_a_writer_in_a_stuck_abort_drops_the_producer_without_closing_it() -> None:
+    """Closing the sink while the abort hangs: the writer stops at the next attempt, and the stuck
+    producer is purged, not closed (its close() would hang in the same abort)."""
+    stuck = StuckAbort({})
+    events = Events()
+    writer = writer_with(stuck, events)  # the real clock: ABORT_STUCK_S is not reached
+    writer.start(WAIT_S)
+    assert events.up.wait(WAIT_S)
+    writer.queue.append(item("a"))
+    writer.flush_upto = 1
+    writer.wake.set()
+    deadline = time.monotonic() + WAIT_S
+    while "abort" not in stuck.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.request(Close.ABANDON)
+    assert events.down.wait(WAIT_S)
+    assert stuck.purged and not stuck.closed
+    assert (events.batches, writer.failure) == ([], None)
