@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bridge.errors import FencedError, SinkError
 from bridge.events import Accepted, ShardState
 from bridge.kafka.state import decode_state
-from bridge.kafka.writer import ABORT_STUCK_S
+from bridge.kafka.writer import ABORT_STUCK_CALLS
 from bridge.metrics import DLQ_RECORDS, EVENT_DELIVERY, FENCED, PRODUCE_ERRORS, RECORDS_PRODUCED
 from bridge.model import Change, Kind, Origin, PendingBackfill, PresenceValue, RoutingValue
 from bridge.records import GapRecord, gap_id, model_for
@@ -436,23 +436,26 @@ def restartable_broker(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 RESTART_TIMEOUT_S = 150.0
 #: A transaction timeout short enough that the records of the open transaction time out
 #: while the broker is down, and an outage long enough that the abort that follows is stuck.
-TXN_TIMEOUT_MS = 5_000
-OUTAGE_S = 25.0
+TXN_TIMEOUT_MS = 3_000
+#: Each blocking transactional call's timeout: an abort is stuck after 3 of them (6 s).
+CALL_TIMEOUT_S = 2.0
+OUTAGE_S = 14.0
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(360)
 async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tuple[Path, int]) -> None:
-    """Broker stopped 25 s mid-stream and restarted: every submitted change is committed exactly once.
+    """Broker stopped 14 s mid-stream and restarted: every submitted change is committed exactly once.
 
-    The open transaction's records time out while the broker is down (a 5 s transaction
+    The open transaction's records time out while the broker is down (a 3 s transaction
     timeout), so its commit needs an abort; the abort cannot finish with the coordinator gone
     (as after some broker restarts, when librdkafka never sends it again: this test failed so
-    in CI), and after ABORT_STUCK_S the writer replaces the producer. The new one's
+    in CI), and after ABORT_STUCK_CALLS call timeouts the writer replaces the producer. The new one's
     init_transactions waits for the broker and aborts the open transaction, and the batch is
     written again. A 20 s outage under the default 60 s timeout, where the commit is retried
     until the broker is back, is tests/worker/test_faults.py::test_broker_outage_of_20_seconds."""
-    assert OUTAGE_S > TXN_TIMEOUT_MS / 1000 + ABORT_STUCK_S, "outlasts the records' timeout and the abort"
+    stuck_s = ABORT_STUCK_CALLS * CALL_TIMEOUT_S
+    assert TXN_TIMEOUT_MS / 1000 + stuck_s < OUTAGE_S, "outlasts the records' timeout and the abort"
     data_dir, port = restartable_broker
     bootstrap = f"127.0.0.1:{port}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -466,7 +469,7 @@ async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tu
         bootstrap, names, txn_max_ms=100, txn_max_records=50, kafka_transaction_timeout_ms=TXN_TIMEOUT_MS
     )
     stuck_before = PRODUCE_ERRORS.labels(reason="stuck")._value.get()
-    sink = ShardSink(settings, 1)
+    sink = ShardSink(settings, 1, call_timeout_s=CALL_TIMEOUT_S)
     await sink.start()
     state = ShardState()
     submitted: list[str] = []

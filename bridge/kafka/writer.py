@@ -11,9 +11,10 @@ closing). Its :class:`~bridge.kafka.txn.TxnState` is explicit and checked.
 Failures follow :mod:`bridge.kafka.errors`: retriable calls are retried with
 :func:`~bridge.kafka.txn.retry_call`; an abortable commit aborts and produces
 the SAME batch again in a new transaction (read_committed readers see it
-exactly once). An abort that has not finished after :data:`ABORT_STUCK_S` is
-stuck: after a broker restart librdkafka can leave the EndTxn request queued for
-a coordinator connection it never brings back, and every retry times out. The
+exactly once). An abort that has not finished after :data:`ABORT_STUCK_CALLS`
+call timeouts (15 s by default) is stuck: after a broker restart librdkafka
+can leave the EndTxn request queued for a coordinator connection it never
+brings back, and every retry times out. The
 writer then replaces the producer: it purges and drops the stuck one (whose
 ``close()`` would hang in that same abort), creates a new one with the same
 ``transactional.id`` (its ``init_transactions`` bumps the epoch, which aborts
@@ -50,7 +51,7 @@ from bridge.metrics import FENCED, PRODUCE_ERRORS
 
 __all__ = [
     "ABANDON_GRACE_S",
-    "ABORT_STUCK_S",
+    "ABORT_STUCK_CALLS",
     "IDLE_WAIT_S",
     "PRODUCE_INTERVAL_S",
     "Batchable",
@@ -74,8 +75,9 @@ ABANDON_GRACE_S = 1.0
 PRODUCE_RETRY_POLL_S = 0.1
 #: ``init_transactions`` gets at least this long per attempt, even just before its deadline.
 MIN_CALL_TIMEOUT_S = 0.1
-#: An ``abort_transaction`` retried this long without finishing is stuck: the producer is replaced.
-ABORT_STUCK_S = 15.0
+#: An ``abort_transaction`` retried for this many call timeouts without finishing is stuck:
+#: the producer is replaced.
+ABORT_STUCK_CALLS = 3
 
 Headers = list[tuple[str, bytes]]
 Record = tuple[str, bytes, bytes | None, Headers]
@@ -126,7 +128,68 @@ class _Stop(Exception):
     """Internal: the writer thread must stop (failure already recorded)."""
 
 
-class TxnWriter(Generic[Item]):
+class _Outcomes(Generic[Item]):
+    """What a Kafka error means for a writer: counted, logged, and a terminal one recorded.
+
+    The base of :class:`TxnWriter` (its thread state is there); ``name``
+    prefixes every log line and error, ``topics`` names the topic resource
+    for a missing WRITE ACL.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: dict[str, Any],
+        events: WriterEvents[Item],
+        topics: str,
+        call_timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._events = events
+        self._topics = topics
+        self.call_timeout_s = call_timeout_s
+        self.txn = TxnStateMachine()
+        self.failure: SinkError | None = None
+        self.committing_ok = True
+
+    @property
+    def transactional_id(self) -> str:
+        return str(self.config["transactional.id"])
+
+    def _handle(self, err: KafkaError, op: str, producer: Any = None) -> Action:
+        """Count and log one error; record a terminal failure (fenced/fatal)."""
+        if producer is not None and err.code() == KafkaError._FATAL:
+            err = fatal_cause(producer, err, self.call_timeout_s)
+        action = classify(err)
+        forbidden = producer_authorization_error(err, self.transactional_id, self._topics)
+        if forbidden is not None:
+            PRODUCE_ERRORS.labels(reason=Action.FATAL.value).inc()
+            log.error("%s: %s", self.name, forbidden)
+            self._fail(forbidden)
+            return Action.FATAL
+        PRODUCE_ERRORS.labels(reason=action.value).inc()
+        if action is Action.FENCED:
+            FENCED.inc()
+            log.warning("%s: fenced by a newer owner during %s: %s", self.name, op, err.str())
+            self._fail(FencedError(f"{self.name}: fenced by a newer owner ({err.name()})"))
+        elif action is Action.FATAL:
+            log.error("%s: fatal Kafka error during %s: %s", self.name, op, err.str())
+            self._fail(DeliveryError(f"{self.name}: fatal Kafka error during {op}: {err.str()}"))
+        else:
+            self.committing_ok = False
+            log.warning("%s: %s error during %s: %s", self.name, action.value, op, err.str())
+        return action
+
+    def _fail(self, err: SinkError) -> None:
+        if self.failure is not None:
+            return
+        self.failure = err
+        self.txn.to(TxnState.FAILED)
+        self._events.failed(err)
+
+
+class TxnWriter(_Outcomes[Item]):
     """One transactional producer and its thread; see the module docstring.
 
     ``name`` prefixes every log line and error (``shard 3``); ``topics``
@@ -149,23 +212,16 @@ class TxnWriter(Generic[Item]):
         monotonic: Callable[[], float],
         sleep: Callable[[float], None],
     ) -> None:
-        self.name = name
-        self.config = config
-        self._events = events
+        super().__init__(name, config, events, topics, call_timeout_s)
         self._factory = producer_factory
         self._txn_max_s = txn_max_s
         self.txn_max_records = txn_max_records
-        self._topics = topics
-        self.call_timeout_s = call_timeout_s
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._mono = monotonic
         self._sleep = sleep
-        self.txn = TxnStateMachine()
         self.queue: collections.deque[Item] = collections.deque()
         self.wake = threading.Event()
         self.close_request = Close.RUN
-        self.failure: SinkError | None = None
-        self.committing_ok = True
         self.flush_upto = 0
         # Acknowledged (committed) so far; written by the writer thread only.
         self.acked_items = 0
@@ -173,10 +229,6 @@ class TxnWriter(Generic[Item]):
         self.thread: threading.Thread | None = None
         # The producer in use: written by the writer thread only.
         self._producer: Any = None
-
-    @property
-    def transactional_id(self) -> str:
-        return str(self.config["transactional.id"])
 
     def start(self, timeout_s: float) -> None:
         """Start the thread: create the producer, ``init_transactions`` within ``timeout_s``, write."""
@@ -391,7 +443,8 @@ class TxnWriter(Generic[Item]):
     def _abort(self, producer: Any) -> Any:
         """Abort the open transaction; replace the producer when the abort is stuck."""
         self.txn.to(TxnState.ABORTING)
-        deadline = self._mono() + ABORT_STUCK_S
+        stuck_s = ABORT_STUCK_CALLS * self.call_timeout_s
+        deadline = self._mono() + stuck_s
         failure = retry_call(
             self._checked(producer.abort_transaction),
             lambda err: self._handle(err, "abort_transaction"),
@@ -410,7 +463,7 @@ class TxnWriter(Generic[Item]):
             "the new one (same transactional.id) aborts the open transaction, then the batch is "
             "written again",
             self.name,
-            ABORT_STUCK_S,
+            stuck_s,
             failure.error.str(),
         )
         # close() would hang in the same abort: purge and drop the handle instead.
@@ -419,34 +472,3 @@ class TxnWriter(Generic[Item]):
         new = self._create()
         self._init(new, None)
         return new
-
-    def _handle(self, err: KafkaError, op: str, producer: Any = None) -> Action:
-        """Count and log one error; record a terminal failure (fenced/fatal)."""
-        if producer is not None and err.code() == KafkaError._FATAL:
-            err = fatal_cause(producer, err, self.call_timeout_s)
-        action = classify(err)
-        forbidden = producer_authorization_error(err, self.transactional_id, self._topics)
-        if forbidden is not None:
-            PRODUCE_ERRORS.labels(reason=Action.FATAL.value).inc()
-            log.error("%s: %s", self.name, forbidden)
-            self._fail(forbidden)
-            return Action.FATAL
-        PRODUCE_ERRORS.labels(reason=action.value).inc()
-        if action is Action.FENCED:
-            FENCED.inc()
-            log.warning("%s: fenced by a newer owner during %s: %s", self.name, op, err.str())
-            self._fail(FencedError(f"{self.name}: fenced by a newer owner ({err.name()})"))
-        elif action is Action.FATAL:
-            log.error("%s: fatal Kafka error during %s: %s", self.name, op, err.str())
-            self._fail(DeliveryError(f"{self.name}: fatal Kafka error during {op}: {err.str()}"))
-        else:
-            self.committing_ok = False
-            log.warning("%s: %s error during %s: %s", self.name, action.value, op, err.str())
-        return action
-
-    def _fail(self, err: SinkError) -> None:
-        if self.failure is not None:
-            return
-        self.failure = err
-        self.txn.to(TxnState.FAILED)
-        self._events.failed(err)

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from bridge.errors import DeliveryError, FencedError, SinkError
 from bridge.kafka.txn import TxnState
-from bridge.kafka.writer import ABORT_STUCK_S, Close, Record, TxnWriter
+from bridge.kafka.writer import ABORT_STUCK_CALLS, Close, Record, TxnWriter
 from bridge.metrics import PRODUCE_ERRORS
 from tests.fakes import NullProducer
 
@@ -208,9 +208,9 @@ class StuckAbort(Recording):
 
 
 def test_a_stuck_abort_replaces_the_producer_and_commits_the_batch_once() -> None:
-    """An abort still timing out after ABORT_STUCK_S: the stuck producer is purged and dropped
-    (never closed: close() would hang in that abort), a new one with the same transactional.id is
-    initialised, and the same batch is produced again and committed exactly once."""
+    """An abort still timing out after ABORT_STUCK_CALLS call timeouts: the stuck producer is
+    purged and dropped (never closed: close() would hang in that abort), a new one with the same
+    transactional.id is initialised, and the same batch is produced again and committed once."""
     stuck = StuckAbort({})
     fresh = Recording({})
     made: list[dict[str, Any]] = []
@@ -235,7 +235,8 @@ def test_a_stuck_abort_replaces_the_producer_and_commits_the_batch_once() -> Non
     assert events.down.wait(WAIT_S)
     assert len(made) == 2 and made[1]["transactional.id"] == made[0]["transactional.id"]
     assert stuck.calls.count("abort") >= 2, "retried before it counts as stuck"
-    assert clock.now - 1000.0 >= ABORT_STUCK_S - 0.02, "given up only at ABORT_STUCK_S (less one backoff)"
+    stuck_s = ABORT_STUCK_CALLS * writer.call_timeout_s
+    assert clock.now - 1000.0 >= stuck_s - 0.02, "given up only when stuck (less one backoff)"
     assert stuck.purged and not stuck.closed
     assert fresh.calls == ["begin", "produce a", "produce b", "commit"]
     assert [[i.records[0][1] for i in batch] for batch in events.batches] == [[b"a", b"b"]]
@@ -279,7 +280,7 @@ def test_abandoning_a_writer_in_a_stuck_abort_drops_the_producer_without_closing
     producer is purged, not closed (its close() would hang in the same abort)."""
     stuck = StuckAbort({})
     events = Events()
-    writer = writer_with(stuck, events)  # the real clock: ABORT_STUCK_S is not reached
+    writer = writer_with(stuck, events)  # the real clock: never stuck long enough
     writer.start(WAIT_S)
     assert events.up.wait(WAIT_S)
     writer.queue.append(item("a"))
