@@ -120,7 +120,7 @@ class Backfiller:
         self._own_windows: set[str] = set()
         self.suspect: list[tuple[Change, str | None]] | None = None
         """Changes that came while our ping waited for its pong (None: no ping out); see :meth:`pinging`."""
-        self.decisions = Backfill(backfill_config(settings), self, channel=channel)
+        self.decisions = Backfill(backfill_config(settings), self, channel=channel, state_of=state.get)
         self._farewells = Farewells(
             ctx,
             lookback=self.decisions.lookback,

@@ -22,11 +22,15 @@ agents are held again, and a history answer to a query sent before that does
 not count for them (:meth:`~bridge.genesys.gaps.AgentGap.answered_by`).
 
 **What Kafka lacks, per agent and kind**: at the gap's end the agent's last
-accepted change is its ``since``. A history transition is written iff its
-``changed_at`` is after ``since`` (after the agent's ``from`` when it has no
-state), at or before ``target`` (below), its eventId is not among those
-written for the agent since its gap began, and its value differs from the
-previous one (a record split in two by Genesys's storage is not a change).
+accepted change is its ``since``, or, when changes of the agent were written
+while the gap was open (a replacement channel delivers them as it subscribes),
+its last change before the first of those (:class:`~bridge.genesys.gaps.GapWrites`):
+the gap may have lost what came before them, and they are not written again.
+A history transition is written iff its ``changed_at`` is after ``since``
+(after the agent's ``from`` when it has no state), at or before ``target``
+(below), its eventId is not among those written for the agent since its gap
+began, and its value differs from the previous one (a record split in two by
+Genesys's storage is not a change).
 
 **Target and completeness**: the reconciliation after the gap reads each
 agent's current state; its ``changed_at`` is the ``target`` the history must
@@ -91,6 +95,7 @@ from bridge.genesys.gaps import (
     Effects,
     Fallback,
     Gap,
+    GapWrites,
     Held,
     HistoryQuery,
     Outcome,
@@ -127,10 +132,11 @@ def _in_order(
     return items
 
 
-def _count(effects: Effects, gap: Gap, written: int, already: int) -> None:
+def _count(effects: Effects, gap: Gap, written: int, already: int, *, late: bool = False) -> None:
     gap.backfilled += written
+    gap.late += written if late else 0
     if written:
-        effects.count(Outcome.WRITTEN, written)
+        effects.count(Outcome.LATE if late else Outcome.WRITTEN, written)
     if already:
         effects.count(Outcome.ALREADY_WRITTEN, already)
 
@@ -149,13 +155,20 @@ class Backfill:
     """
 
     def __init__(
-        self, config: BackfillConfig, effects: Effects, *, channel: Callable[[], str | None]
+        self,
+        config: BackfillConfig,
+        effects: Effects,
+        *,
+        channel: Callable[[], str | None],
+        state_of: Callable[[str], AgentState | None],
     ) -> None:
         self.config = config
         self.active = False
         self._effects = effects
         self._channel = channel
         self._window: tuple[Cause, datetime] | None = None
+        #: While a window is open (:attr:`active` then): what was written before its end.
+        self._during = GapWrites(state_of)
         self._gap: Gap | None = None
         self._agents: dict[str, AgentGap] = {}
         #: Agents released before their history was read, or taken over so (module docstring).
@@ -171,6 +184,7 @@ class Backfill:
         """A gap began at ``start`` (wall); an earlier unfinished start is kept."""
         if self.config.enabled and self._window is None:
             self._window = (cause, start)
+            self.active = True
 
     def gap_ended(
         self,
@@ -194,6 +208,7 @@ class Backfill:
         window = None if joined else self._window
         self._window = self._window if joined else None
         if not self.config.enabled or (window is None and not starts):
+            self.active = self._busy()
             return
         floor = end - self.lookback
         own = {user: floor if at is None else at for user, at in (starts or {}).items()}
@@ -204,7 +219,9 @@ class Backfill:
             agent = self._agents.get(user)
             agent_start = max(own.get(user, start), floor)
             if agent is None:
-                agent = AgentGap.new(user, gap, agent_start, end, state_of(user))
+                before, written = self._during.entering(user) if window is not None else (state_of(user), ())
+                agent = AgentGap.new(user, gap, agent_start, end, before)
+                agent.written.update(dict.fromkeys(written))
                 self._agents[user] = agent
                 if agent.marking:
                     self.marks[user] = agent
@@ -222,22 +239,17 @@ class Backfill:
             gap.open.add(user)
         for old in left:
             self._maybe_report(old)
-        self.active = bool(self._agents)
+        if window is not None:
+            self._during.clear()
+        self.active = self._busy()
+
+    def _busy(self) -> bool:
+        return bool(self._agents) or self._window is not None
 
     def _merge(self, now: float, cause: Cause, start: datetime, end: datetime) -> Gap:
-        floor = end - self.lookback
-        gap = self._gap
-        if gap is None or gap.reported is True or not gap.open:
-            gap = self._gap = Gap(cause, max(start, floor), end, now + self.config.hold_s)
-        else:
-            gap.start, gap.end, gap.hold_until = (
-                min(gap.start, max(start, floor)),
-                end,
-                now + self.config.hold_s,
-            )
-        if start < floor:
-            gap.fallback = Fallback.TOO_OLD
-        return gap
+        floor, hold_until = end - self.lookback, now + self.config.hold_s
+        self._gap = Gap.merged(self._gap, cause, start, end, floor=floor, hold_until=hold_until)
+        return self._gap
 
     def forget(self, users: Collection[str]) -> None:
         """Agents left the shard: their backfill is dropped (they are tombstoned)."""
@@ -248,7 +260,7 @@ class Backfill:
                 agent.gap.open.discard(user)
                 agent.gap.agents.discard(user)
                 self._maybe_report(agent.gap)
-        self.active = bool(self._agents)
+        self.active = self._busy()
 
     # ------------------------------------------------------------- changes
 
@@ -256,7 +268,11 @@ class Backfill:
         """A change for a member while :attr:`active`: hold it, or write it; True when written now."""
         agent = self._agents.get(change.user_id)
         if agent is None:
-            return self._effects.write(change, channel_id) is not None
+            during = self._during.writing(change.user_id) if self._window is not None else None
+            written = self._effects.write(change, channel_id)
+            if written is not None and during is not None:
+                during[written] = None
+            return written is not None
         agent.saw(change)
         if agent.held is not None:
             agent.held.append((change, channel_id))
@@ -275,7 +291,7 @@ class Backfill:
             agent.known = True
             if all(agent.nothing_new(kind) for kind in Kind):
                 self._release(agent, [], complete=True)
-        self.active = bool(self._agents)
+        self.active = self._busy()
 
     # ------------------------------------------------------------- history
 
@@ -314,7 +330,7 @@ class Backfill:
             if agent.held is None:
                 self._write_late(agent, transitions, restate=True)
             agent.retry_later(now)
-        self.active = bool(self._agents)
+        self.active = self._busy()
         return result
 
     def failed(
@@ -340,7 +356,7 @@ class Backfill:
                 self._release(agent, [], complete=False)
             agent.retry_later(now)
             self._maybe_report(gap)
-        self.active = bool(self._agents)
+        self.active = self._busy()
         return first
 
     def tick(self, now: float, wall: datetime) -> None:
@@ -351,7 +367,7 @@ class Backfill:
                 self._release(agent, [], complete=False)
             elif agent.held is None and agent.known and wall > self._deadline(agent):
                 self._give_up(agent)
-        self.active = bool(self._agents)
+        self.active = self._busy()
 
     def unwritten(self, change: Change) -> bool:
         """A stale stream change may be written late: not already written for its pending agent."""
@@ -404,12 +420,7 @@ class Backfill:
             late += 1
         if late and restate and agent.user_id in self.marks:
             self._effects.restate(agent.user_id)
-        agent.gap.backfilled += late
-        agent.gap.late += late
-        if late:
-            self._effects.count(Outcome.LATE, late)
-        if already:
-            self._effects.count(Outcome.ALREADY_WRITTEN, already)
+        _count(self._effects, agent.gap, late, already, late=True)
 
     def _unmark(self, agent: AgentGap) -> None:
         """The agent's backfill is over: its state once more, without the pending mark."""
@@ -424,15 +435,10 @@ class Backfill:
         self._maybe_report(agent.gap)
 
     def _give_up(self, agent: AgentGap) -> None:
-        gap = agent.gap
-        if gap.fallback is None:
-            gap.fallback = Fallback.UNAVAILABLE
-        gap.gave_up = True
-        self._agents.pop(agent.user_id, None)
-        self._unmark(agent)
-        gap.open.discard(agent.user_id)
-        gap.fell_back.discard(agent.user_id)
-        self._maybe_report(gap)
+        if agent.gap.fallback is None:
+            agent.gap.fallback = Fallback.UNAVAILABLE
+        agent.gap.gave_up = True
+        self._close(agent)
 
     def _maybe_report(self, gap: Gap) -> None:
         """Report a gap once all its agents are settled; again when a later retry recovers it."""

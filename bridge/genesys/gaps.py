@@ -27,7 +27,7 @@ and the rule for one agent of one gap (:class:`AgentGap`):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +56,7 @@ __all__ = [
     "Gap",
     "GapReport",
     "GapSink",
+    "GapWrites",
     "Held",
     "HistoryQuery",
     "Outcome",
@@ -198,6 +199,40 @@ class GapSink(Protocol):
 Held = tuple[Change, str | None]
 
 
+class GapWrites:
+    """Changes written while a gap is open, before it ends, per agent: the state before the first.
+
+    A replacement channel (a rotation, a hand-over) delivers its agents'
+    changes as it subscribes them, before the gap ends. Such a change moves
+    the agent's last state past changes the gap lost (the old channel no
+    longer sent them, the new one did not yet): its backfill must start from
+    the state the agent had before (seeds 932, 933: an IDLE lost 1 ms before
+    an INTERACTING the new channel delivered). :meth:`entering` gives that
+    state and the eventIds written meanwhile (not written again).
+    """
+
+    __slots__ = ("_before", "_state_of")
+
+    def __init__(self, state_of: Callable[[str], AgentState | None]) -> None:
+        self._state_of = state_of
+        self._before: dict[str, tuple[AgentState | None, dict[str, None]]] = {}
+
+    def writing(self, user_id: str) -> dict[str, None]:
+        """The agent's change is about to be written in the open gap: its eventIds so far."""
+        entry = self._before.get(user_id)
+        if entry is None:
+            entry = self._before[user_id] = (self._state_of(user_id), {})
+        return entry[1]
+
+    def entering(self, user_id: str) -> tuple[AgentState | None, Iterable[str]]:
+        """The state the agent enters its gap with, and the eventIds written in the gap so far."""
+        entry = self._before.get(user_id)
+        return (self._state_of(user_id), ()) if entry is None else entry
+
+    def clear(self) -> None:
+        self._before.clear()
+
+
 @dataclass(eq=False)
 class Gap:
     """One gap of a shard (merged with those that ended while it was being backfilled)."""
@@ -219,6 +254,27 @@ class Gap:
     """None: not reported yet; False: reported unrecovered; True: reported recovered."""
     gave_up: bool = False
     warned: bool = False
+
+    @classmethod
+    def merged(
+        cls,
+        gap: Gap | None,
+        cause: Cause,
+        start: datetime,
+        end: datetime,
+        *,
+        floor: datetime,
+        hold_until: float,
+    ) -> Gap:
+        """``gap`` grown to end at ``end`` (its start and cause kept), or a new gap when there is none
+        open; ``from`` is clamped to ``floor`` (the lookback), and a gap older than that is too old."""
+        if gap is None or gap.reported is True or not gap.open:
+            gap = cls(cause, max(start, floor), end, hold_until)
+        else:
+            gap.start, gap.end, gap.hold_until = min(gap.start, max(start, floor)), end, hold_until
+        if start < floor:
+            gap.fallback = Fallback.TOO_OLD
+        return gap
 
     def report(self) -> GapReport | None:
         """The gap's report when every agent is settled (complete or fallen back), once unrecovered

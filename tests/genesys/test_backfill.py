@@ -110,7 +110,7 @@ def setup(*changes: Change, config: BackfillConfig = CONFIG) -> tuple[Backfill, 
         topic.write(change, "ch-before")
     topic.records.clear()
     topic.states.clear()
-    backfill = Backfill(config, topic, channel=lambda: CHANNEL)
+    backfill = Backfill(config, topic, channel=lambda: CHANNEL, state_of=state.get)
     topic.marks = backfill.marks
     return backfill, topic
 
@@ -642,3 +642,50 @@ def test_a_history_answer_from_before_a_merged_gap_does_not_close_the_new_gap() 
         ("routing_status", 18.0, False),
     ]
     assert not backfill.active and topic.reports[-1].recovered
+
+
+def test_a_change_the_new_channel_delivered_before_the_gap_ended_hides_nothing_of_the_gap() -> None:
+    """Seeds 932 and 933: in a rotation the new channel delivers an agent's INTERACTING while it
+    subscribes, before the gap ends; the IDLE 1 ms before it was lost with the old channel. The
+    backfill starts from the state before the gap (not the INTERACTING), so the IDLE is written
+    (late: the agent's state is already newer), and the INTERACTING is not written again."""
+    backfill, topic = setup(presence(0, "OFFLINE"), routing(0, "OFF_QUEUE"))
+    backfill.gap_started(Cause.ROTATION, at(5))
+    assert backfill.active, "offers go through the decisions while the gap is open"
+    assert backfill.offer(routing(9.6, "INTERACTING"), "ch-new")  # written at once: no gap ended yet
+    backfill.gap_ended(0.0, at(10), [USER], topic.state.get)
+    reconcile(
+        backfill,
+        1.0,
+        presence(8.7, "ON_QUEUE", Origin.RECONCILE),
+        routing(9.6, "INTERACTING", Origin.RECONCILE),
+    )
+    history = [
+        presence(0, "OFFLINE", HISTORY),
+        presence(8.7, "ON_QUEUE", HISTORY),
+        routing(0, "OFF_QUEUE", HISTORY),
+        routing(8.75, "IDLE", HISTORY),
+        routing(9.6, "INTERACTING", HISTORY),
+    ]
+    (query,) = backfill.due(1.0)
+    assert backfill.history(1.0, at(20), query.users, {USER: history}, start=query.start) is QueryResult.OK
+    assert topic.times() == [
+        ("routing_status", 9.6, False),
+        ("presence", 8.7, False),
+        ("routing_status", 8.75, True),
+    ]
+    ids = [c.event_id for c, _late in topic.records]
+    assert len(ids) == len(set(ids)), "nothing written twice"
+    assert not backfill.active
+
+
+def test_changes_written_before_a_gap_opened_are_not_written_again() -> None:
+    """Only changes written while the gap is open move its start back: a change accepted before
+    gap_started stays the agent's since (its history up to it is in Kafka already)."""
+    backfill, topic = setup(routing(0, "OFF_QUEUE"))
+    assert not backfill.active
+    topic.write(routing(4, "IDLE"), "ch-old")
+    end_gap(backfill, topic)
+    reconcile(backfill, 1.0, routing(4, "IDLE", Origin.RECONCILE))
+    assert topic.times() == [("routing_status", 4.0, False)]
+    assert not backfill.active, "nothing new since the last change: released at once"

@@ -92,6 +92,15 @@ def item(key: str) -> Item:
     return Item([("t", key.encode(), b"{}", [])])
 
 
+def start_and_flush(writer: TxnWriter[Item], events: Events, *keys: str) -> None:
+    """Start the writer, then queue one item per key and ask for all of them to be committed."""
+    writer.start(WAIT_S)
+    assert events.up.wait(WAIT_S)
+    writer.queue.extend(item(k) for k in keys)
+    writer.flush_upto = len(keys)
+    writer.wake.set()
+
+
 def test_an_abortable_commit_aborts_and_commits_the_same_batch_once() -> None:
     """A commit needing an abort is aborted, the same records produced again, and committed once."""
 
@@ -155,11 +164,7 @@ def test_fencing_at_commit_fails_the_writer_as_fenced() -> None:
     producer = FencedAtCommit({})
     events = Events()
     writer = writer_with(producer, events)
-    writer.start(WAIT_S)
-    assert events.up.wait(WAIT_S)
-    writer.queue.append(item("a"))
-    writer.flush_upto = 1
-    writer.wake.set()
+    start_and_flush(writer, events, "a")
     assert events.down.wait(WAIT_S)
     [error] = events.failures
     assert isinstance(error, FencedError)
@@ -225,11 +230,7 @@ def test_a_stuck_abort_replaces_the_producer_and_commits_the_batch_once() -> Non
     writer = writer_with(
         stuck, events, producer_factory=factory, monotonic=clock.monotonic, sleep=clock.sleep
     )
-    writer.start(WAIT_S)
-    assert events.up.wait(WAIT_S)
-    writer.queue.extend([item("a"), item("b")])
-    writer.flush_upto = 2
-    writer.wake.set()
+    start_and_flush(writer, events, "a", "b")
     assert events.acked.wait(WAIT_S)
     writer.request(Close.DRAIN)
     assert events.down.wait(WAIT_S)
@@ -264,11 +265,7 @@ def test_a_replacement_fenced_at_init_stops_the_writer_as_fenced() -> None:
     writer = writer_with(
         NullProducer({}), events, producer_factory=factory, monotonic=clock.monotonic, sleep=clock.sleep
     )
-    writer.start(WAIT_S)
-    assert events.up.wait(WAIT_S)
-    writer.queue.append(item("a"))
-    writer.flush_upto = 1
-    writer.wake.set()
+    start_and_flush(writer, events, "a")
     assert events.down.wait(WAIT_S)
     [error] = events.failures
     assert isinstance(error, FencedError)
@@ -281,11 +278,7 @@ def test_abandoning_a_writer_in_a_stuck_abort_drops_the_producer_without_closing
     stuck = StuckAbort({})
     events = Events()
     writer = writer_with(stuck, events)  # the real clock: never stuck long enough
-    writer.start(WAIT_S)
-    assert events.up.wait(WAIT_S)
-    writer.queue.append(item("a"))
-    writer.flush_upto = 1
-    writer.wake.set()
+    start_and_flush(writer, events, "a")
     deadline = time.monotonic() + WAIT_S
     while "abort" not in stuck.calls and time.monotonic() < deadline:
         time.sleep(0.01)
