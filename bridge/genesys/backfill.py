@@ -103,6 +103,7 @@ from bridge.genesys.gaps import (
     by_kind,
 )
 from bridge.model import AgentState, Change, Kind, Origin
+from bridge.records import Pending
 
 __all__ = ["Backfill"]
 
@@ -172,7 +173,7 @@ class Backfill:
         self._gap: Gap | None = None
         self._agents: dict[str, AgentGap] = {}
         #: Agents released before their history was read, or taken over so (module docstring).
-        self.marks: dict[str, AgentGap] = {}
+        self.marks: dict[str, Pending] = {}
 
     # ------------------------------------------------------------------ windows
 
@@ -219,9 +220,7 @@ class Backfill:
             agent = self._agents.get(user)
             agent_start = max(own.get(user, start), floor)
             if agent is None:
-                before, written = self._during.entering(user) if window is not None else (state_of(user), ())
-                agent = AgentGap.new(user, gap, agent_start, end, before)
-                agent.written.update(dict.fromkeys(written))
+                agent = self._during.new_agent(user, gap, agent_start, end, state_of, window is not None)
                 self._agents[user] = agent
                 if agent.marking:
                     self.marks[user] = agent
@@ -240,7 +239,7 @@ class Backfill:
         for old in left:
             self._maybe_report(old)
         if window is not None:
-            self._during.clear()
+            self._during.clear(self.marks)
         self.active = self._busy()
 
     def _busy(self) -> bool:
@@ -268,7 +267,8 @@ class Backfill:
         """A change for a member while :attr:`active`: hold it, or write it; True when written now."""
         agent = self._agents.get(change.user_id)
         if agent is None:
-            during = self._during.writing(change.user_id) if self._window is not None else None
+            window = self._window
+            during = None if window is None else self._during.writing(change.user_id, window[1], self.marks)
             written = self._effects.write(change, channel_id)
             if written is not None and during is not None:
                 during[written] = None

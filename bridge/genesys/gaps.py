@@ -199,6 +199,38 @@ class GapSink(Protocol):
 Held = tuple[Change, str | None]
 
 
+class _Before:
+    """An agent written in an open gap: its state before, the gap's start, what was written."""
+
+    __slots__ = ("start", "state", "written")
+
+    def __init__(self, state: AgentState | None, start: datetime) -> None:
+        self.state = state
+        self.start = start
+        self.written: dict[str, None] = {}
+
+    def pending(self) -> PendingBackfill:
+        """What its state records say meanwhile: each kind may lack what followed its last change
+        before the gap (or the gap's start), the eventIds written since are not to be written again."""
+        return PendingBackfill(
+            self._from(Kind.PRESENCE),
+            self._from(Kind.ROUTING_STATUS),
+            self.start,
+            tuple(self.written)[-MAX_PENDING_IDS:],
+        )
+
+    def _from(self, kind: Kind) -> datetime:
+        state = self.state
+        if state is None:
+            return self.start
+        last = state.presence if kind is Kind.PRESENCE else state.routing
+        times = [self.start if last is None else last.changed_at]
+        if state.pending is not None:
+            inherited = state.pending
+            times.append(inherited.presence_from if kind is Kind.PRESENCE else inherited.routing_from)
+        return min(times)
+
+
 class GapWrites:
     """Changes written while a gap is open, before it ends, per agent: the state before the first.
 
@@ -207,29 +239,52 @@ class GapWrites:
     the agent's last state past changes the gap lost (the old channel no
     longer sent them, the new one did not yet): its backfill must start from
     the state the agent had before (seeds 932, 933: an IDLE lost 1 ms before
-    an INTERACTING the new channel delivered). :meth:`entering` gives that
-    state and the eventIds written meanwhile (not written again).
+    an INTERACTING so delivered). :meth:`entering` gives that state and the
+    eventIds written meanwhile (not written again). Until the gap ends such an
+    agent is in the shard's marks (:meth:`writing`): its state records carry
+    the window, so a new owner taking the shard over meanwhile backfills it
+    from there too.
     """
 
     __slots__ = ("_before", "_state_of")
 
     def __init__(self, state_of: Callable[[str], AgentState | None]) -> None:
         self._state_of = state_of
-        self._before: dict[str, tuple[AgentState | None, dict[str, None]]] = {}
+        self._before: dict[str, _Before] = {}
 
-    def writing(self, user_id: str) -> dict[str, None]:
-        """The agent's change is about to be written in the open gap: its eventIds so far."""
+    def writing(self, user_id: str, start: datetime, marks: dict[str, Pending]) -> dict[str, None]:
+        """The agent's change is about to be written in the gap open since ``start``: its eventIds
+        so far (the caller adds the new one); the agent is marked from now on."""
         entry = self._before.get(user_id)
         if entry is None:
-            entry = self._before[user_id] = (self._state_of(user_id), {})
-        return entry[1]
+            entry = self._before[user_id] = _Before(self._state_of(user_id), start)
+            marks.setdefault(user_id, entry)
+        return entry.written
 
-    def entering(self, user_id: str) -> tuple[AgentState | None, Iterable[str]]:
-        """The state the agent enters its gap with, and the eventIds written in the gap so far."""
-        entry = self._before.get(user_id)
-        return (self._state_of(user_id), ()) if entry is None else entry
+    def new_agent(  # noqa: PLR0917 - AgentGap.new's arguments, and where the state comes from
+        self,
+        user_id: str,
+        gap: Gap,
+        start: datetime,
+        end: datetime,
+        state_of: Callable[[str], AgentState | None],
+        closing: bool,
+    ) -> AgentGap:
+        """The agent entering ``gap``; when ``closing`` that open gap and changes of the agent were
+        written in it, from its state before them, those eventIds written, and marked."""
+        entry = self._before.get(user_id) if closing else None
+        if entry is None:
+            return AgentGap.new(user_id, gap, start, end, state_of(user_id))
+        agent = AgentGap.new(user_id, gap, start, end, entry.state)
+        agent.written.update(entry.written)
+        agent.marking = True
+        return agent
 
-    def clear(self) -> None:
+    def clear(self, marks: dict[str, Pending]) -> None:
+        """The gap ended: its entries leave the marks (an agent's own backfill marks it now)."""
+        for user_id, entry in self._before.items():
+            if marks.get(user_id) is entry:
+                del marks[user_id]
         self._before.clear()
 
 

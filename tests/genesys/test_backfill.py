@@ -653,6 +653,8 @@ def test_a_change_the_new_channel_delivered_before_the_gap_ended_hides_nothing_o
     backfill.gap_started(Cause.ROTATION, at(5))
     assert backfill.active, "offers go through the decisions while the gap is open"
     assert backfill.offer(routing(9.6, "INTERACTING"), "ch-new")  # written at once: no gap ended yet
+    # Its state record says what may be missing: a new owner taking over now backfills from there.
+    assert topic.states == [(USER, PendingBackfill(at(0), at(0), at(5), ()))]
     backfill.gap_ended(0.0, at(10), [USER], topic.state.get)
     reconcile(
         backfill,
@@ -677,6 +679,7 @@ def test_a_change_the_new_channel_delivered_before_the_gap_ended_hides_nothing_o
     ids = [c.event_id for c, _late in topic.records]
     assert len(ids) == len(set(ids)), "nothing written twice"
     assert not backfill.active
+    assert topic.unmarked == [USER], "once backfilled, its state is written without the mark"
 
 
 def test_changes_written_before_a_gap_opened_are_not_written_again() -> None:
