@@ -150,7 +150,9 @@ class RoutingStateRecord(_Record):
 class PendingBackfillRecord(_Record):
     presence_from: datetime = Field(description="Presence changes after this may be missing.")
     routing_status_from: datetime = Field(description="Routing-status changes after this may be missing.")
-    to: datetime = Field(description="When the stream flowed again after the gap.")
+    to: datetime = Field(
+        description="When the stream flowed again after the gap (when the gap began, while it is still open)."
+    )
     event_ids: list[str] = Field(description="Changes of the agent written since the gap began.")
 
 
