@@ -168,12 +168,12 @@ class Backfill:
         self._effects = effects
         self._channel = channel
         self._window: tuple[Cause, datetime] | None = None
-        #: While a window is open (:attr:`active` then): what was written before its end.
-        self._during = GapWrites(state_of)
         self._gap: Gap | None = None
         self._agents: dict[str, AgentGap] = {}
         #: Agents released before their history was read, or taken over so (module docstring).
         self.marks: dict[str, Pending] = {}
+        #: While a window is open (:attr:`active` then): what was written before its end.
+        self._during = GapWrites(state_of, self.marks)
 
     # ------------------------------------------------------------------ windows
 
@@ -239,7 +239,7 @@ class Backfill:
         for old in left:
             self._maybe_report(old)
         if window is not None:
-            self._during.clear(self.marks)
+            self._during.clear()
         self.active = self._busy()
 
     def _busy(self) -> bool:
@@ -268,7 +268,7 @@ class Backfill:
         agent = self._agents.get(change.user_id)
         if agent is None:
             window = self._window
-            during = None if window is None else self._during.writing(change.user_id, window[1], self.marks)
+            during = None if window is None else self._during.writing(change.user_id, window[1])
             written = self._effects.write(change, channel_id)
             if written is not None and during is not None:
                 during[written] = None

@@ -239,26 +239,27 @@ class GapWrites:
     the agent's last state past changes the gap lost (the old channel no
     longer sent them, the new one did not yet): its backfill must start from
     the state the agent had before (seeds 932, 933: an IDLE lost 1 ms before
-    an INTERACTING so delivered). :meth:`entering` gives that state and the
+    an INTERACTING so delivered). :meth:`new_agent` starts it there, with the
     eventIds written meanwhile (not written again). Until the gap ends such an
-    agent is in the shard's marks (:meth:`writing`): its state records carry
-    the window, so a new owner taking the shard over meanwhile backfills it
-    from there too.
+    agent is in the shard's ``marks`` (:meth:`writing`): its state records
+    carry the window, so a new owner taking the shard over meanwhile backfills
+    it from there too.
     """
 
-    __slots__ = ("_before", "_state_of")
+    __slots__ = ("_before", "_marks", "_state_of")
 
-    def __init__(self, state_of: Callable[[str], AgentState | None]) -> None:
+    def __init__(self, state_of: Callable[[str], AgentState | None], marks: dict[str, Pending]) -> None:
         self._state_of = state_of
+        self._marks = marks
         self._before: dict[str, _Before] = {}
 
-    def writing(self, user_id: str, start: datetime, marks: dict[str, Pending]) -> dict[str, None]:
+    def writing(self, user_id: str, start: datetime) -> dict[str, None]:
         """The agent's change is about to be written in the gap open since ``start``: its eventIds
         so far (the caller adds the new one); the agent is marked from now on."""
         entry = self._before.get(user_id)
         if entry is None:
             entry = self._before[user_id] = _Before(self._state_of(user_id), start)
-            marks.setdefault(user_id, entry)
+            self._marks.setdefault(user_id, entry)
         return entry.written
 
     def new_agent(  # noqa: PLR0917 - AgentGap.new's arguments, and where the state comes from
@@ -280,8 +281,9 @@ class GapWrites:
         agent.marking = True
         return agent
 
-    def clear(self, marks: dict[str, Pending]) -> None:
+    def clear(self) -> None:
         """The gap ended: its entries leave the marks (an agent's own backfill marks it now)."""
+        marks = self._marks
         for user_id, entry in self._before.items():
             if marks.get(user_id) is entry:
                 del marks[user_id]

@@ -298,16 +298,11 @@ class TxnWriter(_Outcomes[Item]):
         abandons the writer, or a terminal error (all but success stop the writer)."""
         self.txn.to(TxnState.INITIALISING)
         deadline = float("inf") if timeout_s is None else self._mono() + timeout_s
-
-        def attempt() -> None:
-            if self.close_request is Close.ABANDON:
-                raise _Stop
-            producer.init_transactions(
-                max(MIN_CALL_TIMEOUT_S, min(self.call_timeout_s, deadline - self._mono()))
-            )
-
         failure = retry_call(
-            attempt,
+            self._checked(
+                producer.init_transactions,
+                lambda: max(MIN_CALL_TIMEOUT_S, min(self.call_timeout_s, deadline - self._mono())),
+            ),
             lambda err: self._handle(err, "init_transactions"),
             self._delays(),
             sleep=self._sleep,
@@ -405,13 +400,15 @@ class TxnWriter(_Outcomes[Item]):
             raise _Stop from None
         self.txn.to(TxnState.OPEN)
 
-    def _checked(self, call: Callable[[float], None]) -> Callable[[], None]:
-        """``call(call_timeout_s)``, unless the owner abandoned the writer."""
+    def _checked(
+        self, call: Callable[[float], None], timeout: Callable[[], float] | None = None
+    ) -> Callable[[], None]:
+        """``call(timeout())`` (``call_timeout_s`` without one), unless the owner abandoned the writer."""
 
         def attempt() -> None:
             if self.close_request is Close.ABANDON:
                 raise _Stop
-            call(self.call_timeout_s)
+            call(self.call_timeout_s if timeout is None else timeout())
 
         return attempt
 
