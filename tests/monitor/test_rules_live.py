@@ -332,8 +332,7 @@ def zombie_rounds(ctx: Context) -> None:
             for _round in range(MAX_ZOMBIE_ROUNDS):
                 if ctx.watcher.state("BridgeFenced")[0] == "firing":
                     break
-                wait_balanced(m)
-                victim = busiest_worker(m)
+                victim = busiest_worker(m, wait_balanced(m))
                 before = victim_fences(m, victim.name)
                 victim.signal(signal.SIGSTOP)
                 time.sleep(ZOMBIE_PAUSE_S)
@@ -349,22 +348,22 @@ def zombie_rounds(ctx: Context) -> None:
     m.settle()
 
 
-def wait_balanced(m: MonitoredFleet) -> None:
-    """Until the fleet is settled and every live worker owns at least one shard (or a timeout)."""
+def wait_balanced(m: MonitoredFleet) -> dict[str, dict[str, Any]]:
+    """Until the fleet is settled and every live worker owns at least one shard (or a timeout);
+    the workers' views then."""
     deadline = time.monotonic() + BALANCE_TIMEOUT_S
     while True:
         m.settle()
         views = asyncio.run(m.fleet.views([m.worker(name) for name in sorted(m.ports)]))
         balanced = len(views) == len(m.ports) and all(v.get("partitions") for v in views.values())
         if balanced or time.monotonic() > deadline:
-            return
+            return views
         time.sleep(POLL_S)
 
 
-def busiest_worker(m: MonitoredFleet) -> WorkerProcess:
-    """The live worker owning the most shards (its writers are the ones fenced)."""
+def busiest_worker(m: MonitoredFleet, views: dict[str, dict[str, Any]]) -> WorkerProcess:
+    """The live worker owning the most shards in ``views`` (its writers are the ones fenced)."""
     live = [m.worker(name) for name in sorted(m.ports)]
-    views = asyncio.run(m.fleet.views(live))
     return max(live, key=lambda w: len(views.get(w.name, {}).get("partitions", [])))
 
 

@@ -218,6 +218,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
+#: Ports :func:`_own_free_port` has handed out in this process.
+_given_ports: set[int] = set()
+
+
 def _own_free_port() -> int:
     """A loopback port that binds now, drawn below the kernel's ephemeral range (which port 0
     and outgoing connections take from) and not handed out before by this process."""
@@ -238,8 +242,6 @@ def _own_free_port() -> int:
         return port
     raise OSError("no new free loopback port after 1000 attempts")
 
-
-_given_ports: set[int] = set()
 
 try:  # in a checkout with the bridge installed, share its ports (one process, one set)
     from bridge.ports import free_port
