@@ -13,8 +13,8 @@ fixture in ``tests/conftest.py``.
   when the data folder is new, starts ``java -cp 'libs/*' kafka.Kafka`` in the
   background and waits until the broker answers a Metadata request on its
   listener. A no-op when a broker from the same data folder already answers.
-- ``down``: SIGTERM (Kafka's clean controlled shutdown), then SIGKILL after a
-  timeout.
+- ``down``: SIGTERM (a clean shutdown; a single node has controlled shutdown
+  off, see the template), then SIGKILL after a timeout.
 - ``status``: exit 0 when the broker answers.
 - ``up --nodes 3``: a cluster of three combined broker+controller nodes (a
   static three-voter KRaft quorum, ``controller.quorum.voters``), each node
@@ -571,6 +571,8 @@ class Cluster:
             "min.insync.replicas": str(min_isr),
             "broker.session.timeout.ms": str(CLUSTER_BROKER_SESSION_TIMEOUT_MS),
             "broker.heartbeat.interval.ms": str(CLUSTER_BROKER_HEARTBEAT_MS),
+            # Off in the single-node template; here the leaders have somewhere to go.
+            "controlled.shutdown.enable": "true",
         }
         return render_properties(
             node.port, node.controller_port, node.data_dir, {**cluster_props, **self.extra}
