@@ -8,6 +8,10 @@ simulator adds what only it can see:
   channels with their topics and a ``connected`` flag; ``GET /sim/truth``
   the active agents). ``uncovered``: on none; ``multiply_covered``: on
   more than one (two shards would write the same agent);
+- owed backfills: an agent whose last state record still carries a
+  ``backfill`` mark is owed the transitions of a gap whose history could not
+  be read yet (the bridge retries it in the background and writes them
+  late); the fleet has not settled while any is owed;
 - recall: the share of the simulator's change log during the run found in
   the event topics (same agent, kind and change time). Genesys never
   replays what it sent while a socket was down, but the backfill reads it
@@ -38,6 +42,7 @@ from bridge.statestore import load_states
 __all__ = [
     "MAX_MISSED_LISTED",
     "Coverage",
+    "StateCheck",
     "Verdict",
     "coverage",
     "missed_changes",
@@ -139,10 +144,21 @@ def _key(entry: dict[str, Any]) -> tuple[str, str | None, datetime]:
     return (str(entry["userId"]), str(entry["kind"]), datetime.fromisoformat(str(entry["changedAt"])))
 
 
+@dataclass(frozen=True)
+class StateCheck:
+    """The fleet's state against Genesys at one moment."""
+
+    agents: int
+    """Active agents compared."""
+    mismatches: list[Mismatch]
+    owed: list[str]
+    """Active agents whose last state still carries a ``backfill`` mark (history owed), sorted."""
+
+
 async def state_mismatches(
     settings: Settings, rest: GenesysRest, users: Collection[str] | None = None
-) -> tuple[int, list[Mismatch]]:
-    """(active agents, mismatches) of this fleet's state against Genesys, now, without grace.
+) -> StateCheck:
+    """This fleet's state against Genesys, now, without grace.
 
     With ``users``, only those agents (taken as the active roster, which is
     then not read): a poll that re-checks suspects costs REST calls for them
@@ -152,7 +168,8 @@ async def state_mismatches(
     roster = sorted({u.id for u in await rest.active_users()}) if given is None else given
     states = await asyncio.to_thread(load_states, settings, given, bridge_id=settings.id)
     truth = await rest.current_changes(roster, observed_at=datetime.now(UTC))
-    return len(roster), compare(states, truth, roster)
+    owed = [u for u in roster if (state := states.get(u)) is not None and state.pending is not None]
+    return StateCheck(len(roster), compare(states, truth, roster), owed)
 
 
 @dataclass
@@ -163,6 +180,8 @@ class Verdict:
     faults: int
     agents: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    #: Agents still owed a backfill (their last state carries a ``backfill`` mark).
+    owed: list[str] = field(default_factory=list)
     events: EventCheck = field(default_factory=EventCheck)
     coverage: Coverage = field(default_factory=Coverage)
     crashes: list[str] = field(default_factory=list)
@@ -181,6 +200,7 @@ class Verdict:
         return (
             self.settled
             and not self.mismatches
+            and not self.owed
             and not self.events.duplicates
             and not self.events.order_violations
             and self.coverage.ok
@@ -199,7 +219,7 @@ class Verdict:
             f"agents={self.agents} mismatches={len(self.mismatches)} "
             f"duplicates={len(self.events.duplicates)} order_violations={len(self.events.order_violations)} "
             f"uncovered={len(self.coverage.uncovered)} "
-            f"multiply_covered={len(self.coverage.multiply_covered)} "
+            f"multiply_covered={len(self.coverage.multiply_covered)} owed={len(self.owed)} "
             f"crashes={len(self.crashes)} harness_errors={len(self.harness_errors)} "
             f"recall={share:.2f}% ({self.recall_found}/{self.recall_total}) settle={self.settle_s:.0f}s "
             f"skipped={self.skipped}"

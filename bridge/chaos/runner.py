@@ -9,7 +9,9 @@ duration ends), restarting any worker that exits on its own (a crash, which
 fails the verdict); then stop injecting, pause the simulator's generator (so
 that Genesys's truth stands still) and let the fleet settle: poll the
 checks until every invariant holds in :data:`STABLE_CHECKS` checks in a row
-or ``settle_s`` passes; last, read the
+(no agent owed a backfill among them: a gap whose history was unavailable is
+retried in the background and its transitions written late, and the verdict
+waits for them) or ``settle_s`` passes; last, read the
 event topics for duplicates and order, measure recall, print the verdict.
 """
 
@@ -87,18 +89,20 @@ class _Run:
         """Run the state and coverage checks once: (all hold, one-line summary, partial verdict)."""
         settings = self.env.checker_settings()
         verdict = Verdict(self.opts.seed, 0)
-        verdict.agents, verdict.mismatches = await state_mismatches(settings, rest)
+        state = await state_mismatches(settings, rest)
+        verdict.agents, verdict.mismatches, verdict.owed = state.agents, state.mismatches, state.owed
         truth = (await self.env.sim_admin("GET", "/sim/truth"))["users"]
         stats = await self.env.sim_admin("GET", "/sim/stats")
         verdict.coverage = coverage(truth, stats["channels"])
-        ok = not verdict.mismatches and verdict.coverage.ok
+        ok = not verdict.mismatches and not verdict.owed and verdict.coverage.ok
         kinds: dict[str, int] = {}
         for m in verdict.mismatches:
             kinds[m.field] = kinds.get(m.field, 0) + 1
         summary = (
             f"{verdict.agents} agents, {len(verdict.mismatches)} mismatches {kinds or ''}, "
             f"{len(verdict.coverage.uncovered)} uncovered, "
-            f"{len(verdict.coverage.multiply_covered)} multiply covered"
+            f"{len(verdict.coverage.multiply_covered)} multiply covered, "
+            f"{len(verdict.owed)} owed a backfill"
         )
         return ok, summary, verdict
 
@@ -241,9 +245,10 @@ async def run_chaos(opts: ChaosOptions, out: Callable[[str], None] = print) -> i
                 run.say("schedule done: no more faults; generator paused, settling")
                 await env.sim_admin("POST", "/sim/generator", {"paused": True})
                 settled, final, settle_s = await run.wait_until_good(rest, opts.settle_s, "settle")
-                verdict.agents, verdict.mismatches, verdict.coverage = (
+                verdict.agents, verdict.mismatches, verdict.owed, verdict.coverage = (
                     final.agents,
                     final.mismatches,
+                    final.owed,
                     final.coverage,
                 )
                 verdict.settled, verdict.settle_s = settled, settle_s
@@ -284,6 +289,7 @@ def _findings(verdict: Verdict) -> list[str]:
     lines.extend(verdict.events.lines())
     lines.extend(f"uncovered {u}" for u in verdict.coverage.uncovered)
     lines.extend(f"multiply covered {u}" for u in verdict.coverage.multiply_covered)
+    lines.extend(f"owed a backfill {u}" for u in verdict.owed)
     lines.extend(f"crash: {c}" for c in verdict.crashes)
     lines.extend(f"harness error: {e}" for e in verdict.harness_errors)
     return lines

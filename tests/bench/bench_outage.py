@@ -350,7 +350,7 @@ async def _audit_until_pass(
             suspects.update(str(e["userId"]) for e in log)
         rest = rests[out.audit_polls % len(rests)]
         out.audit_polls += 1
-        _n, mismatches = await state_mismatches(settings, rest, suspects)
+        mismatches = (await state_mismatches(settings, rest, suspects)).mismatches
         out.poll_s.append(time.time() - started)
         counted = _counted(mismatches, datetime.fromtimestamp(started - IN_FLIGHT_S, UTC))
         suspects = {m.user_id for m in mismatches}
@@ -363,7 +363,8 @@ async def _audit_until_pass(
 async def _confirm(settings: Settings, rest: GenesysRest, out: Outage) -> None:
     """One full audit of every agent, in-flight changes excused."""
     started = time.time()
-    agents, mismatches = await state_mismatches(settings, rest)
+    full = await state_mismatches(settings, rest)
+    agents, mismatches = full.agents, full.mismatches
     counted = _counted(mismatches, datetime.fromtimestamp(started - IN_FLIGHT_S, UTC))
     out.confirm = (
         f"{agents} agents, {len(counted)} mismatches "

@@ -17,6 +17,7 @@ from bridge.chaos.checker import (
     recall,
     state_mismatches,
 )
+from bridge.model import PendingBackfill
 from bridge.records import encode_state
 from bridge.topics import ensure_topics
 from bridge.worker import genesys_rest
@@ -107,13 +108,13 @@ def test_missed_listing_leaves_the_verdict_line_alone() -> None:
 
 
 def test_verdict_passes_only_when_every_invariant_holds() -> None:
-    """Any mismatch, duplicate, disorder, coverage gap, crash, harness error, unsettled fleet or change
-    of the simulator's log missing from the event topics fails."""
+    """Any mismatch, duplicate, disorder, coverage gap, crash, harness error, agent owed a backfill,
+    unsettled fleet or change of the simulator's log missing from the event topics fails."""
     good = Verdict(7, 53, agents=3000, settled=True)
     assert good.passed
     assert good.line().startswith(
         "chaos verdict: PASS seed=7 faults=53 agents=3000 mismatches=0 duplicates=0 "
-        "order_violations=0 uncovered=0"
+        "order_violations=0 uncovered=0 multiply_covered=0 owed=0 crashes=0"
     )
     rec = EventRecord("t", 0, 0, "a", "e", T, "stream")
     failing = [
@@ -127,6 +128,7 @@ def test_verdict_passes_only_when_every_invariant_holds() -> None:
         Verdict(7, 1, settled=True, coverage=Coverage(1, multiply_covered=["a"])),
         Verdict(7, 1, settled=True, crashes=["worker 0 exited with 1"]),
         Verdict(7, 1, settled=True, harness_errors=["boom"]),
+        Verdict(7, 1, settled=True, owed=["a"]),
         Verdict(7, 1, settled=True, recall_found=5400, recall_total=5401),
     ]
     for verdict in failing:
@@ -136,7 +138,8 @@ def test_verdict_passes_only_when_every_invariant_holds() -> None:
 
 @pytest.mark.kafka
 async def test_state_mismatches_of_given_agents_compare_only_them(kafka: KafkaBroker) -> None:
-    """With ``users`` only those agents are compared; without, the whole roster (missing ones too)."""
+    """With ``users`` only those agents are compared; without, the whole roster (missing ones too);
+    an agent whose state still carries a backfill mark is listed as owed."""
     async with sim_process(agents=4, seed=5, paused=True) as sim:
         settings = bridge_settings(kafka, sim)
         await asyncio.to_thread(ensure_topics, settings)
@@ -145,23 +148,31 @@ async def test_state_mismatches_of_given_agents_compare_only_them(kafka: KafkaBr
         right, wrong = _state_of(ids[0], users[ids[0]]), _state_of(ids[1], users[ids[1]])
         assert wrong.routing is not None
         wrong.routing.value.status = "NOT_A_STATUS"
+        # Right, but its state record still marks a gap whose history is owed: not settled.
+        right.pending = PendingBackfill(T, T, T, ())
         now = datetime.now(UTC)
         ours = [("bridge-id", settings.id.encode())]
         topic = settings.topic_agent_state
         await asyncio.to_thread(
             _produce,
             kafka,
-            [(topic, s.user_id, encode_state(s, 0, now), ours) for s in (right, wrong)],
+            [(topic, s.user_id, encode_state(s, 0, now, s.pending), ours) for s in (right, wrong)],
         )
         rest = genesys_rest(settings, settings.clients()[0])
         try:
-            agents, found = await state_mismatches(settings, rest, [ids[1], ids[0]])
-            all_agents, everything = await state_mismatches(settings, rest)
+            given = await state_mismatches(settings, rest, [ids[1], ids[0]])
+            everything = await state_mismatches(settings, rest)
+            others = await state_mismatches(settings, rest, ids[1:])
         finally:
             await rest.aclose()
-    assert (agents, [(m.user_id, m.field) for m in found]) == (2, [(ids[1], "routingStatus")])
-    assert all_agents == 4
-    assert {(m.user_id, m.field) for m in everything} == {
+    assert (given.agents, [(m.user_id, m.field) for m in given.mismatches]) == (
+        2,
+        [(ids[1], "routingStatus")],
+    )
+    assert given.owed == [ids[0]], "a marked state is owed its backfill, though it matches Genesys"
+    assert (others.owed, everything.owed) == ([], [ids[0]])
+    assert everything.agents == 4
+    assert {(m.user_id, m.field) for m in everything.mismatches} == {
         (ids[1], "routingStatus"),
         (ids[2], "missing"),
         (ids[3], "missing"),
