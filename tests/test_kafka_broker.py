@@ -170,19 +170,20 @@ def test_compacted_topic_reports_its_cleanup_policy(kafka: KafkaBroker) -> None:
     assert kafka.admin.describe_configs([res2])[res2].result(timeout=30)["cleanup.policy"].value == "delete"
 
 
+def _props(text: str) -> dict[str, str]:
+    """server.properties text as key → value (comments skipped)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
 def test_extra_listeners_are_added_and_advertised_at_their_own_port() -> None:
     """localkafka's extra listeners bind one port, advertise another, and map to PLAINTEXT."""
     template = localkafka.TEMPLATE.read_text()
     text = localkafka._with_listeners(template, {"W0": (1111, 2222), "W1": (3333, 4444)})
-    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    props = _props(text)
     assert props["listeners"].endswith(",W0://127.0.0.1:1111,W1://127.0.0.1:3333")
     assert props["advertised.listeners"].endswith(",W0://127.0.0.1:2222,W1://127.0.0.1:4444")
     assert props["listener.security.protocol.map"].endswith(",W0:PLAINTEXT,W1:PLAINTEXT")
     assert localkafka._with_listeners(template, {}).splitlines() == template.splitlines()
-
-
-def _props(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
 
 
 def test_one_node_stops_without_controlled_shutdown_and_a_cluster_with_it(tmp_path: Any) -> None:

@@ -430,6 +430,12 @@ async def test_second_owner_fences_the_first(kafka: KafkaBroker, topics: dict[st
 BROKER_SESSION_TIMEOUT_MS = 60_000
 
 
+def broker_pid(data_dir: Path) -> int | None:
+    """The pid of the broker of ``data_dir`` (localkafka's pid file), None when none runs."""
+    pid_file = data_dir / localkafka.PID_FILE
+    return int(pid_file.read_text().strip()) if pid_file.exists() else None
+
+
 @pytest.fixture
 def restartable_broker(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A broker of this test's own, to stop, start or freeze."""
@@ -441,10 +447,10 @@ def restartable_broker(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     try:
         yield data_dir, port
     finally:
-        pid_file = data_dir / "broker.pid"
-        if pid_file.exists():  # a failed freeze test must not leave it stopped
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGCONT)
+        pid = broker_pid(data_dir)
+        if pid is not None:  # a failed freeze test must not leave it stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         localkafka.stop(data_dir)
 
 
@@ -564,7 +570,8 @@ async def test_frozen_broker_makes_the_abort_stuck_and_a_new_producer_writes_the
             sink.submit(got, "chan")
             submitted.append(got.change.event_id)
 
-    pid = int((data_dir / "broker.pid").read_text().strip())
+    pid = broker_pid(data_dir)
+    assert pid is not None, "the test's broker runs"
     try:
         submit(1, 10)
         delivered = await asyncio.to_thread(
