@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -428,6 +429,8 @@ async def test_second_owner_fences_the_first(kafka: KafkaBroker, topics: dict[st
 #: A frozen broker must not fence itself when it wakes: its controller would take the
 #: leadership from it, and a commit in that moment loses its markers (see the template).
 BROKER_SESSION_TIMEOUT_MS = 60_000
+#: A TimeoutError ended the outage test once, on a loaded 2-CPU machine, during the restart.
+RESTART_TIMEOUT_S = 150.0
 
 
 def broker_pid(data_dir: Path) -> int | None:
@@ -436,22 +439,80 @@ def broker_pid(data_dir: Path) -> int | None:
     return int(pid_file.read_text().strip()) if pid_file.exists() else None
 
 
-@pytest.fixture
-def restartable_broker(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """A broker of this test's own, to stop, start or freeze."""
-    data_dir = tmp_path / "kafka"
-    port = localkafka.free_port()
-    localkafka.start(
-        data_dir, port=port, quiet=True, extra={"broker.session.timeout.ms": str(BROKER_SESSION_TIMEOUT_MS)}
+#: The producer's own abort is what the outage tests exercise: their broker never aborts a
+#: timed-out transaction itself. A sweep that comes before the writer's own abort fences the
+#: writer (test_broker_timing_out_a_transaction_fences_its_writer), and one in the second after
+#: a restarted node's old registration expires skips its markers (see the broker template).
+NO_TIMEOUT_SWEEP_MS = 3_600_000
+#: The broker that does abort timed-out transactions looks for them this often.
+TIMEOUT_SWEEP_MS = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnBroker:
+    """A broker of the test's own, to stop, start or freeze; restarted with the properties it began with."""
+
+    data_dir: Path
+    port: int
+    extra: dict[str, str]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = RESTART_TIMEOUT_S) -> None:
+        localkafka.start(self.data_dir, self.port, None, timeout_s, True, self.extra)
+
+    def stop(self) -> None:
+        localkafka.stop(self.data_dir)
+
+    def pid(self) -> int | None:
+        return broker_pid(self.data_dir)
+
+
+@contextlib.contextmanager
+def own_broker(tmp_path: Path, **extra: str) -> Iterator[OwnBroker]:
+    """An :class:`OwnBroker` with broker properties ``extra`` (dots written as underscores)."""
+    broker = OwnBroker(
+        tmp_path / "kafka", localkafka.free_port(), {k.replace("_", "."): v for k, v in extra.items()}
     )
+    broker.start(localkafka.DEFAULT_START_TIMEOUT_S)
     try:
-        yield data_dir, port
+        yield broker
     finally:
-        pid = broker_pid(data_dir)
+        pid = broker.pid()
         if pid is not None:  # a failed freeze test must not leave it stopped
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-        localkafka.stop(data_dir)
+        broker.stop()
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """Stopped and started again: its default session timeout lets the new process register at once."""
+    with own_broker(
+        tmp_path, transaction_abort_timed_out_transaction_cleanup_interval_ms=str(NO_TIMEOUT_SWEEP_MS)
+    ) as broker:
+        yield broker
+
+
+@pytest.fixture
+def freezable_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """Frozen and woken again: a long session timeout keeps it from fencing itself on waking."""
+    with own_broker(
+        tmp_path,
+        transaction_abort_timed_out_transaction_cleanup_interval_ms=str(NO_TIMEOUT_SWEEP_MS),
+        broker_session_timeout_ms=str(BROKER_SESSION_TIMEOUT_MS),
+    ) as broker:
+        yield broker
+
+
+@pytest.fixture
+def sweeping_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    with own_broker(
+        tmp_path, transaction_abort_timed_out_transaction_cleanup_interval_ms=str(TIMEOUT_SWEEP_MS)
+    ) as broker:
+        yield broker
 
 
 def own_topics(bootstrap: str) -> dict[str, str]:
@@ -466,7 +527,6 @@ def own_topics(bootstrap: str) -> dict[str, str]:
     return names
 
 
-RESTART_TIMEOUT_S = 150.0
 #: A transaction timeout short enough that the records of the open transaction time out
 #: while the broker is down, and an outage long enough that the abort that follows is stuck.
 TXN_TIMEOUT_MS = 3_000
@@ -477,7 +537,7 @@ OUTAGE_S = 14.0
 
 @pytest.mark.slow
 @pytest.mark.timeout(360)
-async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tuple[Path, int]) -> None:
+async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: OwnBroker) -> None:
     """Broker stopped 14 s mid-stream and restarted: every submitted change is committed exactly once.
 
     The open transaction's records time out while the broker is down (a 3 s transaction
@@ -488,11 +548,13 @@ async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tu
     again until the broker is back. Which one happens depends on where the stop falls, so
     the replacement itself is asserted by the frozen-broker test below. A 20 s outage under
     the default 60 s timeout, where the commit is retried until the broker is back, is
-    tests/worker/test_faults.py::test_broker_outage_of_20_seconds."""
+    tests/worker/test_faults.py::test_broker_outage_of_20_seconds. The broker of this
+    test never aborts a timed-out transaction itself: when it does before the writer's own
+    abort, the writer is fenced (test_broker_timing_out_a_transaction_fences_its_writer)."""
     stuck_s = ABORT_STUCK_CALLS * CALL_TIMEOUT_S
     assert TXN_TIMEOUT_MS / 1000 + stuck_s < OUTAGE_S, "outlasts the records' timeout and the abort"
-    data_dir, port = restartable_broker
-    bootstrap = f"127.0.0.1:{port}"
+    broker = restartable_broker
+    bootstrap = broker.bootstrap
     names = own_topics(bootstrap)
     settings = make_settings(
         bootstrap, names, txn_max_ms=100, txn_max_records=50, kafka_transaction_timeout_ms=TXN_TIMEOUT_MS
@@ -516,13 +578,12 @@ async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tu
 
     try:
         await stream(1.0)
-        stopping = asyncio.create_task(asyncio.to_thread(localkafka.stop, data_dir))
+        stopping = asyncio.create_task(asyncio.to_thread(broker.stop))
         await stream(OUTAGE_S)
         await stopping
         assert not sink.healthy, "commits fail while the broker is down"
         assert sink.pending > 0
-        # A TimeoutError ended this test once, on a loaded 2-CPU machine, during the restart.
-        await asyncio.to_thread(localkafka.start, data_dir, port, None, RESTART_TIMEOUT_S, True)
+        await asyncio.to_thread(broker.start)
         await stream(1.0)
         await asyncio.wait_for(sink.flush(), 120)
         assert sink.pending == 0
@@ -540,7 +601,7 @@ async def test_broker_outage_loses_and_duplicates_nothing(restartable_broker: tu
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_frozen_broker_makes_the_abort_stuck_and_a_new_producer_writes_the_batch(
-    restartable_broker: tuple[Path, int],
+    freezable_broker: OwnBroker,
 ) -> None:
     """A broker that stops answering (SIGSTOP: a long GC pause, a frozen VM) keeps its connections open.
 
@@ -551,8 +612,7 @@ async def test_frozen_broker_makes_the_abort_stuck_and_a_new_producer_writes_the
     broker. Once it answers again, the new producer aborts the open transaction and writes
     the whole batch again: every change committed exactly once, the replacement counted.
     """
-    data_dir, port = restartable_broker
-    bootstrap = f"127.0.0.1:{port}"
+    bootstrap = freezable_broker.bootstrap
     names = own_topics(bootstrap)
     settings = make_settings(
         bootstrap, names, txn_max_ms=60_000, txn_max_records=1000, kafka_transaction_timeout_ms=TXN_TIMEOUT_MS
@@ -570,7 +630,7 @@ async def test_frozen_broker_makes_the_abort_stuck_and_a_new_producer_writes_the
             sink.submit(got, "chan")
             submitted.append(got.change.event_id)
 
-    pid = broker_pid(data_dir)
+    pid = freezable_broker.pid()
     assert pid is not None, "the test's broker runs"
     try:
         submit(1, 10)
@@ -597,6 +657,60 @@ async def test_frozen_broker_makes_the_abort_stuck_and_a_new_producer_writes_the
     records = read_all(bootstrap, names["routing"], expect=len(submitted), timeout_s=60)
     assert Counter(value_of(m)["eventId"] for m in records) == Counter(submitted), "each exactly once"
     assert len(read_all(bootstrap, names["state"], expect=len(submitted), timeout_s=60)) == len(submitted)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_broker_timing_out_a_transaction_fences_its_writer(sweeping_broker: OwnBroker) -> None:
+    """A transaction open longer than its timeout is aborted by the broker, which bumps the epoch.
+
+    The writer cannot tell that epoch bump from a newer owner's (both answer PRODUCER_FENCED),
+    and taking the transactional.id back would fence a real new owner: it stops as fenced,
+    says that the transaction had outlived its timeout, and commits nothing of it (the fleet
+    starts the shard again if the partition is still ours). A frozen writer thread, a stalled
+    VM or a link cut for longer than the timeout all end so; here the writer just holds its
+    transaction open (txn_max_ms above the timeout)."""
+    bootstrap = sweeping_broker.bootstrap
+    names = own_topics(bootstrap)
+    timeout_ms = 2_000
+    settings = make_settings(
+        bootstrap, names, txn_max_ms=60_000, txn_max_records=1000, kafka_transaction_timeout_ms=timeout_ms
+    )
+    stuck = PRODUCE_ERRORS.labels(reason="stuck")
+    stuck_before, fenced_before = stuck._value.get(), FENCED._value.get()
+    sink = ShardSink(settings, 1, call_timeout_s=1.0)
+    await sink.start()
+    state = ShardState()
+    try:
+        for n in range(1, 11):
+            sink.submit(accepted(state, routing_change(f"u-{n % 3}", n)), "chan")
+        delivered = await asyncio.to_thread(
+            read_all, bootstrap, names["routing"], committed=False, expect=10, timeout_s=30
+        )
+        assert len(delivered) == 10, "the open transaction's records reached the broker"
+        marks = await asyncio.to_thread(high_watermarks, bootstrap, names["routing"])
+        deadline = time.monotonic() + 30
+        while await asyncio.to_thread(high_watermarks, bootstrap, names["routing"]) == marks:
+            assert time.monotonic() < deadline, "the broker aborts the timed-out transaction"
+            await asyncio.sleep(0.2)
+        sink.submit(accepted(state, routing_change("u-9", 11)), "chan")
+        with pytest.raises(FencedError, match="longer than its timeout"):
+            await asyncio.wait_for(sink.flush(), 60)
+        assert isinstance(await asyncio.wait_for(sink.failed, 5), FencedError)
+        assert FENCED._value.get() == fenced_before + 1
+        assert stuck._value.get() == stuck_before, "the writer did not take the transactional.id back"
+    finally:
+        await sink.close()
+    assert read_all(bootstrap, names["routing"], expect=1, timeout_s=5) == [], "nothing committed"
+
+
+def high_watermarks(bootstrap: str, topic: str) -> list[int]:
+    """The high watermark of each of ``topic``'s two partitions (a transaction marker moves it)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{uuid.uuid4().hex[:6]}"})
+    try:
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in (0, 1)]
+    finally:
+        consumer.close()
 
 
 async def test_fencing_reported_by_poll_stops_the_sink_as_fenced() -> None:

@@ -143,8 +143,11 @@ class _Outcomes(Generic[Item]):
         events: WriterEvents[Item],
         topics: str,
         call_timeout_s: float,
+        *,
+        monotonic: Callable[[], float],
     ) -> None:
         self.name = name
+        self._mono = monotonic
         self.config = config
         self._events = events
         self._topics = topics
@@ -152,6 +155,8 @@ class _Outcomes(Generic[Item]):
         self.txn = TxnStateMachine()
         self.failure: SinkError | None = None
         self.committing_ok = True
+        #: When the open transaction began (``monotonic()``), None while none is open.
+        self.txn_began: float | None = None
 
     @property
     def transactional_id(self) -> str:
@@ -171,8 +176,9 @@ class _Outcomes(Generic[Item]):
         PRODUCE_ERRORS.labels(reason=action.value).inc()
         if action is Action.FENCED:
             FENCED.inc()
-            log.warning("%s: fenced by a newer owner during %s: %s", self.name, op, err.str())
-            self._fail(FencedError(f"{self.name}: fenced by a newer owner ({err.name()})"))
+            why = f"fenced by a newer owner ({err.name()}){self._outlived()}"
+            log.warning("%s: %s during %s: %s", self.name, why, op, err.str())
+            self._fail(FencedError(f"{self.name}: {why}"))
         elif action is Action.FATAL:
             log.error("%s: fatal Kafka error during %s: %s", self.name, op, err.str())
             self._fail(DeliveryError(f"{self.name}: fatal Kafka error during {op}: {err.str()}"))
@@ -180,6 +186,24 @@ class _Outcomes(Generic[Item]):
             self.committing_ok = False
             log.warning("%s: %s error during %s: %s", self.name, action.value, op, err.str())
         return action
+
+    def _outlived(self) -> str:
+        """What to add to a fence when the open transaction outlived ``transaction.timeout.ms``.
+
+        The broker aborts such a transaction itself and bumps the producer's epoch, which
+        the producer sees as PRODUCER_FENCED, exactly as a newer owner's. Which of the two
+        it was is not the writer's to decide (taking the id back would fence a real owner).
+        """
+        if self.txn_began is None:
+            return ""
+        age_s = self._mono() - self.txn_began
+        timeout_ms = int(self.config.get("transaction.timeout.ms", 0))
+        if not timeout_ms or age_s * 1000 <= timeout_ms:
+            return ""
+        return (
+            f", or by the broker: the transaction was open {age_s:.0f} s, longer than its timeout "
+            f"(transaction.timeout.ms {timeout_ms}), and the broker aborts such a transaction"
+        )
 
     def _fail(self, err: SinkError) -> None:
         if self.failure is not None:
@@ -212,12 +236,11 @@ class TxnWriter(_Outcomes[Item]):
         monotonic: Callable[[], float],
         sleep: Callable[[float], None],
     ) -> None:
-        super().__init__(name, config, events, topics, call_timeout_s)
+        super().__init__(name, config, events, topics, call_timeout_s, monotonic=monotonic)
         self._factory = producer_factory
         self._txn_max_s = txn_max_s
         self.txn_max_records = txn_max_records
         self._backoff = (backoff_initial_s, backoff_max_s)
-        self._mono = monotonic
         self._sleep = sleep
         self.queue: collections.deque[Item] = collections.deque()
         self.wake = threading.Event()
@@ -399,6 +422,7 @@ class TxnWriter(_Outcomes[Item]):
                 self._fail(DeliveryError(f"{self.name}: begin_transaction failed: {exc.args[0].str()}"))
             raise _Stop from None
         self.txn.to(TxnState.OPEN)
+        self.txn_began = self._mono()
 
     def _checked(
         self, call: Callable[[float], None], timeout: Callable[[], float] | None = None
@@ -433,6 +457,7 @@ class TxnWriter(_Outcomes[Item]):
             for item in batch:
                 self._produce(producer, item)
         self.txn.to(TxnState.IDLE)
+        self.txn_began = None
         self.committing_ok = True
         self._events.committed(batch)
         return producer

@@ -571,8 +571,10 @@ class Cluster:
             "min.insync.replicas": str(min_isr),
             "broker.session.timeout.ms": str(CLUSTER_BROKER_SESSION_TIMEOUT_MS),
             "broker.heartbeat.interval.ms": str(CLUSTER_BROKER_HEARTBEAT_MS),
-            # Off in the single-node template; here the leaders have somewhere to go.
+            # Off, and a slower sweep, in the single-node template: here the leaders have
+            # somewhere to go.
             "controlled.shutdown.enable": "true",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": None,
         }
         return render_properties(
             node.port, node.controller_port, node.data_dir, {**cluster_props, **self.extra}
