@@ -471,11 +471,12 @@ class OwnBroker:
 
 
 @contextlib.contextmanager
-def own_broker(tmp_path: Path, **extra: str) -> Iterator[OwnBroker]:
-    """An :class:`OwnBroker` with broker properties ``extra`` (dots written as underscores)."""
-    broker = OwnBroker(
-        tmp_path / "kafka", localkafka.free_port(), {k.replace("_", "."): v for k, v in extra.items()}
-    )
+def own_broker(tmp_path: Path, sweep_ms: int, **extra: str) -> Iterator[OwnBroker]:
+    """An :class:`OwnBroker` that sweeps timed-out transactions every ``sweep_ms``, with broker
+    properties ``extra`` (dots written as underscores)."""
+    props = {k.replace("_", "."): v for k, v in extra.items()}
+    props["transaction.abort.timed.out.transaction.cleanup.interval.ms"] = str(sweep_ms)
+    broker = OwnBroker(tmp_path / "kafka", localkafka.free_port(), props)
     broker.start(localkafka.DEFAULT_START_TIMEOUT_S)
     try:
         yield broker
@@ -489,10 +490,8 @@ def own_broker(tmp_path: Path, **extra: str) -> Iterator[OwnBroker]:
 
 @pytest.fixture
 def restartable_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    """Stopped and started again: its default session timeout lets the new process register at once."""
-    with own_broker(
-        tmp_path, transaction_abort_timed_out_transaction_cleanup_interval_ms=str(NO_TIMEOUT_SWEEP_MS)
-    ) as broker:
+    """Stopped and started again: Kafka's 9 s broker session, so the new process registers soon."""
+    with own_broker(tmp_path, NO_TIMEOUT_SWEEP_MS) as broker:
         yield broker
 
 
@@ -500,18 +499,14 @@ def restartable_broker(tmp_path: Path) -> Iterator[OwnBroker]:
 def freezable_broker(tmp_path: Path) -> Iterator[OwnBroker]:
     """Frozen and woken again: a long session timeout keeps it from fencing itself on waking."""
     with own_broker(
-        tmp_path,
-        transaction_abort_timed_out_transaction_cleanup_interval_ms=str(NO_TIMEOUT_SWEEP_MS),
-        broker_session_timeout_ms=str(BROKER_SESSION_TIMEOUT_MS),
+        tmp_path, NO_TIMEOUT_SWEEP_MS, broker_session_timeout_ms=str(BROKER_SESSION_TIMEOUT_MS)
     ) as broker:
         yield broker
 
 
 @pytest.fixture
 def sweeping_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    with own_broker(
-        tmp_path, transaction_abort_timed_out_transaction_cleanup_interval_ms=str(TIMEOUT_SWEEP_MS)
-    ) as broker:
+    with own_broker(tmp_path, TIMEOUT_SWEEP_MS) as broker:
         yield broker
 
 

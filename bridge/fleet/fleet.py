@@ -24,6 +24,7 @@ from bridge.fleet.membership import (
     MembershipEvent,
     _Assigned,
     _CaughtUp,
+    _Disowned,
     _Failed,
     _Record,
     _Revoked,
@@ -181,6 +182,7 @@ class Fleet:
             clock=clock,
             owned_changed=lambda: metrics.SHARDS_OWNED.set(len(self.shards)),
             forbidden=self._stop_for,
+            doubted=lambda: self._membership.doubted,
         )
         self._events: asyncio.Queue[MembershipEvent] = asyncio.Queue()
         self._membership = Membership(
@@ -337,6 +339,8 @@ class Fleet:
             self._hold_lost(event.partitions)
         elif isinstance(event, _Revoked):
             self._lose(event.partitions, event.done)
+        elif isinstance(event, _Disowned):
+            self._disown(event.partitions)
         elif isinstance(event, _Record):
             self._on_record(event)
         elif isinstance(event, _CaughtUp):
@@ -390,6 +394,17 @@ class Fleet:
                 self._lost[p] = slot
         if self._lost:
             asyncio.get_running_loop().call_later(LOST_GRACE_S, self._expire_lost)
+
+    def _disown(self, partitions: list[int]) -> None:
+        """The group's record gives these to others: stop their shards (see bridge.fleet.watch)."""
+        for p in partitions:
+            held = self._lost.pop(p, None)
+            if held is not None and p in self._slots:
+                self._driver.retire(held)
+            elif held is not None:
+                self._slots[p] = held
+        logger.warning("partitions %s are not ours by the group's record; stopping their shards", partitions)
+        self._lose(partitions, None)
 
     def _expire_lost(self) -> None:
         if not self._lost:

@@ -7,11 +7,13 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from bridge.acl import reader_authorization_error
 from bridge.errors import AuthorizationError
@@ -21,7 +23,8 @@ from bridge.fleet.map import (
     ConsumerFactory,
     MapRecord,
 )
-from bridge.kafka.config import FETCH_WAIT_MAX_MS, LIBRDKAFKA_LOGGER
+from bridge.fleet.watch import AssignmentWatch, describe_group
+from bridge.kafka.config import FETCH_WAIT_MAX_MS, LIBRDKAFKA_LOGGER, AdminFactory
 from bridge.settings import Settings
 
 __all__ = [
@@ -81,6 +84,13 @@ class _Revoked:
 
 
 @dataclass(frozen=True)
+class _Disowned:
+    """The group coordinator does not give us these, though no callback revoked them (see watch)."""
+
+    partitions: list[int]
+
+
+@dataclass(frozen=True)
 class _Record:
     partition: int
     offset: int
@@ -98,7 +108,7 @@ class _Failed:
     forbidden: AuthorizationError | None = None
 
 
-MembershipEvent = _Assigned | _Revoked | _Record | _CaughtUp | _Failed
+MembershipEvent = _Assigned | _Revoked | _Disowned | _Record | _CaughtUp | _Failed
 
 
 class Membership:
@@ -106,7 +116,11 @@ class Membership:
 
     A revocation blocks the rebalance callback until the asyncio side
     resolves the event's ``done`` future (shards drained), at most
-    ``revoke_wait_s``; a loss (``on_lost``) never waits.
+    ``revoke_wait_s``; a loss (``on_lost``) never waits. Every session
+    timeout the thread also checks its assignment against the group
+    coordinator's record (:class:`~bridge.fleet.watch.AssignmentWatch`):
+    partitions that the group no longer gives it are unassigned and posted
+    as disowned; :attr:`doubted` names those with a first strike.
     """
 
     def __init__(
@@ -115,13 +129,17 @@ class Membership:
         post: Callable[[MembershipEvent], None],
         *,
         consumer_factory: ConsumerFactory = Consumer,
+        admin_factory: AdminFactory = AdminClient,
         revoke_wait_s: float,
     ) -> None:
         self._settings = settings
         self._topic = settings.topic_shard_map
         self._post_event = post
         self._factory = consumer_factory
+        self._admin_factory = admin_factory
         self._revoke_wait_s = revoke_wait_s
+        self._watch_every_s = settings.kafka_session_timeout_ms / 1000
+        self._watch: AssignmentWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
         self._refresh = threading.Event()
@@ -133,6 +151,11 @@ class Membership:
         self._ended = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name="fleet-membership", daemon=True)
         self._thread.start()
+
+    @property
+    def doubted(self) -> frozenset[int]:
+        """Partitions the last check found held but not given by the group (one strike so far)."""
+        return self._watch.doubted if self._watch is not None else frozenset()
 
     def request_metadata_refresh(self) -> None:
         """Ask for fresh metadata now (new partitions → rebalance without waiting for the interval)."""
@@ -161,7 +184,11 @@ class Membership:
             consumer.subscribe(
                 [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
+            next_watch = time.monotonic() + self._watch_every_s
             while not self._closing.is_set():
+                if time.monotonic() >= next_watch:
+                    self._check_assignment(consumer)
+                    next_watch = time.monotonic() + self._watch_every_s
                 if self._refresh.is_set():
                     self._refresh.clear()
                     with contextlib.suppress(KafkaException):
@@ -202,6 +229,29 @@ class Membership:
             if loop is not None and not loop.is_closed() and self._ended is not None:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, self._ended)
+
+    def _check_assignment(self, consumer: Any) -> None:
+        """One round of the watch; disowned partitions are unassigned and posted."""
+        if self._watch is None:
+            # Referenced for the thread's life: its futures need it (else _DESTROY).
+            admin = self._admin_factory(self._settings.kafka_config())
+            self._watch = AssignmentWatch(
+                lambda: describe_group(admin, self._settings.id, self._topic, CALL_TIMEOUT_S)
+            )
+        try:
+            local = frozenset(tp.partition for tp in consumer.assignment() if tp.topic == self._topic)
+            member_id = consumer.memberid() or ""
+        except (KafkaException, RuntimeError) as exc:
+            logger.debug("reading the consumer's assignment failed: %s", exc)
+            return
+        gone = self._watch.check(member_id, local)
+        if not gone:
+            return
+        try:
+            consumer.incremental_unassign([TopicPartition(self._topic, p) for p in sorted(gone)])
+        except KafkaException as exc:
+            logger.warning("unassigning disowned partitions %s failed: %s", sorted(gone), exc)
+        self._post(_Disowned(sorted(gone)))
 
     def _forbidden(self, err: KafkaError) -> AuthorizationError | None:
         """A missing ACL of the membership consumer, named (not worth a retry)."""

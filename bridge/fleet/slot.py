@@ -137,6 +137,7 @@ class ShardDriver:
         clock: Callable[[], float],
         owned_changed: Callable[[], None],
         forbidden: Callable[[AuthorizationError], None],
+        doubted: Callable[[], frozenset[int]] = frozenset,
     ) -> None:
         self._settings = settings
         self._shard_factory = shard_factory
@@ -146,6 +147,7 @@ class ShardDriver:
         self._stopping: dict[int, asyncio.Task[None]] = {}
         self._owned_changed = owned_changed
         self._forbidden = forbidden
+        self._doubted = doubted
 
     def start(self, slot: Slot) -> None:
         """Drive ``slot`` in a task of its own (``slot.driver``)."""
@@ -273,6 +275,18 @@ class ShardDriver:
         for a while (it came back to us with the shard still running, then that owner's sink
         fenced it); a new sink fences that owner in turn."""
         if slot.fenced and not slot.revoked and not slot.running:
+            if slot.partition in self._doubted():
+                # The group coordinator's record did not give us this partition at the last
+                # check: a new sink would fence its real owner. Ask again next time.
+                logger.warning(
+                    "shard %d: the group's record does not give this worker the partition; "
+                    "not starting it again yet",
+                    slot.partition,
+                )
+                asyncio.get_running_loop().call_later(
+                    coordinator_fenced_retry_s(self._settings), self._unfence, slot
+                )
+                return
             logger.warning(
                 "shard %d: the partition is still ours after the fence; starting it again", slot.partition
             )

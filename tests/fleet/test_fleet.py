@@ -13,7 +13,7 @@ from bridge import metrics
 from bridge.errors import FencedError
 from bridge.fleet import Fleet, MapRecord
 from bridge.fleet import slot as slot_module
-from bridge.fleet.membership import _Assigned, _CaughtUp, _Record, _Revoked
+from bridge.fleet.membership import _Assigned, _CaughtUp, _Disowned, _Record, _Revoked
 from bridge.settings import Settings
 from bridge.shard import ShardStats
 
@@ -238,4 +238,40 @@ async def test_a_shard_fenced_while_its_partition_stays_here_starts_again(
     assert fleet._slots[1].fenced and len(shards) == 1, "not at once: the fencer may own it now"
     await _until(lambda: len(shards) == 2 and len(fleet.shards) == 1)
     assert not fleet._slots[1].fenced
+    await _close(fleet)
+
+
+async def test_a_fenced_shard_the_group_does_not_give_us_is_not_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch doubts the partition (the group's record gives it to another member): the
+    retry after the fence waits instead of fencing that owner; once the doubt is gone it starts."""
+    monkeypatch.setattr(slot_module, "coordinator_fenced_retry_s", lambda _settings: 0.2)
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards)
+    doubted = {1}
+    monkeypatch.setattr(fleet._driver, "_doubted", lambda: frozenset(doubted))
+    _own(fleet, 1)
+    await _until(lambda: len(fleet.shards) == 1)
+    shards[0].fence()
+    await asyncio.sleep(0.7)
+    assert fleet._slots[1].fenced and len(shards) == 1, "doubted: not started again"
+    doubted.clear()
+    await _until(lambda: len(shards) == 2 and len(fleet.shards) == 1)
+    await _close(fleet)
+
+
+async def test_disowned_partitions_stop_their_shards_and_keep_the_others() -> None:
+    """The watch found partitions the group gives to others: their shards stop, even one held lost."""
+    shards: list[FakeShard] = []
+    fleet = _fleet(shards)
+    for p in (1, 2, 3):
+        _own(fleet, p)
+    await _until(lambda: len(fleet.shards) == 3)
+    fleet._handle(_Revoked([3], lost=True, done=None))
+    fleet._handle(_Disowned([2, 3]))
+    await _until(lambda: len(fleet.shards) == 1)
+    assert sorted(fleet._slots) == [1]
+    assert fleet._lost == {}
+    await _until(lambda: [s.shard_id for s in shards if not s._end.is_set()] == [1])
     await _close(fleet)
