@@ -11,7 +11,7 @@ the two sinks fenced the other in turn, every two session timeouts.
 
 :class:`AssignmentWatch` compares, every session timeout, the consumer's
 own assignment with what the group coordinator records for the consumer's
-member id (``DescribeGroups``). Only a *stable* group counts (during a
+member id (``DescribeGroups``; see :func:`describe_group`). Only a *stable* group counts (during a
 rebalance the record is in flux), and only a difference seen on
 :data:`STRIKES` checks in a row, with the same local assignment, is a
 verdict: those partitions are *disowned*. The membership then unassigns
@@ -23,15 +23,18 @@ is *doubted*: a fenced shard of it is not restarted meanwhile.
 from __future__ import annotations
 
 import logging
+import struct
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState
-
-__all__ = ["STRIKES", "AssignmentWatch", "GroupView", "describe_group"]
+__all__ = ["STRIKES", "AssignmentWatch", "GroupView", "assigned", "describe_group"]
 
 logger = logging.getLogger(__name__)
+
+# Deprecated for the admin API's describe_consumer_groups, which is the one that crashes.
+warnings.filterwarnings("ignore", message=r"list_groups\(\) is deprecated", category=DeprecationWarning)
 
 #: Checks in a row that must see the same difference before partitions are disowned.
 STRIKES = 2
@@ -46,18 +49,69 @@ class GroupView:
 
 
 def describe_group(admin: Any, group: str, topic: str, timeout_s: float) -> GroupView | None:
-    """The group's view of ``topic``'s partitions per member; None when it cannot be read."""
+    """The group's view of ``topic``'s partitions per member; None when it cannot be read.
+
+    Through librdkafka's legacy ``list_groups`` (DescribeGroups sent to every broker),
+    not the admin API's ``describe_consumer_groups``: that one aborts the process when
+    the connection drops during its coordinator request (librdkafka issue #4605,
+    "rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0 failed"; it did
+    so in a chaos run with Kafka connection resets).
+    """
     try:
-        future = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]
-        description = future.result(timeout=timeout_s)
+        groups = admin.list_groups(group=group, timeout=timeout_s)
     except Exception as exc:  # a timeout, a missing DESCRIBE ACL: no verdict this round
         logger.debug("describing group %s failed: %s", group, exc)
         return None
-    members = {
-        m.member_id: frozenset(tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic)
-        for m in description.members
-    }
-    return GroupView(description.state == ConsumerGroupState.STABLE, members)
+    found = [g for g in groups if g.id == group and g.error is None]
+    if len(found) != 1:  # only the coordinator answers; the other brokers say NOT_COORDINATOR
+        return None
+    try:
+        members = {m.id: assigned(m.assignment or b"", topic) for m in found[0].members}
+    except ValueError as exc:
+        logger.debug("group %s: undecodable member assignment: %s", group, exc)
+        return None
+    return GroupView(found[0].state == STABLE, members)
+
+
+#: The state DescribeGroups names a group in when no rebalance is under way.
+STABLE = "Stable"
+
+
+def assigned(assignment: bytes, topic: str) -> frozenset[int]:
+    """The partitions of ``topic`` in a consumer protocol assignment (versions 0-3, not flexible)."""
+    if not assignment:
+        return frozenset()
+    reader = _Reader(assignment)
+    reader.take(">h")  # version
+    found: set[int] = set()
+    for _ in range(reader.take(">i")):
+        name = reader.string()
+        partitions = [reader.take(">i") for _ in range(reader.take(">i"))]
+        if name == topic:
+            found.update(partitions)
+    return frozenset(found)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def take(self, fmt: str) -> int:
+        size = struct.calcsize(fmt)
+        if self._at + size > len(self._data):
+            raise ValueError(f"assignment ends at byte {len(self._data)}, expected {size} more")
+        (value,) = struct.unpack_from(fmt, self._data, self._at)
+        self._at += size
+        return int(value)
+
+    def string(self) -> str:
+        size = self.take(">h")
+        if size < 0 or self._at + size > len(self._data):
+            raise ValueError(f"bad string length {size}")
+        text = self._data[self._at : self._at + size].decode()
+        self._at += size
+        return text
 
 
 class AssignmentWatch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import struct
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bridge.fleet.membership import Membership, MembershipEvent, _Assigned, _Disowned, _Revoked
-from bridge.fleet.watch import STRIKES, AssignmentWatch, GroupView
+from bridge.fleet.watch import STRIKES, AssignmentWatch, GroupView, assigned
 from bridge.settings import Settings
 from tests.conftest import KafkaBroker
 
@@ -84,6 +85,28 @@ def test_nothing_held_asks_nothing() -> None:
     watch = AssignmentWatch(views)
     assert watch.check(ME, frozenset()) == frozenset()
     assert views.asked == 0
+
+
+def encoded(version: int, topics: dict[str, list[int]], user_data: bytes | None = None) -> bytes:
+    """A consumer protocol assignment, written by hand from the protocol's layout."""
+    out = struct.pack(">hi", version, len(topics))
+    for name, partitions in topics.items():
+        out += struct.pack(">h", len(name)) + name.encode()
+        out += struct.pack(">i", len(partitions)) + b"".join(struct.pack(">i", p) for p in partitions)
+    if user_data is None:
+        return out + struct.pack(">i", -1)
+    return out + struct.pack(">i", len(user_data)) + user_data
+
+
+def test_a_member_assignment_is_decoded_for_the_control_topic_only() -> None:
+    raw = encoded(3, {"other": [0, 1], "control": [2, 5]}, b"sticky")
+    assert assigned(raw, "control") == {2, 5}
+    assert assigned(raw, "missing") == frozenset()
+    assert assigned(b"", "control") == frozenset(), "a member with nothing assigned"
+    with pytest.raises(ValueError, match="assignment ends"):
+        assigned(raw[:3], "control")
+    with pytest.raises(ValueError, match="bad string length"):
+        assigned(raw[:9], "control")
 
 
 @pytest.mark.kafka
