@@ -154,11 +154,10 @@ class _CoordinatorRole:
 class Fleet:
     """Runs exactly the shards whose control partitions this worker is assigned.
 
-    ``shard_factory`` builds a :class:`Shard` for (shard id, users, client
-    index); ``coordinator_factory`` builds the :class:`Coordinator` when this
-    worker gains partition 0 (it gets a callback to announce new partitions).
-    :meth:`run` returns after ``stop`` is set and everything is shut down:
-    shards drained first, then the consumer closed (leaving the group).
+    ``shard_factory`` builds a :class:`Shard` for (shard id, users, client index);
+    ``coordinator_factory`` the :class:`Coordinator` when this worker gains partition 0
+    (with a callback to announce new partitions). :meth:`run` returns after ``stop`` is
+    set and everything is shut down: shards drained, then the consumer closed.
     """
 
     def __init__(
@@ -268,11 +267,10 @@ class Fleet:
     def liveness(self) -> tuple[bool, dict[str, object]]:
         """Alive unless a mapped shard has not been running for :data:`SHARD_RESTART_DEADLINE_S`.
 
-        A shard counts as down from the moment its slot has members and no
-        shard of it has connected, and stays down while its restarts end
-        before connecting; it is up again once a started shard connects. A
-        running shard that is still reconnecting (Genesys down) is alive.
-        Failing /healthz makes Kubernetes replace the pod.
+        A shard is down from when its slot has members and no shard of it has connected,
+        through restarts that end before connecting, until a started shard connects (a
+        running one still reconnecting, Genesys down, is alive). Failing /healthz makes
+        Kubernetes replace the pod.
         """
         now = self._clock()
         down = sorted(
@@ -396,13 +394,10 @@ class Fleet:
             asyncio.get_running_loop().call_later(LOST_GRACE_S, self._expire_lost)
 
     def _disown(self, partitions: list[int]) -> None:
-        """The group's record gives these to others: stop their shards (see bridge.fleet.watch)."""
+        """The group's record gives these to others (bridge.fleet.watch): stop their shards."""
         for p in partitions:
-            held = self._lost.pop(p, None)
-            if held is not None and p in self._slots:
+            if (held := self._lost.pop(p, None)) is not None:
                 self._driver.retire(held)
-            elif held is not None:
-                self._slots[p] = held
         logger.warning("partitions %s are not ours by the group's record; stopping their shards", partitions)
         self._lose(partitions, None)
 
@@ -425,7 +420,7 @@ class Fleet:
             if driver is not None:
                 drivers.append(driver)
         if 0 in partitions:
-            self._spawn(self._coordination.stop())
+            _spawn(self._background, self._coordination.stop())
         if done is not None:
 
             async def ack() -> None:
@@ -433,7 +428,7 @@ class Fleet:
                 if not done.done():
                     done.set_result(None)
 
-            self._spawn(ack())
+            _spawn(self._background, ack())
 
     def _on_record(self, event: _Record) -> None:
         slot = self._slots.get(event.partition)
@@ -444,14 +439,6 @@ class Fleet:
             self.foreign_records += 1
             return
         slot.offer(event.record)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def runner() -> None:
-            await coro
-
-        task = asyncio.create_task(runner())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _partitions_added(self, total: int) -> None:
         logger.info("partition map grew to %d shards; waiting for the rebalance", total)
@@ -464,3 +451,14 @@ class Fleet:
             return
         logger.error("%s; stopping", exc)
         self._events.put_nowait(_Failed(str(exc), exc))
+
+
+def _spawn(background: set[asyncio.Task[None]], coro: Awaitable[None]) -> None:
+    """Run ``coro`` in a task that ``background`` holds until it ends."""
+
+    async def runner() -> None:
+        await coro
+
+    task = asyncio.create_task(runner())
+    background.add(task)
+    task.add_done_callback(background.discard)

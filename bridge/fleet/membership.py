@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -43,6 +44,8 @@ METADATA_REFRESH_MS = 5_000
 MAX_POLL_INTERVAL_MS = 30_000
 #: Waiting for the consumer thread to leave the group on shutdown.
 CLOSE_TIMEOUT_S = 5.0
+#: The watch's DescribeGroups gives up after this: the poll loop waits meanwhile.
+WATCH_CALL_TIMEOUT_S = 2.0
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -117,10 +120,12 @@ class Membership:
     A revocation blocks the rebalance callback until the asyncio side
     resolves the event's ``done`` future (shards drained), at most
     ``revoke_wait_s``; a loss (``on_lost``) never waits. Every session
-    timeout the thread also checks its assignment against the group
-    coordinator's record (:class:`~bridge.fleet.watch.AssignmentWatch`):
-    partitions that the group no longer gives it are unassigned and posted
-    as disowned; :attr:`doubted` names those with a first strike.
+    timeout the thread also checks the partitions its callbacks gave the
+    application against the group coordinator's record
+    (:class:`~bridge.fleet.watch.AssignmentWatch`): those the group gives to
+    others are posted as disowned, and a consumer whose member the group does
+    not know is replaced by a new one; :attr:`doubted` names the partitions
+    with a first strike.
     """
 
     def __init__(
@@ -140,6 +145,9 @@ class Membership:
         self._revoke_wait_s = revoke_wait_s
         self._watch_every_s = settings.kafka_session_timeout_ms / 1000
         self._watch: AssignmentWatch | None = None
+        # The consumer thread's own: the partitions the callbacks gave the application.
+        self._held: set[int] = set()
+        self._generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
         self._refresh = threading.Event()
@@ -180,14 +188,12 @@ class Membership:
     def _run(self) -> None:
         consumer = None
         try:
-            consumer = self._factory(consumer_config(self._settings))
-            consumer.subscribe(
-                [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
+            consumer = self._open()
             next_watch = time.monotonic() + self._watch_every_s
             while not self._closing.is_set():
                 if time.monotonic() >= next_watch:
-                    self._check_assignment(consumer)
+                    if self._check_assignment(consumer):
+                        consumer = self._reopen(consumer)
                     next_watch = time.monotonic() + self._watch_every_s
                 if self._refresh.is_set():
                     self._refresh.clear()
@@ -230,45 +236,76 @@ class Membership:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, self._ended)
 
-    def _check_assignment(self, consumer: Any) -> None:
-        """One round of the watch; disowned partitions are unassigned and posted."""
+    def _open(self) -> Any:
+        """A new consumer, subscribed; its callbacks carry its generation (a replaced one's are ignored)."""
+        self._generation += 1
+        self._held.clear()
+        consumer = self._factory(consumer_config(self._settings))
+        generation = self._generation
+        consumer.subscribe(
+            [self._topic],
+            on_assign=functools.partial(self._on_assign, generation),
+            on_revoke=functools.partial(self._on_revoke, generation),
+            on_lost=functools.partial(self._on_lost, generation),
+        )
+        return consumer
+
+    def _reopen(self, old: Any) -> Any:
+        """Replace a consumer the group does not know: the old one may never rejoin by itself."""
+        logger.warning("rejoining the group with a new consumer (the old one is no member of it)")
+        self._generation += 1  # the old consumer's callbacks, during its close, change nothing
+        closing = threading.Thread(
+            target=_close_quietly, args=(old,), name="fleet-membership-close", daemon=True
+        )
+        closing.start()
+        closing.join(CLOSE_TIMEOUT_S)  # a stuck close is left behind, not waited for
+        return self._open()
+
+    def _check_assignment(self, consumer: Any) -> bool:
+        """One round of the watch: disowned partitions are unassigned and posted. True when the
+        group does not know this consumer's member at all (the caller replaces the consumer)."""
         if self._watch is None:
-            # Referenced for the thread's life: its futures need it (else _DESTROY).
+            # Referenced for the thread's life: its requests need it.
             admin = self._admin_factory(self._settings.kafka_config())
             self._watch = AssignmentWatch(
-                lambda: describe_group(admin, self._settings.id, self._topic, CALL_TIMEOUT_S)
+                lambda: describe_group(admin, self._settings.id, self._topic, WATCH_CALL_TIMEOUT_S)
             )
         try:
-            local = frozenset(tp.partition for tp in consumer.assignment() if tp.topic == self._topic)
             member_id = consumer.memberid() or ""
         except (KafkaException, RuntimeError) as exc:
-            logger.debug("reading the consumer's assignment failed: %s", exc)
-            return
-        gone = self._watch.check(member_id, local)
+            logger.debug("reading the consumer's member id failed: %s", exc)
+            return False
+        gone = self._watch.check(member_id, frozenset(self._held))
         if not gone:
-            return
-        try:
-            consumer.incremental_unassign([TopicPartition(self._topic, p) for p in sorted(gone)])
-        except KafkaException as exc:
-            logger.warning("unassigning disowned partitions %s failed: %s", sorted(gone), exc)
+            return False
+        self._held.difference_update(gone)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            mine = {tp.partition for tp in consumer.assignment() if tp.topic == self._topic}
+            if mine & gone:
+                consumer.incremental_unassign([TopicPartition(self._topic, p) for p in sorted(mine & gone)])
         self._post(_Disowned(sorted(gone)))
+        return not self._watch.member_known
 
     def _forbidden(self, err: KafkaError) -> AuthorizationError | None:
         """A missing ACL of the membership consumer, named (not worth a retry)."""
         return reader_authorization_error(err, self._topic, self._settings.id)
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, generation: int, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Always from the beginning: the latest record is the shard's member list.
         consumer.incremental_assign(
             [TopicPartition(self._topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
         )
+        if generation != self._generation:
+            return
         logger.info("assigned control partitions %s", sorted(tp.partition for tp in partitions))
+        self._held.update(tp.partition for tp in partitions)
         self._post(_Assigned([tp.partition for tp in partitions]))
 
-    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        if not partitions:
+    def _on_revoke(self, generation: int, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        if not partitions or generation != self._generation:
             return
         logger.info("revoking control partitions %s", sorted(tp.partition for tp in partitions))
+        self._held.difference_update(tp.partition for tp in partitions)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._post(_Revoked([tp.partition for tp in partitions], lost=False, done=done))
         if self._closing.is_set():
@@ -278,12 +315,20 @@ class Membership:
         except concurrent.futures.TimeoutError:
             logger.error("shards of revoked partitions did not stop within %.1f s", self._revoke_wait_s)
 
-    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, generation: int, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        if generation != self._generation:
+            return
+        self._held.difference_update(tp.partition for tp in partitions)
         logger.warning(
             "lost control partitions %s (session expired); rejoining the group",
             sorted(tp.partition for tp in partitions),
         )
         self._post(_Revoked([tp.partition for tp in partitions], lost=True, done=None))
+
+
+def _close_quietly(consumer: Any) -> None:
+    with contextlib.suppress(Exception):
+        consumer.close()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

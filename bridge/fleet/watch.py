@@ -1,23 +1,24 @@
-"""Does the group still give us what our consumer holds? A check against the group coordinator.
+"""Does the group still give us what our application holds? A check against the group coordinator.
 
 The membership consumer learns its partitions from librdkafka's rebalance
 callbacks, and the fleet runs a shard for each. If a callback never comes,
 the two views part: in CI a worker's session was dropped by the group
 coordinator during a rolling restart (its heartbeats answered "unknown
-member", librdkafka logged "revoking assignment and rejoining group"), yet
-no revocation, loss or new assignment reached the application. The worker
-kept running the shard of a partition that another worker owned; each of
-the two sinks fenced the other in turn, every two session timeouts.
+member", librdkafka logged "revoking assignment and rejoining group"), and
+then nothing: no revocation, loss or new assignment reached the application,
+and the consumer never joined again. The worker kept running the shard of a
+partition that another worker owned; each of the two sinks fenced the other
+in turn, every two session timeouts.
 
-:class:`AssignmentWatch` compares, every session timeout, the consumer's
-own assignment with what the group coordinator records for the consumer's
-member id (``DescribeGroups``; see :func:`describe_group`). Only a *stable* group counts (during a
-rebalance the record is in flux), and only a difference seen on
-:data:`STRIKES` checks in a row, with the same local assignment, is a
-verdict: those partitions are *disowned*. The membership then unassigns
-them and the fleet stops their shards; a partition the group gives back
-later is assigned again by the next rebalance. A partition with one strike
-is *doubted*: a fenced shard of it is not restarted meanwhile.
+:class:`AssignmentWatch` compares, every session timeout, the partitions the
+callbacks gave the application with what the group coordinator records for
+the consumer's member id (``DescribeGroups``; see :func:`describe_group`).
+Only a *stable* group counts (during a rebalance the record is in flux), and
+only a difference seen on :data:`STRIKES` checks in a row, with the same
+partitions held, is a verdict: those partitions are *disowned*. The
+membership then stops their shards, and when the group does not know the
+member at all it replaces the consumer, which joins afresh. A partition with
+one strike is *doubted*: a fenced shard of it is not restarted meanwhile.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class AssignmentWatch:
         self._suspect: frozenset[int] = frozenset()
         self._local: frozenset[int] = frozenset()
         self._strikes = 0
+        #: Whether the group knew the member at the last verdict (False: it must join again).
+        self.member_known = True
 
     @property
     def doubted(self) -> frozenset[int]:
@@ -135,7 +138,7 @@ class AssignmentWatch:
     def check(self, member_id: str, local: frozenset[int]) -> frozenset[int]:
         """One check; returns the partitions disowned by it (empty on most rounds)."""
         view = self._describe() if local else None
-        if view is None or not view.stable or not member_id:
+        if view is None or not view.stable:
             self._reset()
             return frozenset()
         suspect = local - view.members.get(member_id, frozenset())
@@ -146,10 +149,11 @@ class AssignmentWatch:
             self._strikes += 1
         if self._strikes < self._strikes_needed:
             return frozenset()
-        known = "is not a member" if member_id not in view.members else "is not given them"
+        self.member_known = member_id in view.members
+        known = "is not given them" if self.member_known else "is not a member"
         logger.warning(
-            "the group coordinator's record disagrees with this consumer: member %s %s, yet holds "
-            "partitions %s (no rebalance callback said so); giving them up",
+            "the group coordinator's record disagrees with this consumer: member %r %s, yet the "
+            "application holds partitions %s (no rebalance callback said so); giving them up",
             member_id,
             known,
             sorted(suspect),
