@@ -117,6 +117,10 @@ def test_a_member_assignment_is_decoded_for_the_control_topic_only() -> None:
         assigned(raw[:9], "control")
 
 
+#: The real-broker tests check every second, not every session timeout (6 s at least).
+WATCH_EVERY_S = 1.0
+
+
 def control_settings(kafka: KafkaBroker) -> Settings:
     """A fleet id of its own and a 2-partition control topic; the broker's minimum session (6 s)."""
     return Settings(
@@ -164,6 +168,7 @@ async def test_a_missed_revocation_is_found_and_the_partition_given_up(kafka: Ka
 
     membership = Membership(settings, recorder, consumer_factory=factory, revoke_wait_s=5.0)
     membership._on_revoke = lambda *_args: None  # type: ignore[method-assign]  # the missed callback
+    membership._watch_every_s = WATCH_EVERY_S
     membership.start()
     stop = threading.Event()
     theirs: list[int] = []
@@ -229,6 +234,7 @@ async def test_a_member_the_group_forgot_rejoins_with_a_new_consumer(kafka: Kafk
         admin_factory=lambda _conf: ForgetfulAdmin(STRIKES),
         revoke_wait_s=5.0,
     )
+    membership._watch_every_s = WATCH_EVERY_S
     membership.start()
     try:
         await wait_for(lambda: membership._held == {0, 1}, 30, "the member gets both partitions")
